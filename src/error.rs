@@ -1,0 +1,64 @@
+//! One error type for the library. Every failure a user can cause (a bad model folder, a bad
+//! image, a prompt that does not fit) is a value that says what went wrong and where.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in Captioner's library.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A configuration file is missing a field, has a field of the wrong type, or is not JSON.
+    #[error("{file}: {message}")]
+    Config { file: String, message: String },
+
+    /// A required file of a model folder is absent.
+    #[error("model file `{0}` is missing")]
+    MissingFile(String),
+
+    /// The weights do not match what the configuration asks for.
+    #[error("weights do not match the config: {0}")]
+    Weights(String),
+
+    /// A safetensors buffer could not be parsed.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+
+    /// A GGUF buffer could not be parsed.
+    #[error("gguf: {0}")]
+    Gguf(#[from] crate::weights::gguf::GgufError),
+
+    /// An image could not be decoded or preprocessed.
+    #[error("image: {0}")]
+    Image(#[from] crate::preprocess::PreprocessError),
+
+    /// Tokenizer or chat-template failure.
+    #[error("prompt: {0}")]
+    Prompt(String),
+
+    /// A request that cannot be served as asked (e.g. an image given to a text-only model).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The compute backend failed (a failed GPU read, for instance).
+    #[error("backend: {0}")]
+    Backend(String),
+
+    /// Reading a file failed (native only).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {
+        Error::Config {
+            file: file.to_string(),
+            message: message.into(),
+        }
+    }
+}

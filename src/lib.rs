@@ -1,0 +1,32 @@
+//! Captioner: private image captioning with SmolVLM (Idefics3) on burn.
+//!
+//! The crate is numerically the Hugging Face reference model: the same preprocessing, prompt
+//! tokens and logits as transformers, within float tolerance. It runs on burn's CPU backend
+//! (`Device::flex()`), natively on a GPU through wgpu, and in the browser on WebGPU.
+//!
+//! ```no_run
+//! # fn main() -> captioner::Result<()> {
+//! use captioner::{Engine, ModelFiles, Request, Flow};
+//! let device = burn::tensor::Device::flex();
+//! let engine = Engine::load(ModelFiles::from_path("SmolVLM-256M-Instruct".as_ref())?, &device)?;
+//! let image = std::fs::read("photo.jpg").expect("readable image");
+//! let caption = engine.caption(&[&image], &Request::default(), &mut |_| Flow::Continue)?;
+//! println!("{}", caption.text);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod files;
+pub mod generate;
+pub mod models;
+pub mod preprocess;
+pub mod prompt;
+pub mod weights;
+
+pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};
+pub use error::{Error, Result};
+pub use files::{ModelFiles, Weights};
+pub use generate::{Flow, SamplingOptions};
+pub use prompt::ImageLayout;

@@ -1,0 +1,128 @@
+//! Building blocks shared by the vision tower and the text decoder, written to compute exactly
+//! what their PyTorch counterparts compute (same operation order where it matters for floats).
+
+use crate::weights::Loader;
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Llama's RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(l: &mut Loader, name: &str, dim: usize, eps: f64) -> Self {
+        Self {
+            weight: Param::from_tensor(l.tensor(&format!("{name}.weight"), [dim])),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let variance = x.clone().square().mean_dim(D - 1);
+        let normed = x * (variance + self.eps).sqrt().recip();
+        normed * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// PyTorch's LayerNorm over the last dimension (biased variance), with weight and bias.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(l: &mut Loader, name: &str, dim: usize, eps: f64) -> Self {
+        Self {
+            weight: Param::from_tensor(l.tensor(&format!("{name}.weight"), [dim])),
+            bias: Param::from_tensor(l.tensor(&format!("{name}.bias"), [dim])),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let variance = centered.clone().square().mean_dim(D - 1);
+        let normed = centered / (variance + self.eps).sqrt();
+        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+    }
+}
+
+/// Rotary position embedding in Hugging Face's "rotate half" form: the first and second halves
+/// of each head are the two coordinates of a rotated pair (not adjacent elements, as in burn's
+/// built-in `RotaryEncoding`).
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        // Same arithmetic as transformers: exponents 2i/d in f32, base ** exponent in f32.
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        Self { inv_freq }
+    }
+
+    /// `cos` and `sin` tables for positions `start..start + len`, shaped `[1, 1, len, head_dim]`.
+    pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half * 2);
+        let mut sin = Vec::with_capacity(len * half * 2);
+        for pos in start..start + len {
+            let angles: Vec<f32> = self.inv_freq.iter().map(|f| pos as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let shape = [1, 1, len, half * 2];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+
+    /// Rotates `x` `[batch, heads, seq, head_dim]` by the given tables.
+    pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let first = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+        let second = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
+        let rotated = Tensor::cat(vec![second.neg(), first], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}
+
+/// Scaled dot-product attention with grouped-query sharing.
+///
+/// `q` is `[batch, heads, q_len, head_dim]`, `k`/`v` are `[batch, kv_heads, kv_len, head_dim]`.
+/// Instead of copying each K/V head `heads / kv_heads` times, the query heads of a group are
+/// stacked along the sequence axis so one matmul serves the whole group. `mask` (additive) is
+/// `[q_len, kv_len]`, broadcast over batch and heads.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
+    let [b, heads, q_len, head_dim] = q.dims();
+    let kv_heads = k.dims()[1];
+    let group = heads / kv_heads;
+    let q = q.reshape([b, kv_heads, group * q_len, head_dim]);
+    let scale = (head_dim as f64).powf(-0.5);
+    let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    if let Some(mask) = mask {
+        let kv_len = mask.dims()[1];
+        let mask = mask
+            .reshape([1, 1, 1, q_len, kv_len])
+            .repeat_dim(2, group)
+            .reshape([1, 1, group * q_len, kv_len]);
+        scores = scores + mask;
+    }
+    let probs = softmax(scores, 3);
+    probs.matmul(v).reshape([b, heads, q_len, head_dim])
+}

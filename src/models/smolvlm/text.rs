@@ -1,0 +1,282 @@
+//! The Llama decoder (SmolLM2): RMSNorm, rotary attention with grouped-query heads and a KV
+//! cache, SwiGLU MLP. Weight names follow Hugging Face (`model.layers.N.self_attn.q_proj`, ...)
+//! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
+
+use crate::config::TextConfig;
+use crate::models::nn::{attention, RmsNorm, Rope};
+use crate::weights::Loader;
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::silu;
+use burn::tensor::{Int, Tensor, TensorData};
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    kv_heads: usize,
+    #[module(skip)]
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn load(l: &mut Loader, p: &str, c: &TextConfig) -> Self {
+        let (h, q, kv) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        Self {
+            q_proj: l.linear(&format!("{p}.q_proj"), h, q, false),
+            k_proj: l.linear(&format!("{p}.k_proj"), h, kv, false),
+            v_proj: l.linear(&format!("{p}.v_proj"), h, kv, false),
+            o_proj: l.linear(&format!("{p}.o_proj"), q, h, false),
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        cache: &mut LayerCache,
+        mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        let [b, len, _] = x.dims();
+        let split =
+            |t: Tensor<3>, heads: usize| t.reshape([b, len, heads, self.head_dim]).swap_dims(1, 2);
+        let q = split(self.q_proj.forward(x.clone()), self.heads);
+        let k = split(self.k_proj.forward(x.clone()), self.kv_heads);
+        let v = split(self.v_proj.forward(x), self.kv_heads);
+        let q = Rope::apply(q, &rope.cos, &rope.sin);
+        let k = Rope::apply(k, &rope.cos, &rope.sin);
+        let (k, v) = cache.append(k, v);
+        let out = attention(q, k, v, mask);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([b, len, self.heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(l: &mut Loader, p: &str, c: &TextConfig) -> Self {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Self {
+            gate_proj: l.linear(&format!("{p}.gate_proj"), h, i, false),
+            up_proj: l.linear(&format!("{p}.up_proj"), h, i, false),
+            down_proj: l.linear(&format!("{p}.down_proj"), i, h, false),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: SelfAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn load(l: &mut Loader, p: &str, c: &TextConfig) -> Self {
+        Self {
+            input_layernorm: RmsNorm::load(
+                l,
+                &format!("{p}.input_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            self_attn: SelfAttention::load(l, &format!("{p}.self_attn"), c),
+            post_attention_layernorm: RmsNorm::load(
+                l,
+                &format!("{p}.post_attention_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            mlp: Mlp::load(l, &format!("{p}.mlp"), c),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        cache: &mut LayerCache,
+        mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, cache, mask);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// Keys and values of one layer for every position seen so far: `[batch, kv_heads, len, head_dim]`.
+#[derive(Debug, Default, Clone)]
+pub struct LayerCache {
+    kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl LayerCache {
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let kv = match self.kv.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.kv = Some(kv.clone());
+        kv
+    }
+}
+
+/// The KV cache of a whole decoder: one entry per layer, plus how many positions it holds.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+struct RopeTables {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+/// The text model: embeddings, decoder layers, final norm and the LM head.
+#[derive(Module, Debug)]
+pub struct TextModel {
+    embed_tokens: Param<Tensor<2>>,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    #[module(skip)]
+    rope: Rope,
+    #[module(skip)]
+    config: TextConfig,
+}
+
+impl TextModel {
+    /// `prefix` holds `embed_tokens`, `layers`, `norm`; `lm_head` is the head's name (unless tied).
+    pub fn load(l: &mut Loader, prefix: &str, lm_head: &str, c: &TextConfig) -> Self {
+        let embed = l.host(
+            &format!("{prefix}.embed_tokens.weight"),
+            &[c.vocab_size, c.hidden_size],
+        );
+        let head = if c.tie_word_embeddings {
+            // A tied checkpoint may still carry a copy of the head; the embeddings win, as in
+            // transformers.
+            l.ignore(&format!("{lm_head}.weight"));
+            embed.transposed()
+        } else {
+            l.host(&format!("{lm_head}.weight"), &[c.vocab_size, c.hidden_size])
+                .transposed()
+        };
+        let device = l.device().clone();
+        Self {
+            embed_tokens: Param::from_tensor(embed.to_device(&device)),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| DecoderLayer::load(l, &format!("{prefix}.layers.{i}"), c))
+                .collect(),
+            norm: RmsNorm::load(l, &format!("{prefix}.norm"), c.hidden_size, c.rms_norm_eps),
+            lm_head: Linear {
+                weight: Param::from_tensor(head.to_device(&device)),
+                bias: None,
+            },
+            rope: Rope::new(c.head_dim, c.rope_theta),
+            config: c.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.config
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![LayerCache::default(); self.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Token embeddings `[1, len, hidden]` for `ids`.
+    pub fn embed(&self, ids: &[u32]) -> Tensor<3> {
+        let device = self.embed_tokens.device();
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let len = ids.len();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [len]), &device);
+        self.embed_tokens
+            .val()
+            .select(0, ids)
+            .reshape([1, len, self.config.hidden_size])
+    }
+
+    /// Runs `embeds` `[1, len, hidden]` through the decoder after the positions already in
+    /// `cache`, appends to the cache, and returns the final hidden states `[1, len, hidden]`.
+    pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
+        let [_, len, _] = embeds.dims();
+        let device = embeds.device();
+        let start = cache.len;
+        let (cos, sin) = self.rope.tables(start, len, &device);
+        let rope = RopeTables { cos, sin };
+        // Causal mask for a multi-token step: position start+i sees keys 0..=start+i.
+        let mask = (len > 1).then(|| {
+            let total = start + len;
+            let data: Vec<f32> = (0..len)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j <= start + i {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(data, [len, total]), &device)
+        });
+        let mut h = embeds;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            h = layer.forward(h, &rope, layer_cache, mask.clone());
+        }
+        cache.len += len;
+        self.norm.forward(h)
+    }
+
+    /// Logits `[vocab]` of the last position of `hidden` `[1, len, hidden]`.
+    pub fn last_logits(&self, hidden: Tensor<3>) -> Tensor<1> {
+        let [_, len, width] = hidden.dims();
+        let last = hidden
+            .slice([0..1, len - 1..len, 0..width])
+            .reshape([1, width]);
+        self.lm_head.forward(last).reshape([self.config.vocab_size])
+    }
+}

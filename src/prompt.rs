@@ -1,0 +1,270 @@
+//! From a user's words to token ids: the model's own chat template (Jinja, via minijinja), the
+//! expansion of each `<image>` into its tile layout, and the tokenizer (`tokenizer.json`).
+
+use crate::error::{Error, Result};
+use minijinja::{context, Environment};
+use serde_json::{json, Value};
+use tokenizers::Tokenizer;
+
+/// The grid an image was cut into: `rows` x `cols` tiles plus a global tile, or (0, 0) for a
+/// single unsplit tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLayout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// How the chat template expects message contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentStyle {
+    /// A list of `{"type": "image"}` / `{"type": "text", "text": ...}` items (SmolVLM).
+    Items,
+    /// A plain string (text-only chat models such as SmolLM2).
+    Text,
+}
+
+pub struct Prompter {
+    tokenizer: Tokenizer,
+    template: String,
+    bos_token: String,
+    eos_token: String,
+    style: ContentStyle,
+}
+
+/// The tokens of the Idefics3 image layout.
+const IMAGE: &str = "<image>";
+const FAKE: &str = "<fake_token_around_image>";
+const GLOBAL: &str = "<global-img>";
+
+impl Prompter {
+    /// `tokenizer_json`: a `tokenizer.json`; `template`: the Jinja chat template;
+    /// `tokenizer_config`: `tokenizer_config.json` (for `bos_token` / `eos_token`), if any.
+    pub fn new(
+        tokenizer_json: &str,
+        template: String,
+        tokenizer_config: Option<&str>,
+        style: ContentStyle,
+    ) -> Result<Self> {
+        let tokenizer: Tokenizer = tokenizer_json
+            .parse()
+            .map_err(|e| Error::Prompt(format!("tokenizer.json: {e}")))?;
+        let special = |key: &str| -> Option<String> {
+            let cfg: Value = serde_json::from_str(tokenizer_config?).ok()?;
+            match cfg.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                _ => None,
+            }
+        };
+        let prompter = Self {
+            bos_token: special("bos_token").unwrap_or_default(),
+            eos_token: special("eos_token").unwrap_or_default(),
+            tokenizer,
+            template,
+            style,
+        };
+        // Fail at load time, not at the first caption, if the template does not compile.
+        prompter.environment()?;
+        Ok(prompter)
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn environment(&self) -> Result<Environment<'_>> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template("chat", &self.template)
+            .map_err(|e| Error::Prompt(format!("chat template: {e}")))?;
+        Ok(env)
+    }
+
+    /// Renders one exchange: an optional system turn, then a user turn with `images` image
+    /// placeholders first and `user` text after them, and the generation prompt.
+    pub fn render(&self, system: Option<&str>, user: &str, images: usize) -> Result<String> {
+        let content = |text: &str, images: usize| -> Value {
+            match self.style {
+                ContentStyle::Text => Value::String(text.to_string()),
+                ContentStyle::Items => {
+                    let mut items: Vec<Value> =
+                        (0..images).map(|_| json!({"type": "image"})).collect();
+                    items.push(json!({"type": "text", "text": text}));
+                    Value::Array(items)
+                }
+            }
+        };
+        if images > 0 && self.style == ContentStyle::Text {
+            return Err(Error::Invalid(
+                "this is a text-only model; it cannot take images".into(),
+            ));
+        }
+        let mut messages = Vec::new();
+        if let Some(system) = system.filter(|s| !s.is_empty()) {
+            messages.push(json!({"role": "system", "content": content(system, 0)}));
+        }
+        messages.push(json!({"role": "user", "content": content(user, images)}));
+        let env = self.environment()?;
+        let template = env
+            .get_template("chat")
+            .map_err(|e| Error::Prompt(format!("chat template: {e}")))?;
+        template
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => true,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+            .map_err(|e| Error::Prompt(format!("rendering the chat template: {e}")))
+    }
+
+    /// Replaces the n-th `<image>` of `rendered` with the token layout of the n-th image.
+    pub fn expand_images(
+        rendered: &str,
+        layouts: &[ImageLayout],
+        image_seq_len: usize,
+    ) -> Result<String> {
+        let pieces: Vec<&str> = rendered.split(IMAGE).collect();
+        if pieces.len() != layouts.len() + 1 {
+            return Err(Error::Prompt(format!(
+                "the rendered prompt has {} image placeholders for {} images",
+                pieces.len() - 1,
+                layouts.len()
+            )));
+        }
+        let mut out = String::from(pieces[0]);
+        for (layout, rest) in layouts.iter().zip(&pieces[1..]) {
+            out.push_str(&image_tokens(*layout, image_seq_len));
+            out.push_str(rest);
+        }
+        Ok(out)
+    }
+
+    /// Token ids of `text`, with the tokenizer's own special-token post-processing (as
+    /// transformers' processor calls it).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Prompt(format!("tokenizing: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids` with special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Prompt(format!("decoding: {e}")))
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+}
+
+/// The text one image stands for in the prompt (transformers' `get_image_prompt_string`).
+pub fn image_tokens(layout: ImageLayout, image_seq_len: usize) -> String {
+    let images = IMAGE.repeat(image_seq_len);
+    let global = format!("{FAKE}{GLOBAL}{images}{FAKE}");
+    if layout.rows == 0 && layout.cols == 0 {
+        return global;
+    }
+    let mut s = String::new();
+    for r in 1..=layout.rows {
+        for c in 1..=layout.cols {
+            s.push_str(&format!("{FAKE}<row_{r}_col_{c}>{images}"));
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s.push_str(&global);
+    s
+}
+
+/// The chat template of a model folder: `chat_template.json`, else `tokenizer_config.json`'s
+/// `chat_template` (a string, or a list of named templates of which "default" is used).
+pub fn find_chat_template(
+    chat_template_json: Option<&str>,
+    tokenizer_config: Option<&str>,
+) -> Result<Option<String>> {
+    fn pick(value: &Value) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+    for (file, text) in [
+        ("chat_template.json", chat_template_json),
+        ("tokenizer_config.json", tokenizer_config),
+    ] {
+        let Some(text) = text else { continue };
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config(file, format!("not valid JSON: {e}")))?;
+        if let Some(t) = value.get("chat_template").and_then(pick) {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_tile_layout() {
+        let s = image_tokens(ImageLayout { rows: 0, cols: 0 }, 2);
+        assert_eq!(
+            s,
+            "<fake_token_around_image><global-img><image><image><fake_token_around_image>"
+        );
+    }
+
+    #[test]
+    fn split_layout_rows_then_global() {
+        let s = image_tokens(ImageLayout { rows: 2, cols: 1 }, 1);
+        assert_eq!(
+            s,
+            "<fake_token_around_image><row_1_col_1><image>\n\
+             <fake_token_around_image><row_2_col_1><image>\n\
+             \n<fake_token_around_image><global-img><image><fake_token_around_image>"
+        );
+    }
+
+    #[test]
+    fn expansion_counts_must_agree() {
+        let one = ImageLayout { rows: 0, cols: 0 };
+        assert!(Prompter::expand_images("a<image>b", &[one, one], 1).is_err());
+        let s = Prompter::expand_images("a<image>b", &[one], 1).unwrap();
+        assert!(s.starts_with("a<fake_token_around_image>") && s.ends_with("b"));
+    }
+
+    #[test]
+    fn template_lookup_order() {
+        let t = find_chat_template(
+            Some(r#"{"chat_template":"A"}"#),
+            Some(r#"{"chat_template":"B"}"#),
+        )
+        .unwrap();
+        assert_eq!(t.as_deref(), Some("A"));
+        let t = find_chat_template(None, Some(r#"{"chat_template":[{"name":"tool","template":"T"},{"name":"default","template":"D"}]}"#)).unwrap();
+        assert_eq!(t.as_deref(), Some("D"));
+        assert_eq!(find_chat_template(None, Some("{}")).unwrap(), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! Weights from bytes: a name -> host tensor map that models take their parameters from.
+//!
+//! Models take their parameters through a [`Loader`], which checks each name and shape against
+//! the config and reports all missing, unexpected and mis-shaped tensors in one error.
+
+pub mod gguf;
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+/// A tensor in host memory, f32, in PyTorch layout (row-major, outermost dimension first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+
+    /// The transpose of a 2-D tensor: `[out, in]` (PyTorch's Linear) to `[in, out]` (burn's).
+    pub fn transposed(&self) -> HostTensor {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut out = vec![0.0; self.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        HostTensor::new(vec![cols, rows], out)
+    }
+
+    pub fn to_device<const D: usize>(self, device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(self.data, self.shape), device)
+    }
+}
+
+/// All tensors of a checkpoint, by name.
+#[derive(Debug, Default)]
+pub struct WeightSet {
+    tensors: BTreeMap<String, HostTensor>,
+}
+
+impl WeightSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, name: String, tensor: HostTensor) {
+        self.tensors.insert(name, tensor);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Removes and returns a tensor, if present.
+    pub fn take(&mut self, name: &str) -> Option<HostTensor> {
+        self.tensors.remove(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+}
+
+/// Hands tensors to model constructors and keeps the books: every tensor asked for that is
+/// missing or mis-shaped, and every tensor never asked for, is reported by [`Loader::finish`].
+///
+/// A missing tensor yields a one-element placeholder so construction can go on and the final
+/// error lists all problems at once; the placeholder is never computed with.
+pub struct Loader<'a> {
+    weights: WeightSet,
+    device: &'a Device,
+    missing: Vec<String>,
+    misshaped: Vec<String>,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(weights: WeightSet, device: &'a Device) -> Self {
+        Self {
+            weights,
+            device,
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        self.device
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(name)
+    }
+
+    /// Drops a tensor the model does not use (e.g. an `lm_head` tied to the embeddings).
+    pub fn ignore(&mut self, name: &str) {
+        self.weights.take(name);
+    }
+
+    /// The host tensor `name`, which must have `shape`.
+    pub fn host(&mut self, name: &str, shape: &[usize]) -> HostTensor {
+        match self.weights.take(name) {
+            Some(t) if t.shape == shape => t,
+            Some(t) => {
+                self.misshaped
+                    .push(format!("{name} is {:?}, expected {shape:?}", t.shape));
+                HostTensor::new(vec![1; shape.len()], vec![0.0])
+            }
+            None => {
+                self.missing.push(name.to_string());
+                HostTensor::new(vec![1; shape.len()], vec![0.0])
+            }
+        }
+    }
+
+    pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        self.host(name, &shape).to_device(self.device)
+    }
+
+    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, optional `bias`) as burn's `Linear`
+    /// (`[in, out]`).
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> burn::nn::Linear {
+        let weight = self
+            .host(&format!("{prefix}.weight"), &[d_out, d_in])
+            .transposed();
+        let bias = bias.then(|| {
+            burn::module::Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out]))
+        });
+        burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(weight.to_device(self.device)),
+            bias,
+        }
+    }
+
+    /// Succeeds only when every tensor asked for was there with its shape and none is left over.
+    pub fn finish(self) -> Result<()> {
+        let extra: Vec<&str> = self.weights.names().collect();
+        let mut problems = Vec::new();
+        if !self.missing.is_empty() {
+            problems.push(format!("missing tensors: {}", list(&self.missing)));
+        }
+        if !self.misshaped.is_empty() {
+            problems.push(format!("wrong shapes: {}", list(&self.misshaped)));
+        }
+        if !extra.is_empty() {
+            problems.push(format!("unexpected tensors: {}", list(&extra)));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Weights(problems.join("; ")))
+        }
+    }
+}
+
+/// At most a dozen names, then a count: an error message stays readable for a wrong file.
+fn list<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<&str> = items.iter().take(12).map(AsRef::as_ref).collect();
+    let mut s = shown.join(", ");
+    if items.len() > shown.len() {
+        s.push_str(&format!(" (and {} more)", items.len() - shown.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_lists_every_problem() {
+        let mut w = WeightSet::new();
+        w.insert("a".into(), HostTensor::new(vec![2], vec![0.0; 2]));
+        w.insert("b".into(), HostTensor::new(vec![3], vec![0.0; 3]));
+        w.insert("zzz".into(), HostTensor::new(vec![1], vec![0.0]));
+        let device = Device::flex();
+        let mut loader = Loader::new(w, &device);
+        let _ = loader.tensor("a", [2]);
+        let _ = loader.tensor("b", [4]);
+        let _ = loader.tensor("c", [1]);
+        let err = loader.finish().unwrap_err().to_string();
+        assert!(err.contains("missing tensors: c"), "{err}");
+        assert!(err.contains("b is [3], expected [4]"), "{err}");
+        assert!(err.contains("unexpected tensors: zzz"), "{err}");
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        let t = HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(
+            t.transposed(),
+            HostTensor::new(vec![3, 2], vec![1., 4., 2., 5., 3., 6.])
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Bad model folders and bad images give errors that say what is wrong, never a panic.
+
+mod common;
+
+use burn::tensor::Device;
+use captioner::{Engine, Error, Flow, ModelFiles, Request, SamplingOptions};
+use common::fixtures;
+use std::path::Path;
+
+/// A scratch copy of a fixture model that a test may break.
+fn copy_model(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(fixtures().join(name)).expect("fixture") {
+        let path = entry.expect("entry").path();
+        let file = path.file_name().expect("name");
+        if file.to_string_lossy().starts_with("goldens") {
+            continue;
+        }
+        std::fs::copy(&path, dir.path().join(file)).expect("copy");
+    }
+    dir
+}
+
+fn load(dir: &Path) -> Result<Engine, Error> {
+    Engine::load(ModelFiles::from_path(dir)?, &Device::flex())
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).expect("write");
+}
+
+#[test]
+fn missing_files_are_named() {
+    for (file, expect) in [
+        ("tokenizer.json", "tokenizer.json"),
+        ("config.json", "config.json"),
+        ("model.safetensors", "model.safetensors"),
+        ("preprocessor_config.json", "preprocessor_config.json"),
+    ] {
+        let dir = copy_model("tiny-b");
+        std::fs::remove_file(dir.path().join(file)).expect("remove");
+        let err = load(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("loads without {file}"));
+        assert!(err.to_string().contains(expect), "without {file}: {err}");
+    }
+    let err = load(Path::new("/nonexistent/model"))
+        .err()
+        .expect("no folder");
+    assert!(err.to_string().contains("/nonexistent/model"), "{err}");
+}
+
+#[test]
+fn truncated_weights_are_an_error() {
+    let dir = copy_model("tiny-a");
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).expect("read");
+    for cut in [0, 8, 100, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).expect("write");
+        let err = load(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("loads cut at {cut}"));
+        assert!(matches!(err, Error::Safetensors(_)), "cut at {cut}: {err}");
+    }
+}
+
+#[test]
+fn shapes_that_disagree_with_the_config_are_listed() {
+    let dir = copy_model("tiny-a");
+    edit_json(&dir.path().join("config.json"), |c| {
+        c["text_config"]["intermediate_size"] = 48.into();
+    });
+    let err = load(dir.path())
+        .err()
+        .expect("wrong shapes load")
+        .to_string();
+    assert!(err.contains("wrong shapes"), "{err}");
+    assert!(
+        err.contains("model.text_model.layers.0.mlp.gate_proj.weight"),
+        "{err}"
+    );
+    assert!(err.contains("expected [48, 32]"), "{err}");
+
+    let dir = copy_model("tiny-a");
+    edit_json(&dir.path().join("config.json"), |c| {
+        c["text_config"]["num_hidden_layers"] = 1.into();
+    });
+    let err = load(dir.path())
+        .err()
+        .expect("extra layer loads")
+        .to_string();
+    assert!(
+        err.contains("unexpected tensors: model.text_model.layers.1."),
+        "{err}"
+    );
+
+    let dir = copy_model("tiny-a");
+    edit_json(&dir.path().join("config.json"), |c| {
+        c["vision_config"]["num_hidden_layers"] = 3.into();
+    });
+    let err = load(dir.path())
+        .err()
+        .expect("missing layer loads")
+        .to_string();
+    assert!(
+        err.contains("missing tensors: model.vision_model.encoder.layers.2."),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_model_type_is_named() {
+    let dir = copy_model("tiny-a");
+    edit_json(&dir.path().join("config.json"), |c| {
+        c["model_type"] = "qwen2_vl".into();
+    });
+    let err = load(dir.path()).err().expect("loads").to_string();
+    assert!(
+        err.contains("model_type") && err.contains("qwen2_vl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_images_give_errors_through_the_engine() {
+    let engine = load(&fixtures().join("tiny-a")).expect("loads");
+    let request = Request {
+        sampling: SamplingOptions::greedy(4),
+        ..Request::default()
+    };
+    for file in [
+        "truncated.jpg",
+        "empty.jpg",
+        "not_an_image.jpg",
+        "huge_header.png",
+    ] {
+        let bytes = std::fs::read(fixtures().join("images").join(file)).expect("read");
+        let err = engine
+            .caption(&[&bytes], &request, &mut |_| Flow::Continue)
+            .expect_err(file);
+        assert!(matches!(err, Error::Image(_)), "{file}: {err}");
+    }
+    // A 1x1 image is tiny but valid.
+    let one = std::fs::read(fixtures().join("images/one_by_one.png")).expect("read");
+    let caption = engine
+        .caption(&[&one], &request, &mut |_| Flow::Continue)
+        .expect("1x1 captions");
+    assert!(caption.tokens.len() <= 4);
+}

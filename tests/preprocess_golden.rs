@@ -1,0 +1,193 @@
+//! Image decoding and the Idefics3 image processor against transformers' PIL path
+//! (tools/make_goldens.py): every tile's 8-bit pixels, the masks, tile counts and layouts.
+//! Criterion: at least 99.9 % of values identical and none more than one level apart.
+
+mod common;
+
+use captioner::preprocess::{
+    decode_image, layout_only, preprocess, ImageProcessorConfig, ProcessedImage,
+};
+use common::*;
+
+/// The processor's output back in 8-bit levels, `[tiles, H, W, 3]` like the goldens.
+fn levels(p: &ProcessedImage) -> Vec<u8> {
+    let (h, w) = (p.tile_height, p.tile_width);
+    let mut out = vec![0u8; p.n_tiles * h * w * 3];
+    for t in 0..p.n_tiles {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = p.pixel_values[((t * 3 + c) * h + y) * w + x];
+                    out[((t * h + y) * w + x) * 3 + c] = ((v * 0.5 + 0.5) * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Agreement {
+    equal: usize,
+    total: usize,
+    max_diff: u8,
+}
+
+fn compare(ours: &[u8], theirs: &[u8]) -> Agreement {
+    assert_eq!(ours.len(), theirs.len());
+    Agreement {
+        equal: ours.iter().zip(theirs).filter(|(a, b)| a == b).count(),
+        total: ours.len(),
+        max_diff: ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+fn assert_close(what: &str, a: Agreement) {
+    let share = a.equal as f64 / a.total as f64;
+    eprintln!(
+        "{what}: {:.4} % identical, max diff {}",
+        share * 100.0,
+        a.max_diff
+    );
+    assert!(
+        share >= 0.999,
+        "{what}: only {:.4} % identical",
+        share * 100.0
+    );
+    assert!(a.max_diff <= 1, "{what}: a value differs by {}", a.max_diff);
+}
+
+#[test]
+fn tiles_match_transformers() {
+    let dir = fixtures().join("preprocess");
+    let meta = read_json(dir.join("goldens.json"));
+    let g = read_goldens(dir.join("goldens.safetensors"));
+    let cases = meta["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let name = case["case"].as_str().expect("name");
+        let bytes = std::fs::read(
+            fixtures()
+                .join("images")
+                .join(case["image"].as_str().expect("image")),
+        )
+        .expect("read");
+        let cfg = ImageProcessorConfig::from_preprocessor_json(&case["settings"].to_string())
+            .expect("settings");
+        let image = decode_image(&bytes).expect("decode");
+        let p = preprocess(&image, &cfg, None).expect("preprocess");
+        assert_eq!(
+            p.n_tiles as u64,
+            case["n_tiles"].as_u64().expect("n_tiles"),
+            "{name}"
+        );
+        assert_eq!(
+            p.rows as u64,
+            case["rows"].as_u64().expect("rows"),
+            "{name}"
+        );
+        assert_eq!(
+            p.cols as u64,
+            case["cols"].as_u64().expect("cols"),
+            "{name}"
+        );
+        assert_eq!(
+            p.tile_height as u64,
+            case["tile_h"].as_u64().expect("h"),
+            "{name}"
+        );
+        assert_eq!(
+            p.tile_width as u64,
+            case["tile_w"].as_u64().expect("w"),
+            "{name}"
+        );
+        let ours = levels(&p);
+        if let Some(theirs) = g.get(&format!("{name}.pixels")) {
+            assert_close(name, compare(&ours, &theirs.u8()));
+            assert_eq!(
+                p.pixel_mask,
+                g[&format!("{name}.mask")].u8(),
+                "{name}: mask"
+            );
+        } else {
+            // Published-size tiles are stored subsampled (every 4th pixel of each axis).
+            let sub = &g[&format!("{name}.pixels_sub4")];
+            let (h, w) = (p.tile_height, p.tile_width);
+            let mut picked = Vec::with_capacity(sub.values.len());
+            for t in 0..p.n_tiles {
+                for y in (0..h).step_by(4) {
+                    for x in (0..w).step_by(4) {
+                        picked.extend_from_slice(&ours[((t * h + y) * w + x) * 3..][..3]);
+                    }
+                }
+            }
+            assert_close(name, compare(&picked, &sub.u8()));
+            assert!(p.pixel_mask.iter().all(|&m| m == 1), "{name}: mask");
+        }
+    }
+}
+
+#[test]
+fn decoding_matches_pillow() {
+    // RGBA and palette composited over white, grayscale expanded, EXIF orientation applied.
+    let dir = fixtures().join("preprocess");
+    let meta = read_json(dir.join("goldens.json"));
+    let g = read_goldens(dir.join("goldens.safetensors"));
+    for (file, info) in meta["decoded"].as_object().expect("decoded") {
+        let bytes = std::fs::read(fixtures().join("images").join(file)).expect("read");
+        let image = decode_image(&bytes).expect("decode");
+        let theirs = &g[info["tensor"].as_str().expect("tensor")];
+        assert_eq!(
+            vec![image.height() as usize, image.width() as usize, 3],
+            theirs.shape,
+            "{file}: size after orientation"
+        );
+        assert_close(file, compare(image.as_raw(), &theirs.u8()));
+    }
+}
+
+#[test]
+fn published_tile_counts_match() {
+    let meta = read_json(fixtures().join("preprocess/goldens.json"));
+    let published = &meta["published_tile_counts"];
+    let cfg = ImageProcessorConfig::from_preprocessor_json(&published["settings"].to_string())
+        .expect("settings");
+    for size in published["sizes"].as_array().expect("sizes") {
+        let (w, h) = (
+            size["width"].as_u64().expect("w") as u32,
+            size["height"].as_u64().expect("h") as u32,
+        );
+        let (rows, cols, n) = layout_only(w, h, &cfg, None);
+        assert_eq!(
+            (rows as u64, cols as u64, n as u64),
+            (
+                size["rows"].as_u64().unwrap_or(0),
+                size["cols"].as_u64().unwrap_or(0),
+                size["n_tiles"].as_u64().unwrap_or(0)
+            ),
+            "{w}x{h}"
+        );
+    }
+}
+
+#[test]
+fn bad_images_are_errors_not_panics() {
+    for file in [
+        "truncated.jpg",
+        "empty.jpg",
+        "not_an_image.jpg",
+        "huge_header.png",
+    ] {
+        let bytes = std::fs::read(fixtures().join("images").join(file)).expect("read");
+        let err = decode_image(&bytes).expect_err(file);
+        eprintln!("{file}: {err}");
+        assert!(!err.to_string().is_empty());
+    }
+    let one = std::fs::read(fixtures().join("images/one_by_one.png")).expect("read");
+    let image = decode_image(&one).expect("a 1x1 image is valid");
+    assert_eq!((image.width(), image.height()), (1, 1));
+}
