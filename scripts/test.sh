@@ -10,7 +10,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== wasm32 build"
-cargo build --target wasm32-unknown-unknown --lib --no-default-features
+# Its own target dir, so a native build never waits on the wasm build's lock.
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm" cargo build --target wasm32-unknown-unknown --lib --no-default-features
 echo "== tests"
 # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
 export CAPTIONER_TEST_WGPU=1

@@ -99,7 +99,12 @@ impl ModelFiles {
                 source,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            // `model.safetensors` or the shards `model-00001-of-00002.safetensors`.
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("model") && n.ends_with(".safetensors"))
+            })
             .collect();
         shards.sort();
         let weights = if !shards.is_empty() {
