@@ -110,7 +110,7 @@ impl Common {
     }
 }
 
-fn load(model: &PathBuf, device: &Device, verbose: bool) -> Result<Engine> {
+fn load(model: &std::path::Path, device: &Device, verbose: bool) -> Result<Engine> {
     let start = Instant::now();
     let files = ModelFiles::from_path(model)
         .with_context(|| format!("reading the model at {}", model.display()))?;
