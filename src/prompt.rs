@@ -113,6 +113,12 @@ impl Prompter {
             messages.push(json!({"role": "system", "content": content(system, 0)}));
         }
         messages.push(json!({"role": "user", "content": content(user, images)}));
+        self.render_messages(&Value::Array(messages), true)
+    }
+
+    /// Renders any conversation (a JSON list of `{role, content}` messages, in the form the
+    /// template expects) with the model's chat template.
+    pub fn render_messages(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
         let env = self.environment()?;
         let template = env
             .get_template("chat")
@@ -120,7 +126,7 @@ impl Prompter {
         template
             .render(context! {
                 messages => messages,
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })
