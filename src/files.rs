@@ -2,7 +2,9 @@
 //! (config, tokenizer, templates, processor settings, safetensors) or one llama.cpp GGUF file.
 //! The browser fills a [`ModelFiles`] from downloads; native code from a path.
 
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+use crate::error::Result;
 use crate::weights::gguf::Gguf;
 
 /// Where the weights come from.
