@@ -317,22 +317,12 @@ impl Engine {
     ) -> Result<Generation> {
         sampling.validate()?;
         let (logits, mut cache) = self.prefill(ids, images)?;
-        let mut emitted = String::new();
-        let mut so_far = Vec::new();
-        let mut on_token = |id: u32| {
-            so_far.push(id);
-            // Decode the whole answer each time: byte-level BPE pieces only become valid text
-            // once a character is complete.
-            let text = self.prompter.decode(&so_far).unwrap_or_default();
-            if text.len() > emitted.len()
-                && text.starts_with(emitted.as_str())
-                && !text.ends_with('\u{FFFD}')
-            {
-                let flow = on_text(&text[emitted.len()..]);
-                emitted = text;
-                return flow;
-            }
-            Flow::Continue
+        // The tokenizer's own incremental decoder: each step costs one token's worth of work and
+        // holds text back until a byte-level piece completes a character.
+        let mut stream = self.prompter.tokenizer().decode_stream(true);
+        let mut on_token = |id: u32| match stream.step(id) {
+            Ok(Some(piece)) => on_text(&piece),
+            _ => Flow::Continue,
         };
         let tokens = decode_loop(
             self.text_model(),
