@@ -316,6 +316,18 @@ impl Engine {
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation> {
         sampling.validate()?;
+        // Positions past the trained context would be extrapolated RoPE: refuse the prompt, and
+        // cut the answer where the context ends.
+        let context = self.text_model().config().max_position_embeddings;
+        if ids.len() >= context {
+            return Err(Error::Invalid(format!(
+                "the prompt is {} tokens but the model's context holds {context}; use fewer or smaller images (a lower longest edge)",
+                ids.len()
+            )));
+        }
+        let mut sampling = sampling.clone();
+        sampling.max_new_tokens = sampling.max_new_tokens.min(context - ids.len());
+        let sampling = &sampling;
         let (logits, mut cache) = self.prefill(ids, images)?;
         // The tokenizer's own incremental decoder: each step costs one token's worth of work and
         // holds text back until a byte-level piece completes a character.
@@ -355,13 +367,7 @@ impl Engine {
             .iter()
             .map(|bytes| self.preprocess(bytes, request.longest_edge))
             .collect::<Result<Vec<_>>>()?;
-        let layouts: Vec<ImageLayout> = processed
-            .iter()
-            .map(|p| ImageLayout {
-                rows: p.rows,
-                cols: p.cols,
-            })
-            .collect();
+        let layouts: Vec<ImageLayout> = processed.iter().map(|p| p.layout()).collect();
         let ids = self.prompt_ids(request.system.as_deref(), &request.prompt, &layouts)?;
         self.generate_from(&ids, &processed, &request.sampling, on_text)
             .await

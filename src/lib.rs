@@ -15,18 +15,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod files;
 pub mod generate;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod jsonl;
 pub mod models;
 pub mod preprocess;
 pub mod prompt;
+pub mod rows;
 pub mod weights;
 
+pub use batch::{Batch, ImageSource, Progress, RowResult};
 pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};
 pub use error::{Error, Result};
 pub use files::{ModelFiles, Weights};
 pub use generate::{Flow, SamplingOptions};
 pub use prompt::ImageLayout;
+pub use rows::{Outcome, RowOptions};

@@ -100,6 +100,16 @@ pub struct ProcessedImage {
     pub cols: usize,
 }
 
+impl ProcessedImage {
+    /// The tile grid, as the prompt's `<image>` expansion needs it.
+    pub fn layout(&self) -> crate::prompt::ImageLayout {
+        crate::prompt::ImageLayout {
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
 /// `(height, width)` after the longest-edge resize of step 1
 /// (transformers' `get_resize_output_image_size`).
 pub fn longest_edge_size(height: u64, width: u64, longest_edge: u64) -> (u64, u64) {

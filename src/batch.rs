@@ -1,0 +1,222 @@
+//! Captioning a stream of JSONL lines: one line in, at most one line out, with running
+//! statistics for a progress bar. Front ends feed lines and write what comes back as it comes,
+//! so a run never holds the dataset in memory and a cancelled run leaves a valid file.
+
+use crate::engine::{Engine, Request};
+use crate::generate::Flow;
+use crate::rows::{plan, Line, Outcome, Plan, RowOptions};
+use crate::DEFAULT_PROMPT;
+use std::future::Future;
+use web_time::Instant;
+
+/// The prompt for rows showing several images, when the caller keeps the default prompt.
+pub const DEFAULT_PROMPT_MANY: &str = "Describe these images together in one or two sentences.";
+
+/// Where a front end finds a row's images: files under a folder natively, the files the user
+/// picked in the browser.
+pub trait ImageSource {
+    /// The bytes of the image at `path`, written as the row gives it; an error message naming
+    /// the path otherwise.
+    fn read(&mut self, path: &str) -> impl Future<Output = Result<Vec<u8>, String>>;
+}
+
+/// How far a run has come.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Progress {
+    /// Rows written so far (captioned, skipped or failed).
+    pub rows_done: usize,
+    /// Rows in the input, when known in advance.
+    pub rows_total: Option<usize>,
+    pub captioned: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// New tokens generated in this run.
+    pub tokens: u64,
+    pub elapsed_seconds: f64,
+    /// New tokens per second of generation time.
+    pub tokens_per_second: f64,
+    /// Time left at this run's pace, when the total is known and a row has been captioned.
+    pub eta_seconds: Option<f64>,
+}
+
+/// The output for one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    /// The output row as one JSON line, without the newline.
+    pub line: String,
+    pub outcome: Outcome,
+    /// The caption written, for a captioned row.
+    pub caption: Option<String>,
+    /// Why the row has no caption, for a failed row.
+    pub error: Option<String>,
+}
+
+/// A captioning run over rows.
+pub struct Batch<'e> {
+    engine: &'e Engine,
+    options: RowOptions,
+    request: Request,
+    /// Whether the caller kept the default prompt (then multi-image rows get a plural one).
+    default_prompt: bool,
+    progress: Progress,
+    started: Instant,
+    /// Seconds spent on rows that went to the model, for the pace.
+    model_seconds: f64,
+    model_rows: usize,
+}
+
+impl<'e> Batch<'e> {
+    pub fn new(engine: &'e Engine, options: RowOptions, request: Request) -> Self {
+        let default_prompt = request.prompt == DEFAULT_PROMPT;
+        Self {
+            engine,
+            options,
+            request,
+            default_prompt,
+            progress: Progress::default(),
+            started: Instant::now(),
+            model_seconds: 0.0,
+            model_rows: 0,
+        }
+    }
+
+    pub fn options(&self) -> &RowOptions {
+        &self.options
+    }
+
+    /// Sets the number of rows in the input, for the time left.
+    pub fn set_total(&mut self, rows: Option<usize>) {
+        self.progress.rows_total = rows;
+    }
+
+    /// Counts rows that an earlier run already wrote (a resumed run).
+    pub fn count_resumed(&mut self, rows: usize) {
+        self.progress.rows_done += rows;
+        self.progress.skipped += rows;
+    }
+
+    /// The statistics so far.
+    pub fn progress(&self) -> Progress {
+        let mut p = self.progress.clone();
+        p.elapsed_seconds = self.started.elapsed().as_secs_f64();
+        p.tokens_per_second = if self.model_seconds > 0.0 {
+            p.tokens as f64 / self.model_seconds
+        } else {
+            0.0
+        };
+        p.eta_seconds = match (p.rows_total, self.model_rows) {
+            (Some(total), n) if n > 0 => {
+                Some(total.saturating_sub(p.rows_done) as f64 * self.model_seconds / n as f64)
+            }
+            _ => None,
+        };
+        p
+    }
+
+    /// Processes line `line_no` (1-based) of the input: `None` for a blank line, the output line
+    /// otherwise. `on_text` sees the caption as it is generated and may stop it (the row then
+    /// keeps the text so far).
+    pub async fn next_line<S: ImageSource>(
+        &mut self,
+        text: &str,
+        line_no: usize,
+        images: &mut S,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Option<RowResult> {
+        self.next(Line::parse(text, line_no), images, on_text).await
+    }
+
+    /// [`Batch::next_line`] for a line already read.
+    pub async fn next<S: ImageSource>(
+        &mut self,
+        line: Line,
+        images: &mut S,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Option<RowResult> {
+        let result = match plan(line, &self.options) {
+            Plan::Nothing => return None,
+            Plan::Done {
+                line,
+                outcome,
+                error,
+            } => RowResult {
+                line,
+                outcome,
+                caption: None,
+                error,
+            },
+            Plan::Caption(job) => {
+                let start = Instant::now();
+                let caption = self.caption(job.paths(), images, on_text).await;
+                self.model_seconds += start.elapsed().as_secs_f64();
+                self.model_rows += 1;
+                match caption {
+                    Ok((text, tokens)) => {
+                        self.progress.tokens += tokens as u64;
+                        RowResult {
+                            line: job.finish(Ok(&text), &self.options),
+                            outcome: Outcome::Captioned,
+                            caption: Some(text),
+                            error: None,
+                        }
+                    }
+                    Err(message) => RowResult {
+                        line: job.finish(Err(&message), &self.options),
+                        outcome: Outcome::Failed,
+                        caption: None,
+                        error: Some(message),
+                    },
+                }
+            }
+        };
+        self.progress.rows_done += 1;
+        match result.outcome {
+            Outcome::Captioned => self.progress.captioned += 1,
+            Outcome::Skipped => self.progress.skipped += 1,
+            Outcome::Failed => self.progress.failed += 1,
+        }
+        Some(result)
+    }
+
+    /// Reads a row's images and captions them together: the caption and its token count, or a
+    /// message for the row's error field.
+    async fn caption<S: ImageSource>(
+        &self,
+        paths: &[String],
+        source: &mut S,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<(String, usize), String> {
+        // One image at a time: decoded only when its row's turn comes, then preprocessed and
+        // the encoded bytes dropped.
+        let mut processed = Vec::with_capacity(paths.len());
+        for path in paths {
+            let bytes = source.read(path).await?;
+            let image = self
+                .engine
+                .preprocess(&bytes, self.request.longest_edge)
+                .map_err(|e| format!("image '{path}': {}", without_prefix(&e.to_string())))?;
+            processed.push(image);
+        }
+        let layouts: Vec<_> = processed.iter().map(|p| p.layout()).collect();
+        let prompt = if self.default_prompt && paths.len() > 1 {
+            DEFAULT_PROMPT_MANY
+        } else {
+            &self.request.prompt
+        };
+        let ids = self
+            .engine
+            .prompt_ids(self.request.system.as_deref(), prompt, &layouts)
+            .map_err(|e| e.to_string())?;
+        let generation = self
+            .engine
+            .generate_from(&ids, &processed, &self.request.sampling, on_text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((generation.text, generation.tokens.len()))
+    }
+}
+
+/// The library's image errors start with "image: "; a row's error names the path instead.
+fn without_prefix(message: &str) -> &str {
+    message.strip_prefix("image: ").unwrap_or(message)
+}

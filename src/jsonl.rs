@@ -1,0 +1,317 @@
+//! Native JSONL runs: images from a folder, rows from a file or stdin, output written and
+//! flushed row by row, and a rerun on the same output resuming where the last run stopped.
+
+use crate::batch::{Batch, ImageSource, Progress, RowResult};
+use crate::error::{Error, Result};
+use crate::generate::Flow;
+use crate::rows::{is_output_of, Line};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Larger files are refused before they are read (no photo is this big).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// Images named by relative paths under a root folder (or absolute paths).
+pub struct FolderImages {
+    root: PathBuf,
+}
+
+impl FolderImages {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn read_blocking(&self, path: &str) -> std::result::Result<Vec<u8>, String> {
+        if path.contains("://") {
+            return Err(format!(
+                "image '{path}' is a URL; Captioner only reads local files"
+            ));
+        }
+        let full = self.root.join(path);
+        let meta = std::fs::metadata(&full).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!("image '{path}' not found (looked for {})", full.display())
+            }
+            _ => format!("image '{path}': {e} ({})", full.display()),
+        })?;
+        if meta.is_dir() {
+            return Err(format!("image '{path}' is a folder, not a file"));
+        }
+        if meta.len() > MAX_IMAGE_FILE_BYTES {
+            return Err(format!(
+                "image '{path}' is too large: {} MiB (the limit is {} MiB)",
+                meta.len() >> 20,
+                MAX_IMAGE_FILE_BYTES >> 20
+            ));
+        }
+        std::fs::read(&full).map_err(|e| format!("image '{path}': {e} ({})", full.display()))
+    }
+}
+
+impl ImageSource for FolderImages {
+    async fn read(&mut self, path: &str) -> std::result::Result<Vec<u8>, String> {
+        self.read_blocking(path)
+    }
+}
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+/// Where rows go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Stdout,
+    /// A file: created, or resumed when it holds the start of this input's output.
+    File(PathBuf),
+}
+
+impl Input {
+    /// `-` is stdin.
+    pub fn from_arg(arg: &Path) -> Self {
+        if arg == Path::new("-") {
+            Input::Stdin
+        } else {
+            Input::File(arg.to_path_buf())
+        }
+    }
+}
+
+impl Output {
+    /// `-` is stdout.
+    pub fn from_arg(arg: &Path) -> Self {
+        if arg == Path::new("-") {
+            Output::Stdout
+        } else {
+            Output::File(arg.to_path_buf())
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub progress: Progress,
+    /// Rows found already done in the output file and kept.
+    pub resumed: usize,
+    /// Stopped by the cancel flag before the end of the input.
+    pub interrupted: bool,
+}
+
+fn io_error(path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Lines of the input with their 1-based numbers, as raw bytes (so a line that is not UTF-8
+/// is reported, not lost).
+struct Lines {
+    reader: Box<dyn BufRead>,
+    name: PathBuf,
+    line_no: usize,
+}
+
+impl Lines {
+    fn next(&mut self) -> Result<Option<(usize, Line)>> {
+        let mut buf = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| io_error(&self.name, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        let line = match std::str::from_utf8(&buf) {
+            Ok(text) => Line::parse(text, self.line_no),
+            Err(_) => {
+                let raw = String::from_utf8_lossy(&buf);
+                Line::Malformed {
+                    raw: raw.trim_end_matches(['\n', '\r']).to_string(),
+                    message: format!(
+                        "line {}: not UTF-8 text (raw holds it with invalid bytes replaced)",
+                        self.line_no
+                    ),
+                }
+            }
+        };
+        Ok(Some((self.line_no, line)))
+    }
+
+    /// The next line that holds a row (blank lines produce no output).
+    fn next_row(&mut self) -> Result<Option<(usize, Line)>> {
+        while let Some((n, line)) = self.next()? {
+            if !matches!(line, Line::Blank) {
+                return Ok(Some((n, line)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn open_input(input: &Input) -> Result<Lines> {
+    Ok(match input {
+        Input::Stdin => Lines {
+            reader: Box::new(BufReader::new(io::stdin())),
+            name: "<stdin>".into(),
+            line_no: 0,
+        },
+        Input::File(path) => Lines {
+            reader: Box::new(BufReader::new(
+                File::open(path).map_err(|e| io_error(path, e))?,
+            )),
+            name: path.clone(),
+            line_no: 0,
+        },
+    })
+}
+
+/// Rows in a JSONL file (non-blank lines), counted in a quick first pass for the time left.
+pub fn count_rows(path: &Path) -> Result<usize> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut rows = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| io_error(path, e))?;
+        if n == 0 {
+            return Ok(rows);
+        }
+        if !buf.iter().all(|b| b.is_ascii_whitespace()) {
+            rows += 1;
+        }
+    }
+}
+
+/// Checks an existing output file against the input: how many rows it holds that are the
+/// output of the input's first rows, and the byte length of those complete lines. A torn last
+/// line (a killed run) is not counted and will be overwritten.
+fn resume_point(output: &Path, input: &mut Lines, batch: &Batch) -> Result<(usize, u64)> {
+    let file = File::open(output).map_err(|e| io_error(output, e))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let (mut rows, mut bytes) = (0usize, 0u64);
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| io_error(output, e))?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            return Ok((rows, bytes));
+        }
+        let out_line = rows + 1;
+        let text = String::from_utf8_lossy(&buf);
+        let Some((line_no, line)) = input.next_row()? else {
+            return Err(Error::Invalid(format!(
+                "{} has more rows than the input {}: it is not this input's output. Delete it, \
+                 choose another output, or pass --restart to overwrite it",
+                output.display(),
+                input.name.display()
+            )));
+        };
+        if !is_output_of(&text, &line, batch.options()) {
+            return Err(Error::Invalid(format!(
+                "{} line {out_line} is not the output of {} line {line_no}, so the run cannot \
+                 resume from it. Delete it, choose another output, or pass --restart to overwrite it",
+                output.display(),
+                input.name.display()
+            )));
+        }
+        rows += 1;
+        bytes += n as u64;
+    }
+}
+
+/// Runs `batch` over `input`, writing each output row to `output` as soon as it is done.
+///
+/// An existing output file that holds the output of the input's first rows is resumed (its rows
+/// kept, the rest appended) unless `restart`. `cancel` is checked between rows: the output then
+/// holds every row done so far, and a rerun resumes. `on_row` is called after every row.
+pub fn run(
+    batch: &mut Batch,
+    input: &Input,
+    output: &Output,
+    images: &mut FolderImages,
+    restart: bool,
+    cancel: &AtomicBool,
+    on_row: &mut dyn FnMut(&Progress, &RowResult),
+) -> Result<Summary> {
+    if let (Input::File(i), Output::File(o)) = (input, output) {
+        if let (Ok(a), Ok(b)) = (i.canonicalize(), o.canonicalize()) {
+            if a == b {
+                return Err(Error::Invalid(format!(
+                    "the output {} is the input file; write to another file",
+                    o.display()
+                )));
+            }
+        }
+    }
+    if let Input::File(path) = input {
+        batch.set_total(Some(count_rows(path)?));
+    }
+    let mut lines = open_input(input)?;
+    let mut resumed = 0;
+    let mut sink: Box<dyn Write> = match output {
+        Output::Stdout => Box::new(io::stdout().lock()),
+        Output::File(path) => {
+            let exists = path.metadata().map(|m| m.len() > 0).unwrap_or(false);
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
+            let keep = if exists && !restart {
+                let (rows, bytes) = resume_point(path, &mut lines, batch)?;
+                resumed = rows;
+                bytes
+            } else {
+                0
+            };
+            file.set_len(keep).map_err(|e| io_error(path, e))?;
+            file.seek(SeekFrom::End(0)).map_err(|e| io_error(path, e))?;
+            Box::new(file)
+        }
+    };
+    batch.count_resumed(resumed);
+    let out_name = match output {
+        Output::Stdout => PathBuf::from("<stdout>"),
+        Output::File(p) => p.clone(),
+    };
+
+    let mut interrupted = false;
+    let mut on_text = |_: &str| Flow::Continue;
+    while let Some((_, line)) = lines.next_row()? {
+        if cancel.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let Some(result) = pollster::block_on(batch.next(line, images, &mut on_text)) else {
+            continue;
+        };
+        // One write per row, then a flush: a killed run leaves whole lines (at most a torn last
+        // one, which a resume overwrites).
+        let mut record = result.line.clone().into_bytes();
+        record.push(b'\n');
+        sink.write_all(&record)
+            .and_then(|_| sink.flush())
+            .map_err(|e| io_error(&out_name, e))?;
+        on_row(&batch.progress(), &result);
+    }
+    Ok(Summary {
+        progress: batch.progress(),
+        resumed,
+        interrupted,
+    })
+}

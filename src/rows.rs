@@ -1,0 +1,529 @@
+//! JSONL rows in DataFlow's conventions: what a row asks for and what comes out for it.
+//!
+//! An input row such as `{"image": ["photos/a.jpg"], "id": 17}` comes out as the same row, every
+//! field kept byte for byte in its place, plus `"caption": "..."`. Nothing is ever dropped: a
+//! row that cannot be captioned comes out with `"caption": null` and an error field, and a line
+//! that is not a JSON object comes out as `{"error": "...", "raw": "<the line>"}`.
+//!
+//! This module is pure (no files, no model): the native program and the browser share it, each
+//! reading the images its own way.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
+
+/// Field names and limits of a captioning run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowOptions {
+    /// The field holding the image path(s): a list of strings or one string (`multi_modal_key`).
+    pub image_key: String,
+    /// The field the caption is written to (`output_key`).
+    pub caption_key: String,
+    /// The field that says why a row has no caption.
+    pub error_key: String,
+    /// Rows showing more images than this are not captioned (each image costs up to ~1,100
+    /// prompt tokens, and the model's context is finite).
+    pub max_images: usize,
+    /// Caption rows that already have a caption too.
+    pub overwrite: bool,
+}
+
+impl Default for RowOptions {
+    fn default() -> Self {
+        Self {
+            image_key: "image".into(),
+            caption_key: "caption".into(),
+            error_key: "error".into(),
+            max_images: 4,
+            overwrite: false,
+        }
+    }
+}
+
+/// A JSON object with its fields in their original order and their values as the original
+/// text, so numbers like `1.10` or `1e400` come out exactly as they came in.
+#[derive(Debug, Clone)]
+pub struct Row {
+    fields: Vec<(String, Box<RawValue>)>,
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = Row;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(entry);
+                }
+                Ok(Row { fields })
+            }
+        }
+        deserializer.deserialize_map(RowVisitor)
+    }
+}
+
+impl Row {
+    /// The raw JSON text of a field.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Sets a field: in place when it exists, at the end otherwise.
+    pub fn set(&mut self, key: &str, value: &Value) {
+        let raw = RawValue::from_string(value.to_string()).expect("a Value serializes to JSON");
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = raw,
+            None => self.fields.push((key.to_string(), raw)),
+        }
+    }
+
+    /// Removes a field, keeping the others in order.
+    pub fn remove(&mut self, key: &str) {
+        self.fields.retain(|(k, _)| k != key);
+    }
+
+    /// The fields, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// The row as one line of JSON (no newline).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push('{');
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(key.clone()).to_string());
+            out.push(':');
+            out.push_str(value.get());
+        }
+        out.push('}');
+        out
+    }
+
+    /// Whether two rows hold the same data once `ignore`d fields are set aside (values compared
+    /// as JSON, not as text).
+    pub fn same_data(&self, other: &Row, ignore: &[&str]) -> bool {
+        let data = |row: &Row| -> Vec<(String, Option<Value>)> {
+            row.fields
+                .iter()
+                .filter(|(k, _)| !ignore.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), serde_json::from_str(v.get()).ok()))
+                .collect()
+        };
+        data(self) == data(other)
+    }
+}
+
+/// One line of a JSONL file, read.
+#[derive(Debug, Clone)]
+pub enum Line {
+    /// Empty or whitespace only: it holds no row and produces no output line.
+    Blank,
+    Row(Row),
+    /// Not a JSON object; carried through as an error row holding the raw text.
+    Malformed {
+        raw: String,
+        message: String,
+    },
+}
+
+impl Line {
+    /// Reads line `line_no` (1-based) of a JSONL file. A UTF-8 BOM on the first line and a
+    /// trailing `\r` are tolerated.
+    pub fn parse(text: &str, line_no: usize) -> Line {
+        let text = if line_no == 1 {
+            text.strip_prefix('\u{feff}').unwrap_or(text)
+        } else {
+            text
+        };
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.trim().is_empty() {
+            return Line::Blank;
+        }
+        match serde_json::from_str::<Row>(text) {
+            Ok(row) => Line::Row(row),
+            Err(e) => {
+                let message = match serde_json::from_str::<Value>(text) {
+                    Ok(v) => format!(
+                        "line {line_no}: a row must be a JSON object, not {}",
+                        json_kind(&v)
+                    ),
+                    Err(_) => format!("line {line_no}: not valid JSON ({e})"),
+                };
+                Line::Malformed {
+                    raw: text.to_string(),
+                    message,
+                }
+            }
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A caption was written.
+    Captioned,
+    /// The row already had a caption (or was already in the output of an earlier run).
+    Skipped,
+    /// The row comes out with an error field instead of a caption.
+    Failed,
+}
+
+/// What to do with one line.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Nothing to write (a blank line).
+    Nothing,
+    /// The output line is known without the model: a skipped row or an error.
+    Done {
+        line: String,
+        outcome: Outcome,
+        error: Option<String>,
+    },
+    /// The row needs a caption of these images.
+    Caption(Job),
+}
+
+/// A row waiting for its caption.
+#[derive(Debug, Clone)]
+pub struct Job {
+    row: Row,
+    paths: Vec<String>,
+}
+
+impl Job {
+    /// The image paths exactly as the row gives them, in order.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// The output line for this row given its caption, or why there is none.
+    pub fn finish(mut self, caption: Result<&str, &str>, options: &RowOptions) -> String {
+        match caption {
+            Ok(text) => {
+                self.row
+                    .set(&options.caption_key, &Value::String(text.to_string()));
+                self.row.remove(&options.error_key);
+            }
+            Err(message) => {
+                self.row.set(&options.caption_key, &Value::Null);
+                self.row
+                    .set(&options.error_key, &Value::String(message.to_string()));
+            }
+        }
+        self.row.to_json()
+    }
+}
+
+/// Decides what a line needs.
+pub fn plan(line: Line, options: &RowOptions) -> Plan {
+    let mut row = match line {
+        Line::Blank => return Plan::Nothing,
+        Line::Malformed { raw, message } => {
+            let mut out = serde_json::Map::new();
+            out.insert(options.error_key.clone(), Value::String(message.clone()));
+            out.insert("raw".into(), Value::String(raw));
+            return Plan::Done {
+                line: Value::Object(out).to_string(),
+                outcome: Outcome::Failed,
+                error: Some(message),
+            };
+        }
+        Line::Row(row) => row,
+    };
+    let has_caption = row
+        .get(&options.caption_key)
+        .is_some_and(|v| v.get().trim() != "null");
+    if has_caption && !options.overwrite {
+        return Plan::Done {
+            line: row.to_json(),
+            outcome: Outcome::Skipped,
+            error: None,
+        };
+    }
+    match image_paths(&row, options) {
+        Ok(paths) => Plan::Caption(Job { row, paths }),
+        Err(message) => {
+            row.set(&options.caption_key, &Value::Null);
+            row.set(&options.error_key, &Value::String(message.clone()));
+            Plan::Done {
+                line: row.to_json(),
+                outcome: Outcome::Failed,
+                error: Some(message),
+            }
+        }
+    }
+}
+
+/// The image paths of a row: its image field as a list of strings or one string.
+fn image_paths(row: &Row, options: &RowOptions) -> Result<Vec<String>, String> {
+    let key = &options.image_key;
+    let raw = row
+        .get(key)
+        .ok_or_else(|| format!("the row has no '{key}' field"))?;
+    let value: Value =
+        serde_json::from_str(raw.get()).map_err(|e| format!("'{key}': unreadable value ({e})"))?;
+    let paths = match value {
+        Value::String(path) => vec![path],
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(path) => Ok(path),
+                other => Err(format!(
+                    "'{key}' entry {} is {}, not a path string",
+                    i + 1,
+                    json_kind(&other)
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(format!(
+                "'{key}' is {}; it must be a path string or a list of them",
+                json_kind(&other)
+            ))
+        }
+    };
+    if paths.is_empty() {
+        return Err(format!("'{key}' is an empty list"));
+    }
+    if let Some(i) = paths.iter().position(|p| p.trim().is_empty()) {
+        return Err(format!("'{key}' entry {} is an empty path", i + 1));
+    }
+    if paths.len() > options.max_images {
+        return Err(format!(
+            "the row has {} images; at most {} are captioned together (raise the images-per-row limit)",
+            paths.len(),
+            options.max_images
+        ));
+    }
+    Ok(paths)
+}
+
+/// Whether an output line is the result of this input line, so a rerun may keep it.
+pub fn is_output_of(output: &str, input: &Line, options: &RowOptions) -> bool {
+    let Ok(out) = serde_json::from_str::<Row>(output.trim_end_matches(['\n', '\r'])) else {
+        return false;
+    };
+    match input {
+        Line::Blank => false,
+        Line::Malformed { raw, .. } => out
+            .get("raw")
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+            .is_some_and(|r| &r == raw),
+        Line::Row(row) => {
+            let ignore = [options.caption_key.as_str(), options.error_key.as_str()];
+            out.same_data(row, &ignore)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> RowOptions {
+        RowOptions::default()
+    }
+
+    fn row(text: &str) -> Line {
+        Line::parse(text, 3)
+    }
+
+    fn done(plan: Plan) -> (String, Outcome, Option<String>) {
+        match plan {
+            Plan::Done {
+                line,
+                outcome,
+                error,
+            } => (line, outcome, error),
+            other => panic!("expected a finished row, got {other:?}"),
+        }
+    }
+
+    fn job(plan: Plan) -> Job {
+        match plan {
+            Plan::Caption(job) => job,
+            other => panic!("expected a caption job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_keep_their_order_and_exact_text() {
+        let text =
+            r#"{"z": 1.10, "image": "a.jpg", "n": {"b": [1e400, null]}, "é": "ü✓", "t": true}"#;
+        let j = job(plan(row(text), &opts()));
+        assert_eq!(j.paths(), ["a.jpg"]);
+        let out = j.finish(Ok("A \"cat\".\n"), &opts());
+        assert_eq!(
+            out,
+            r#"{"z":1.10,"image":"a.jpg","n":{"b": [1e400, null]},"é":"ü✓","t":true,"caption":"A \"cat\".\n"}"#
+        );
+    }
+
+    #[test]
+    fn list_and_string_image_fields() {
+        let j = job(plan(row(r#"{"image": ["a.jpg", "dir/b.png"]}"#), &opts()));
+        assert_eq!(j.paths(), ["a.jpg", "dir/b.png"]);
+        let j = job(plan(row(r#"{"image": "/abs/c.webp"}"#), &opts()));
+        assert_eq!(j.paths(), ["/abs/c.webp"]);
+    }
+
+    #[test]
+    fn custom_field_names() {
+        let o = RowOptions {
+            image_key: "img".into(),
+            caption_key: "text".into(),
+            error_key: "why".into(),
+            ..opts()
+        };
+        let j = job(plan(row(r#"{"img": ["a.jpg"], "text": null}"#), &o));
+        assert_eq!(j.finish(Ok("x"), &o), r#"{"img":["a.jpg"],"text":"x"}"#);
+        let (line, outcome, _) = done(plan(row(r#"{"image": ["a.jpg"]}"#), &o));
+        assert_eq!(outcome, Outcome::Failed);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["why"], "the row has no 'img' field");
+        assert_eq!(v["text"], Value::Null);
+    }
+
+    #[test]
+    fn existing_captions_are_kept_unless_overwrite() {
+        let text = r#"{"image": "a.jpg", "caption": "mine", "id": 2}"#;
+        let (line, outcome, _) = done(plan(row(text), &opts()));
+        assert_eq!(outcome, Outcome::Skipped);
+        assert_eq!(line, r#"{"image":"a.jpg","caption":"mine","id":2}"#);
+        let o = RowOptions {
+            overwrite: true,
+            ..opts()
+        };
+        let out = job(plan(row(text), &o)).finish(Ok("new"), &o);
+        // Replaced in place, not moved to the end.
+        assert_eq!(out, r#"{"image":"a.jpg","caption":"new","id":2}"#);
+        // A null caption is no caption: a failed row of an earlier run is retried, and its old
+        // error goes away on success.
+        let retried = r#"{"image": "a.jpg", "caption": null, "error": "gone"}"#;
+        let out = job(plan(row(retried), &opts())).finish(Ok("ok"), &opts());
+        assert_eq!(out, r#"{"image":"a.jpg","caption":"ok"}"#);
+    }
+
+    #[test]
+    fn failures_keep_the_row_and_say_why() {
+        let o = opts();
+        let cases = [
+            (r#"{"id": 1}"#, "the row has no 'image' field"),
+            (
+                r#"{"image": ["a.jpg", 7]}"#,
+                "'image' entry 2 is a number, not a path string",
+            ),
+            (
+                r#"{"image": null}"#,
+                "'image' is null; it must be a path string or a list of them",
+            ),
+            (r#"{"image": []}"#, "'image' is an empty list"),
+            (r#"{"image": ["  "]}"#, "'image' entry 1 is an empty path"),
+        ];
+        for (text, why) in cases {
+            let (line, outcome, error) = done(plan(row(text), &o));
+            assert_eq!(outcome, Outcome::Failed, "{text}");
+            assert_eq!(error.as_deref(), Some(why));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let input: Value = serde_json::from_str(text).unwrap();
+            for (k, val) in input.as_object().unwrap() {
+                assert_eq!(&v[k], val, "{text}: field {k} kept");
+            }
+            assert_eq!(v["caption"], Value::Null);
+            assert_eq!(v["error"], why);
+        }
+        let five = r#"{"image": ["1","2","3","4","5"]}"#;
+        let (_, outcome, error) = done(plan(row(five), &o));
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(error.unwrap().contains("has 5 images; at most 4"));
+        let j = job(plan(row(r#"{"image": "a.jpg"}"#), &o));
+        let out: Value =
+            serde_json::from_str(&j.finish(Err("image 'a.jpg' not found"), &o)).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"image": "a.jpg", "caption": null, "error": "image 'a.jpg' not found"})
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_carried_through() {
+        let (line, outcome, _) = done(plan(Line::parse("{\"image\": \"a.jpg\"", 7), &opts()));
+        assert_eq!(outcome, Outcome::Failed);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 7: not valid JSON"));
+        assert_eq!(v["raw"], "{\"image\": \"a.jpg\"");
+        let (line, _, _) = done(plan(Line::parse("[1, 2]\r\n", 9), &opts()));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["error"],
+            "line 9: a row must be a JSON object, not an array"
+        );
+        assert_eq!(v["raw"], "[1, 2]");
+    }
+
+    #[test]
+    fn bom_crlf_and_blank_lines() {
+        assert!(matches!(Line::parse("  \r\n", 4), Line::Blank));
+        assert!(matches!(Line::parse("", 4), Line::Blank));
+        let j = job(plan(
+            Line::parse("\u{feff}{\"image\": \"a.jpg\"}\r\n", 1),
+            &opts(),
+        ));
+        assert_eq!(j.paths(), ["a.jpg"]);
+        // A BOM is only a BOM at the start of the file.
+        assert!(matches!(
+            Line::parse("\u{feff}{\"image\": \"a.jpg\"}", 2),
+            Line::Malformed { .. }
+        ));
+    }
+
+    #[test]
+    fn outputs_are_recognised_as_results_of_their_inputs() {
+        let o = opts();
+        let input = row(r#"{"image": "a.jpg", "n": 1.0}"#);
+        let out = job(plan(input.clone(), &o)).finish(Ok("x"), &o);
+        assert!(is_output_of(&out, &input, &o));
+        assert!(!is_output_of(
+            &out,
+            &row(r#"{"image": "b.jpg", "n": 1}"#),
+            &o
+        ));
+        assert!(!is_output_of("{\"image\": \"a.jp", &input, &o));
+        let bad = Line::parse("nope", 2);
+        let (out, _, _) = done(plan(bad.clone(), &o));
+        assert!(is_output_of(&out, &bad, &o));
+        assert!(!is_output_of(&out, &Line::parse("other", 2), &o));
+    }
+}
