@@ -2,10 +2,18 @@
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, DeviceKind};
-use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions, DEFAULT_PROMPT};
+use captioner::jsonl::{self, FolderImages, Input, Output};
+use captioner::{
+    Batch, Engine, Flow, ModelFiles, Progress, Request, RowOptions, RowResult, SamplingOptions,
+    DEFAULT_PROMPT,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -38,6 +46,9 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Caption every row of a JSONL file (DataFlow conventions): the same rows, in the same
+    /// order, every field kept, plus a caption. Rerun the same command to resume.
+    CaptionJsonl(CaptionJsonl),
     /// Answer a text prompt with the text model alone, through its chat template.
     Generate {
         /// A model folder or a llama.cpp `.gguf` file.
@@ -48,6 +59,49 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Args)]
+struct CaptionJsonl {
+    /// A model folder (config.json, model.safetensors, tokenizer.json, ...).
+    #[arg(long)]
+    model: PathBuf,
+    /// JSON Lines, one row per line, e.g. {"image": ["photos/a.jpg"], "id": 17}; `-` is stdin.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where the rows go, written as they finish; `-` is stdout. An existing file that holds
+    /// the start of this input's output is resumed.
+    #[arg(long)]
+    output: PathBuf,
+    /// Relative image paths are resolved from here.
+    #[arg(long, default_value = ".")]
+    image_root: PathBuf,
+    /// The field holding a row's image path(s).
+    #[arg(long, default_value = "image")]
+    multi_modal_key: String,
+    /// The field the caption is written to.
+    #[arg(long, default_value = "caption")]
+    output_key: String,
+    /// The field that says why a row has no caption.
+    #[arg(long, default_value = "error")]
+    error_key: String,
+    /// Rows with more images than this get an error instead of a caption.
+    #[arg(long, default_value_t = RowOptions::default().max_images)]
+    max_images_per_row: usize,
+    /// What to ask about each row's images.
+    #[arg(long, default_value = DEFAULT_PROMPT)]
+    prompt: String,
+    /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
+    #[arg(long)]
+    longest_edge: Option<u32>,
+    /// Caption rows that already have a caption too.
+    #[arg(long)]
+    overwrite: bool,
+    /// Start the output file over instead of resuming it.
+    #[arg(long)]
+    restart: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args)]
@@ -122,9 +176,10 @@ fn load(model: &std::path::Path, device: &Device, verbose: bool) -> Result<Engin
     Ok(engine)
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let (engine, request, image, common) = match cli.command {
+        Command::CaptionJsonl(args) => return caption_jsonl(args),
         Command::Caption {
             model,
             image,
@@ -192,5 +247,179 @@ fn main() -> Result<()> {
             total
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
+    let input = Input::from_arg(&args.input);
+    let output = Output::from_arg(&args.output);
+    if let Input::File(path) = &input {
+        if !path.is_file() {
+            bail!(
+                "the input {} does not exist or is not a file; pass a JSONL file (or - for stdin)",
+                path.display()
+            );
+        }
+    }
+    if !args.image_root.is_dir() {
+        bail!(
+            "the image root {} is not a folder; pass --image-root with the folder the rows' paths start from",
+            args.image_root.display()
+        );
+    }
+    let common = &args.common;
+    let engine = load(&args.model, &common.device(), common.verbose)?;
+    if !engine.accepts_images() {
+        bail!(
+            "{} is a text-only model; caption-jsonl needs a vision model such as SmolVLM",
+            args.model.display()
+        );
+    }
+    let options = RowOptions {
+        image_key: args.multi_modal_key.clone(),
+        caption_key: args.output_key.clone(),
+        error_key: args.error_key.clone(),
+        max_images: args.max_images_per_row,
+        overwrite: args.overwrite,
+    };
+    let request = common.request(args.prompt.clone(), args.longest_edge);
+    request.sampling.validate()?;
+    let mut batch = Batch::new(&engine, options, request);
+    let mut images = FolderImages::new(&args.image_root);
+
+    // First Ctrl-C: finish the current row, then stop with a valid file. Second: quit now
+    // (rows are written whole, so the file is still valid up to its last complete line).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current row (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut report = Report::new();
+    let summary = jsonl::run(
+        &mut batch,
+        &input,
+        &output,
+        &mut images,
+        args.restart,
+        &cancel,
+        &mut |progress, row| report.row(progress, row),
+    )
+    .context("the run stopped")?;
+    report.finish();
+
+    let p = &summary.progress;
+    let target = match &output {
+        Output::Stdout => "stdout".to_string(),
+        Output::File(path) => path.display().to_string(),
+    };
+    let resumed = if summary.resumed > 0 {
+        format!(", {} kept from the earlier run", summary.resumed)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{} rows: {} captioned, {} skipped{resumed}, {} failed; {} in {}, {:.1} tokens/s; output in {target}",
+        p.rows_done,
+        p.captioned,
+        p.skipped,
+        p.failed,
+        plural(p.tokens, "token"),
+        duration(p.elapsed_seconds),
+        p.tokens_per_second,
+    );
+    if summary.interrupted {
+        eprintln!("interrupted: run the same command again to resume");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Progress on stderr: a bar on a terminal, a plain line every few seconds otherwise (logs).
+struct Report {
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+}
+
+impl Report {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} rows · {msg} · {elapsed_precise} elapsed, {eta} left",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self {
+            bar,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn row(&mut self, p: &Progress, row: &RowResult) {
+        let note = row
+            .error
+            .as_ref()
+            .map(|e| format!("row {}: {e}", p.rows_done));
+        match &self.bar {
+            Some(bar) => {
+                if let Some(note) = note {
+                    bar.println(note);
+                }
+                bar.set_length(p.rows_total.unwrap_or(p.rows_done) as u64);
+                bar.set_position(p.rows_done as u64);
+                bar.set_message(format!(
+                    "{:.1} tok/s, {} failed",
+                    p.tokens_per_second, p.failed
+                ));
+            }
+            None => {
+                if let Some(note) = note {
+                    eprintln!("{note}");
+                }
+                if self.last_line.elapsed().as_secs_f64() >= 5.0 {
+                    self.last_line = Instant::now();
+                    let total = p.rows_total.map(|t| format!("/{t}")).unwrap_or_default();
+                    let left = p
+                        .eta_seconds
+                        .map(|s| format!(", {} left", duration(s)))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "{}{total} rows ({} failed), {:.1} tokens/s{left}",
+                        p.rows_done, p.failed, p.tokens_per_second
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{seconds:.1} s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }

@@ -1,0 +1,526 @@
+//! Batch captioning of JSONL rows, end to end through `captioner caption-jsonl` and the library
+//! runner: row semantics, bad inputs, resume after an interruption, pipes.
+
+mod common;
+
+use burn::tensor::Device;
+use captioner::batch::DEFAULT_PROMPT_MANY;
+use captioner::jsonl::{self, FolderImages, Input, Output};
+use captioner::{Batch, Engine, Flow, ModelFiles, Outcome, Request, RowOptions, SamplingOptions};
+use common::fixtures;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const MAX_TOKENS: usize = 8;
+
+fn captioner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_captioner"))
+}
+
+fn model() -> PathBuf {
+    fixtures().join("tiny-b")
+}
+
+fn images() -> PathBuf {
+    fixtures().join("images")
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/rows.jsonl")
+}
+
+/// `caption-jsonl` on the tiny model, greedy unless `extra` says otherwise.
+fn caption_jsonl(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut cmd = captioner();
+    cmd.arg("caption-jsonl")
+        .arg("--model")
+        .arg(model())
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output);
+    if !extra.contains(&"--image-root") {
+        cmd.arg("--image-root").arg(images());
+    }
+    if !extra.contains(&"--max-tokens") {
+        cmd.args(["--max-tokens", &MAX_TOKENS.to_string()]);
+    }
+    if !extra.contains(&"--temperature") {
+        cmd.args(["--temperature", "0"]);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l}: {e}")))
+        .collect()
+}
+
+fn engine() -> Engine {
+    Engine::load(
+        ModelFiles::from_path(&model()).expect("files"),
+        &Device::flex(),
+    )
+    .expect("load")
+}
+
+/// The single-image (or several-image) API's greedy caption.
+fn api_caption(engine: &Engine, names: &[&str], prompt: &str) -> String {
+    let bytes: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(images().join(n)).expect("image"))
+        .collect();
+    let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+    let request = Request {
+        prompt: prompt.into(),
+        sampling: SamplingOptions::greedy(MAX_TOKENS),
+        ..Request::default()
+    };
+    engine
+        .caption(&refs, &request, &mut |_| Flow::Continue)
+        .expect("caption")
+        .text
+}
+
+#[test]
+fn every_row_comes_out_in_order_with_its_fields_and_a_caption_or_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("out.jsonl");
+    let stderr = run_ok(&mut caption_jsonl(&example(), &out_path, &[]));
+    let input = read(&example());
+    let output = read(&out_path);
+
+    // One output line per input line that holds something (the blank line holds no row).
+    let input_lines: Vec<&str> = input.lines().filter(|l| !l.trim().is_empty()).collect();
+    let rows = parse_lines(&output);
+    assert_eq!(rows.len(), input_lines.len(), "{output}");
+    assert_eq!(input_lines.len(), 12);
+
+    // Fields are kept byte for byte: numbers stay as written (1.50, not 1.5; an integer past u64 whole).
+    let first = output.lines().next().expect("a line");
+    assert!(
+        first.starts_with(
+            r#"{"image":["photo_640x480.jpg"],"id":1,"source":"web","score":0.75,"exact":1.50,"huge":123456789012345678901234567890,"ok":true,"none":null,"tags":["a", "b"],"meta":{"w": 640, "nested": [1, {"x": "y"}]},"caption":""#
+        ),
+        "{first}"
+    );
+    // Every row: the input's fields, values and key order; the caption where the input had one
+    // (even null), else last; the error only on failed rows.
+    for (i, (line, row)) in input_lines.iter().zip(&rows).enumerate() {
+        let Ok(Value::Object(input_row)) = serde_json::from_str::<Value>(line) else {
+            continue; // the malformed line, checked below
+        };
+        let out = row.as_object().expect("an object");
+        let data = |m: &serde_json::Map<String, Value>| -> Vec<(String, Value)> {
+            m.iter()
+                .filter(|(k, _)| *k != "caption" && *k != "error")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(data(out), data(&input_row), "row {}", i + 1);
+        let keys: Vec<&String> = out.keys().collect();
+        match input_row.keys().position(|k| k == "caption") {
+            Some(at) => assert_eq!(keys[at], "caption", "row {}", i + 1),
+            None => assert_eq!(keys[input_row.len()], "caption", "row {}", i + 1),
+        }
+    }
+
+    let engine = engine();
+    let caption = |i: usize| rows[i]["caption"].as_str().map(str::to_string);
+    let error = |i: usize| rows[i]["error"].as_str().unwrap_or_default().to_string();
+    // Captions are those of the single-image API, and of the several-image API for row 3.
+    let default = captioner::DEFAULT_PROMPT;
+    assert_eq!(
+        caption(0),
+        Some(api_caption(&engine, &["photo_640x480.jpg"], default))
+    );
+    assert_eq!(
+        caption(1),
+        Some(api_caption(&engine, &["small_100x80.png"], default))
+    );
+    assert_eq!(
+        caption(2),
+        Some(api_caption(
+            &engine,
+            &["photo_300x500.jpg", "rgba_160x120.png"],
+            DEFAULT_PROMPT_MANY
+        ))
+    );
+    assert_ne!(caption(2), caption(0));
+    for i in [0, 1, 2] {
+        assert!(rows[i].get("error").is_none(), "row {}: {}", i + 1, rows[i]);
+        assert!(!caption(i).unwrap_or_default().is_empty());
+    }
+    // Bad images: caption null and an error naming the path.
+    for (i, path, what) in [
+        (3, "photos/missing.jpg", "not found"),
+        (4, "truncated.jpg", ""),
+        (5, "not_an_image.jpg", ""),
+        (11, "huge_header.png", "20000"),
+    ] {
+        assert_eq!(rows[i]["caption"], Value::Null, "row {}", i + 1);
+        let e = error(i);
+        assert!(e.contains(&format!("image '{path}'")), "row {}: {e}", i + 1);
+        assert!(e.contains(what), "row {}: {e}", i + 1);
+    }
+    // The malformed line is carried through with its text.
+    assert_eq!(
+        rows[6]["raw"], input_lines[6],
+        "the raw text exactly, trailing space too"
+    );
+    assert!(
+        rows[6]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("line 7: not valid JSON"),
+        "{}",
+        rows[6]
+    );
+    // (line 8 is blank; row 9 is the 8th output line)
+    assert_eq!(error(7), "the row has no 'image' field");
+    assert_eq!(rows[7]["caption"], Value::Null);
+    // An existing caption is kept; a null one is filled.
+    assert_eq!(rows[8]["caption"], "A caption written by hand.");
+    assert!(rows[8].get("error").is_none());
+    assert_eq!(error(9), "'image' entry 2 is a number, not a path string");
+    assert_eq!(
+        caption(10),
+        Some(api_caption(&engine, &["palette_120x90.gif"], default))
+    );
+
+    // The summary on stderr counts them.
+    assert!(
+        stderr.contains("12 rows: 4 captioned, 1 skipped, 7 failed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bom_and_crlf_give_the_same_rows_and_reruns_give_the_same_captions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.jsonl");
+    run_ok(&mut caption_jsonl(&example(), &plain, &[]));
+    let windows = dir.path().join("windows.jsonl");
+    let text = format!("\u{feff}{}", read(&example()).replace('\n', "\r\n"));
+    std::fs::write(&windows, text).expect("write");
+    let out = dir.path().join("windows-out.jsonl");
+    run_ok(&mut caption_jsonl(&windows, &out, &[]));
+    assert_eq!(read(&out), read(&plain));
+
+    // Default sampling (temperature 0.7, top-p 0.9) has a fixed seed: a rerun is identical.
+    let sampled = |name: &str| {
+        let path = dir.path().join(name);
+        run_ok(&mut caption_jsonl(
+            &example(),
+            &path,
+            &["--temperature", "0.7", "--max-tokens", "12"],
+        ));
+        read(&path)
+    };
+    assert_eq!(sampled("s1.jsonl"), sampled("s2.jsonl"));
+}
+
+/// 30 good rows (several images, both field forms) for the interruption tests.
+fn many_rows(dir: &Path) -> PathBuf {
+    let names = [
+        "photo_640x480.jpg",
+        "small_100x80.png",
+        "photo_300x500.jpg",
+        "gray_200x150.png",
+        "photo_256x256.webp",
+    ];
+    let mut text = String::new();
+    for i in 0..30 {
+        let name = names[i % names.len()];
+        if i % 2 == 0 {
+            text.push_str(&format!("{{\"image\": [\"{name}\"], \"n\": {i}}}\n"));
+        } else {
+            text.push_str(&format!("{{\"n\": {i}, \"image\": \"{name}\"}}\n"));
+        }
+    }
+    let path = dir.join("many.jsonl");
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Starts a run and returns once its output holds at least `rows` complete rows.
+fn start_and_wait(input: &Path, output: &Path, rows: usize) -> std::process::Child {
+    let mut child = caption_jsonl(input, output, &["--max-tokens", "24"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while line_count(output) < rows {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before {rows} rows"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn reference(dir: &Path, input: &Path) -> String {
+    let path = dir.join("reference.jsonl");
+    run_ok(&mut caption_jsonl(input, &path, &["--max-tokens", "24"]));
+    read(&path)
+}
+
+#[test]
+fn ctrl_c_stops_after_the_row_and_a_rerun_resumes_to_the_same_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = many_rows(dir.path());
+    let expected = reference(dir.path(), &input);
+    let out = dir.path().join("out.jsonl");
+
+    let child = start_and_wait(&input, &out, 3);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let result = child.wait_with_output().expect("wait");
+    assert_eq!(
+        result.status.code(),
+        Some(130),
+        "an interrupted run says so"
+    );
+    let partial = read(&out);
+    let done = partial.lines().count();
+    assert!((3..30).contains(&done), "{done} rows");
+    assert!(partial.ends_with('\n'));
+    assert!(
+        expected.starts_with(&partial),
+        "the partial file is the start of the full one"
+    );
+
+    let stderr = run_ok(&mut caption_jsonl(&input, &out, &["--max-tokens", "24"]));
+    assert_eq!(read(&out), expected);
+    assert!(
+        stderr.contains(&format!("{done} kept from the earlier run")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_killed_run_and_a_torn_last_line_resume_to_the_same_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = many_rows(dir.path());
+    let expected = reference(dir.path(), &input);
+    let out = dir.path().join("out.jsonl");
+
+    let mut child = start_and_wait(&input, &out, 2);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    run_ok(&mut caption_jsonl(&input, &out, &["--max-tokens", "24"]));
+    assert_eq!(read(&out), expected);
+
+    // A write cut in the middle of a line: the torn line is redone.
+    let cut = expected.lines().take(5).map(|l| l.len() + 1).sum::<usize>() + 17;
+    std::fs::write(&out, &expected[..cut]).expect("write");
+    let stderr = run_ok(&mut caption_jsonl(&input, &out, &["--max-tokens", "24"]));
+    assert_eq!(read(&out), expected);
+    assert!(stderr.contains("5 kept from the earlier run"), "{stderr}");
+}
+
+#[test]
+fn the_library_runner_stops_on_cancel_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = many_rows(dir.path());
+    let engine = engine();
+    let request = Request {
+        sampling: SamplingOptions::greedy(24),
+        ..Request::default()
+    };
+    let run = |out: &Path, stop_after: Option<usize>| {
+        let mut batch = Batch::new(&engine, RowOptions::default(), request.clone());
+        let cancel = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let summary = jsonl::run(
+            &mut batch,
+            &Input::File(input.clone()),
+            &Output::File(out.to_path_buf()),
+            &mut FolderImages::new(images()),
+            false,
+            &cancel,
+            &mut |progress, row| {
+                seen.push((progress.clone(), row.outcome));
+                if Some(progress.rows_done) == stop_after {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            },
+        )
+        .expect("run");
+        (summary, seen)
+    };
+
+    let full = dir.path().join("full.jsonl");
+    let (summary, seen) = run(&full, None);
+    assert!(!summary.interrupted);
+    assert_eq!(summary.progress.rows_done, 30);
+    assert_eq!(summary.progress.captioned, 30);
+    assert!(summary.progress.tokens > 0 && summary.progress.tokens_per_second > 0.0);
+    // Progress events: one per row, counting up, with the total and a time left.
+    assert_eq!(seen.len(), 30);
+    for (i, (p, outcome)) in seen.iter().enumerate() {
+        assert_eq!(p.rows_done, i + 1);
+        assert_eq!(p.rows_total, Some(30));
+        assert_eq!(*outcome, Outcome::Captioned);
+        assert!(p.eta_seconds.is_some());
+    }
+    assert_eq!(seen.last().map(|(p, _)| p.eta_seconds), Some(Some(0.0)));
+
+    let out = dir.path().join("out.jsonl");
+    let (summary, _) = run(&out, Some(7));
+    assert!(summary.interrupted);
+    assert_eq!(read(&out).lines().count(), 7);
+    let (summary, seen) = run(&out, None);
+    assert_eq!(summary.resumed, 7);
+    assert_eq!(seen.len(), 23, "only the remaining rows are captioned");
+    assert_eq!(summary.progress.rows_done, 30);
+    assert_eq!(read(&out), read(&full));
+}
+
+#[test]
+fn an_output_from_another_input_is_not_resumed_unless_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = many_rows(dir.path());
+    let out = dir.path().join("out.jsonl");
+    let foreign = "{\"image\": \"other.jpg\", \"caption\": \"x\"}\n";
+    std::fs::write(&out, foreign).expect("write");
+    let result = caption_jsonl(&input, &out, &[]).output().expect("runs");
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        err.contains("line 1 is not the output of") && err.contains("--restart"),
+        "{err}"
+    );
+    assert_eq!(read(&out), foreign, "the file is left as it was");
+
+    run_ok(&mut caption_jsonl(&input, &out, &["--restart"]));
+    assert_eq!(read(&out).lines().count(), 30);
+}
+
+#[test]
+fn pipes_work_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file_out = dir.path().join("out.jsonl");
+    run_ok(&mut caption_jsonl(&example(), &file_out, &[]));
+
+    let mut child = caption_jsonl(Path::new("-"), Path::new("-"), &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(read(&example()).as_bytes())
+        .expect("write");
+    let result = child.wait_with_output().expect("wait");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&result.stdout), read(&file_out));
+}
+
+#[test]
+fn a_run_that_cannot_proceed_exits_non_zero_and_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            caption_jsonl(&dir.path().join("nope.jsonl"), &out, &[]),
+            "does not exist",
+        ),
+        (
+            caption_jsonl(&example(), &dir.path().join("no/such/dir/out.jsonl"), &[]),
+            "no/such/dir/out.jsonl",
+        ),
+        (
+            caption_jsonl(&example(), &out, &["--image-root", "/no/such/root"]),
+            "--image-root",
+        ),
+        (caption_jsonl(&example(), &example(), &[]), "is the input"),
+        (caption_jsonl(&example(), &out, &["--top-p", "0"]), "top_p"),
+    ];
+    for (mut cmd, message) in cases {
+        let result = cmd.output().expect("runs");
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{err}");
+        assert!(err.contains(message), "wanted '{message}' in: {err}");
+    }
+    let result = captioner()
+        .args(["caption-jsonl", "--model", "/no/model", "--input"])
+        .arg(example())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("/no/model"));
+}
+
+#[test]
+fn paths_resolve_from_the_root_or_absolute_and_odd_files_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("sub/folder.jpg")).expect("dirs");
+    std::fs::copy(images().join("small_100x80.png"), root.join("sub/a.png")).expect("copy");
+    // A sparse file: over the size limit without using the disk.
+    let big = std::fs::File::create(root.join("big.jpg")).expect("big");
+    big.set_len(300 << 20).expect("set_len");
+    let absolute = images().join("small_100x80.png");
+    let rows = [
+        r#"{"image": "sub/a.png"}"#.to_string(),
+        format!(
+            "{{\"image\": {}}}",
+            Value::String(absolute.display().to_string())
+        ),
+        r#"{"image": "sub/folder.jpg"}"#.to_string(),
+        r#"{"image": "big.jpg"}"#.to_string(),
+        r#"{"image": "https://example.com/cat.jpg"}"#.to_string(),
+    ];
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, rows.join("\n")).expect("write");
+    let out = dir.path().join("out.jsonl");
+    let root = root.display().to_string();
+    run_ok(&mut caption_jsonl(&input, &out, &["--image-root", &root]));
+    let got = parse_lines(&read(&out));
+    assert_eq!(got.len(), 5);
+    let expected = api_caption(&engine(), &["small_100x80.png"], captioner::DEFAULT_PROMPT);
+    assert_eq!(got[0]["caption"], expected.as_str());
+    assert_eq!(got[1]["caption"], expected.as_str());
+    let error = |i: usize| got[i]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error(2).contains("is a folder"), "{}", error(2));
+    assert!(error(3).contains("too large: 300 MiB"), "{}", error(3));
+    assert!(error(4).contains("is a URL"), "{}", error(4));
+}
