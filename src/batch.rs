@@ -22,6 +22,7 @@ pub trait ImageSource {
 
 /// How far a run has come.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Rows written so far (captioned, skipped or failed).
     pub rows_done: usize,
@@ -40,7 +41,7 @@ pub struct Progress {
 }
 
 /// The output for one line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RowResult {
     /// The output row as one JSON line, without the newline.
     pub line: String,
@@ -51,9 +52,9 @@ pub struct RowResult {
     pub error: Option<String>,
 }
 
-/// A captioning run over rows.
-pub struct Batch<'e> {
-    engine: &'e Engine,
+/// A captioning run over rows: its settings and running statistics. The engine is passed to
+/// each call, so a front end can keep the two apart (the browser owns them on the JS side).
+pub struct Batch {
     options: RowOptions,
     request: Request,
     /// Whether the caller kept the default prompt (then multi-image rows get a plural one).
@@ -65,11 +66,10 @@ pub struct Batch<'e> {
     model_rows: usize,
 }
 
-impl<'e> Batch<'e> {
-    pub fn new(engine: &'e Engine, options: RowOptions, request: Request) -> Self {
+impl Batch {
+    pub fn new(options: RowOptions, request: Request) -> Self {
         let default_prompt = request.prompt == DEFAULT_PROMPT;
         Self {
-            engine,
             options,
             request,
             default_prompt,
@@ -118,17 +118,20 @@ impl<'e> Batch<'e> {
     /// keeps the text so far).
     pub async fn next_line<S: ImageSource>(
         &mut self,
+        engine: &Engine,
         text: &str,
         line_no: usize,
         images: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Option<RowResult> {
-        self.next(Line::parse(text, line_no), images, on_text).await
+        self.next(engine, Line::parse(text, line_no), images, on_text)
+            .await
     }
 
     /// [`Batch::next_line`] for a line already read.
     pub async fn next<S: ImageSource>(
         &mut self,
+        engine: &Engine,
         line: Line,
         images: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
@@ -147,7 +150,7 @@ impl<'e> Batch<'e> {
             },
             Plan::Caption(job) => {
                 let start = Instant::now();
-                let caption = self.caption(job.paths(), images, on_text).await;
+                let caption = self.caption(engine, job.paths(), images, on_text).await;
                 self.model_seconds += start.elapsed().as_secs_f64();
                 self.model_rows += 1;
                 match caption {
@@ -182,6 +185,7 @@ impl<'e> Batch<'e> {
     /// message for the row's error field.
     async fn caption<S: ImageSource>(
         &self,
+        engine: &Engine,
         paths: &[String],
         source: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
@@ -191,8 +195,7 @@ impl<'e> Batch<'e> {
         let mut processed = Vec::with_capacity(paths.len());
         for path in paths {
             let bytes = source.read(path).await?;
-            let image = self
-                .engine
+            let image = engine
                 .preprocess(&bytes, self.request.longest_edge)
                 .map_err(|e| format!("image '{path}': {}", without_prefix(&e.to_string())))?;
             processed.push(image);
@@ -203,12 +206,10 @@ impl<'e> Batch<'e> {
         } else {
             &self.request.prompt
         };
-        let ids = self
-            .engine
+        let ids = engine
             .prompt_ids(self.request.system.as_deref(), prompt, &layouts)
             .map_err(|e| e.to_string())?;
-        let generation = self
-            .engine
+        let generation = engine
             .generate_from(&ids, &processed, &self.request.sampling, on_text)
             .await
             .map_err(|e| e.to_string())?;

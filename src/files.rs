@@ -2,10 +2,9 @@
 //! (config, tokenizer, templates, processor settings, safetensors) or one llama.cpp GGUF file.
 //! The browser fills a [`ModelFiles`] from downloads; native code from a path.
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::weights::gguf::Gguf;
+use std::collections::BTreeMap;
 
 /// Where the weights come from.
 pub enum Weights {
@@ -62,76 +61,95 @@ impl ModelFiles {
         })
     }
 
-    /// A model folder or a `.gguf` file on disk.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_path(path: &std::path::Path) -> Result<Self> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| Error::Io {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        if path.is_file() {
-            return Self::from_gguf(read(path)?);
-        }
-        if !path.is_dir() {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no such model folder or file",
-                ),
-            });
-        }
-        let text = |name: &str| -> Result<Option<String>> {
-            let p = path.join(name);
-            if !p.exists() {
-                return Ok(None);
+    /// A model from its files by name, as the browser has them (downloaded or picked): the
+    /// published folder's files, or a lone `.gguf`. Folder prefixes are ignored and so are
+    /// names a model does not use (README.md, onnx/, ...).
+    pub fn from_named(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self> {
+        let mut texts: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut shards: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut gguf = None;
+        for (name, bytes) in files {
+            let base = name.rsplit('/').next().unwrap_or(&name);
+            if let Some(&known) = TEXT_FILES.iter().find(|k| **k == base) {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| Error::config(known, "not UTF-8 text"))?;
+                texts.insert(known, text);
+            } else if is_weights_shard(base) {
+                shards.push((base.to_string(), bytes));
+            } else if base.ends_with(".gguf") {
+                gguf = Some(bytes);
             }
-            let bytes = read(&p)?;
-            String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| Error::config(name, "not UTF-8 text"))
+        }
+        // Shards load in name order: model-00001-of-00002 before model-00002-of-00002.
+        shards.sort_by(|a, b| a.0.cmp(&b.0));
+        let Some(config_json) = texts.remove("config.json") else {
+            return match gguf {
+                Some(bytes) if shards.is_empty() => Self::from_gguf(bytes),
+                _ => Err(Error::MissingFile("config.json".into())),
+            };
         };
-        let config_json =
-            text("config.json")?.ok_or_else(|| Error::MissingFile("config.json".into()))?;
-        let mut shards: Vec<std::path::PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            // `model.safetensors` or the shards `model-00001-of-00002.safetensors`.
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("model") && n.ends_with(".safetensors"))
-            })
-            .collect();
-        shards.sort();
-        let weights = if !shards.is_empty() {
-            Weights::Safetensors(shards.iter().map(|p| read(p)).collect::<Result<_>>()?)
-        } else {
-            let gguf = std::fs::read_dir(path).ok().and_then(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .find(|p| p.extension().is_some_and(|x| x == "gguf"))
-            });
-            match gguf {
-                Some(p) => Weights::Gguf(read(&p)?),
-                None => return Err(Error::MissingFile("model.safetensors".into())),
-            }
+        let weights = match (shards.is_empty(), gguf) {
+            (false, _) => Weights::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
+            (true, Some(bytes)) => Weights::Gguf(bytes),
+            (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
         };
         Ok(Self {
             config_json,
             weights,
-            tokenizer_json: text("tokenizer.json")?,
-            tokenizer_config_json: text("tokenizer_config.json")?,
+            tokenizer_json: texts.remove("tokenizer.json"),
+            tokenizer_config_json: texts.remove("tokenizer_config.json"),
             // transformers 5 saves the template as plain Jinja next to the JSON files.
-            chat_template: text("chat_template.jinja")?,
-            chat_template_json: text("chat_template.json")?,
-            preprocessor_config_json: text("preprocessor_config.json")?,
-            processor_config_json: text("processor_config.json")?,
-            generation_config_json: text("generation_config.json")?,
+            chat_template: texts.remove("chat_template.jinja"),
+            chat_template_json: texts.remove("chat_template.json"),
+            preprocessor_config_json: texts.remove("preprocessor_config.json"),
+            processor_config_json: texts.remove("processor_config.json"),
+            generation_config_json: texts.remove("generation_config.json"),
         })
     }
+
+    /// A model folder or a `.gguf` file on disk.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+        let io = |p: &std::path::Path, source| Error::Io {
+            path: p.display().to_string(),
+            source,
+        };
+        if path.is_file() {
+            return Self::from_gguf(std::fs::read(path).map_err(|e| io(path, e))?);
+        }
+        if !path.is_dir() {
+            return Err(io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model folder or file"),
+            ));
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
+            let p = entry.map_err(|e| io(path, e))?.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if TEXT_FILES.contains(&name) || is_weights_shard(name) || name.ends_with(".gguf") {
+                files.push((name.to_string(), std::fs::read(&p).map_err(|e| io(&p, e))?));
+            }
+        }
+        Self::from_named(files)
+    }
+}
+
+/// The text files of a published model folder that a model may use.
+pub const TEXT_FILES: [&str; 8] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
+];
+
+/// `model.safetensors` or a shard such as `model-00001-of-00002.safetensors`.
+pub fn is_weights_shard(name: &str) -> bool {
+    name.starts_with("model") && name.ends_with(".safetensors")
 }

@@ -2,6 +2,7 @@
 //! flushed row by row, and a rerun on the same output resuming where the last run stopped.
 
 use crate::batch::{Batch, ImageSource, Progress, RowResult};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::Flow;
 use crate::rows::{is_output_of, Line};
@@ -237,7 +238,9 @@ fn resume_point(output: &Path, input: &mut Lines, batch: &Batch) -> Result<(usiz
 /// An existing output file that holds the output of the input's first rows is resumed (its rows
 /// kept, the rest appended) unless `restart`. `cancel` is checked between rows: the output then
 /// holds every row done so far, and a rerun resumes. `on_row` is called after every row.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
+    engine: &Engine,
     batch: &mut Batch,
     input: &Input,
     output: &Output,
@@ -297,7 +300,8 @@ pub fn run(
             interrupted = true;
             break;
         }
-        let Some(result) = pollster::block_on(batch.next(line, images, &mut on_text)) else {
+        let Some(result) = pollster::block_on(batch.next(engine, line, images, &mut on_text))
+        else {
             continue;
         };
         // One write per row, then a flush: a killed run leaves whole lines (at most a torn last

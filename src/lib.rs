@@ -27,6 +27,8 @@ pub mod models;
 pub mod preprocess;
 pub mod prompt;
 pub mod rows;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 
 pub use batch::{Batch, ImageSource, Progress, RowResult};

@@ -357,10 +357,11 @@ fn the_library_runner_stops_on_cancel_and_resumes() {
         ..Request::default()
     };
     let run = |out: &Path, stop_after: Option<usize>| {
-        let mut batch = Batch::new(&engine, RowOptions::default(), request.clone());
+        let mut batch = Batch::new(RowOptions::default(), request.clone());
         let cancel = AtomicBool::new(false);
         let mut seen = Vec::new();
         let summary = jsonl::run(
+            &engine,
             &mut batch,
             &Input::File(input.clone()),
             &Output::File(out.to_path_buf()),

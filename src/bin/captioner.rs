@@ -284,7 +284,7 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
     };
     let request = common.request(args.prompt.clone(), args.longest_edge);
     request.sampling.validate()?;
-    let mut batch = Batch::new(&engine, options, request);
+    let mut batch = Batch::new(options, request);
     let mut images = FolderImages::new(&args.image_root);
 
     // First Ctrl-C: finish the current row, then stop with a valid file. Second: quit now
@@ -301,6 +301,7 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
 
     let mut report = Report::new();
     let summary = jsonl::run(
+        &engine,
         &mut batch,
         &input,
         &output,

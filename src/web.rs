@@ -1,0 +1,312 @@
+//! The browser binding (wasm-bindgen), meant to run in a Web Worker: load a model from its
+//! files, caption images, and run JSONL rows with the same row logic as the native program.
+//!
+//! WebGPU cannot block, so everything that reads from the GPU returns a promise. JS hands in
+//! bytes (`Uint8Array`) and functions; nothing here touches the DOM or the network.
+
+use crate::batch::{Batch, ImageSource};
+use crate::engine::{Engine, Request};
+use crate::files::ModelFiles;
+use crate::generate::{Flow, SamplingOptions};
+use crate::rows::RowOptions;
+use burn::tensor::Device;
+use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
+use serde::Deserialize;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    /// burn registers the WebGPU runtime once per page (worker); later models reuse it.
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+/// Settings from JS: camelCase, each optional; the defaults are the native program's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct Settings {
+    prompt: Option<String>,
+    system: Option<String>,
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<usize>,
+    seed: Option<u64>,
+    longest_edge: Option<u32>,
+    image_key: Option<String>,
+    caption_key: Option<String>,
+    error_key: Option<String>,
+    max_images: Option<usize>,
+    overwrite: Option<bool>,
+}
+
+impl Settings {
+    fn from_js(value: JsValue) -> Result<Self, JsValue> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(Self::default());
+        }
+        serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("options: {e}")))
+    }
+
+    fn request(&self) -> Result<Request, JsValue> {
+        let defaults = SamplingOptions::default();
+        let request = Request {
+            prompt: self
+                .prompt
+                .clone()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| crate::DEFAULT_PROMPT.to_string()),
+            system: self.system.clone().filter(|s| !s.trim().is_empty()),
+            sampling: SamplingOptions {
+                max_new_tokens: self.max_tokens.unwrap_or(defaults.max_new_tokens),
+                temperature: self.temperature.unwrap_or(defaults.temperature),
+                top_p: self.top_p.unwrap_or(defaults.top_p),
+                top_k: self.top_k.unwrap_or(defaults.top_k),
+                seed: self.seed.unwrap_or(defaults.seed),
+            },
+            longest_edge: self.longest_edge,
+        };
+        request.sampling.validate().map_err(js_error)?;
+        Ok(request)
+    }
+
+    fn row_options(&self) -> RowOptions {
+        let d = RowOptions::default();
+        RowOptions {
+            image_key: self.image_key.clone().unwrap_or(d.image_key),
+            caption_key: self.caption_key.clone().unwrap_or(d.caption_key),
+            error_key: self.error_key.clone().unwrap_or(d.error_key),
+            max_images: self.max_images.unwrap_or(d.max_images),
+            overwrite: self.overwrite.unwrap_or(d.overwrite),
+        }
+    }
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// The text of a thrown JS value: an Error's message, a string, or its debug form.
+fn js_message(value: &JsValue) -> String {
+    if let Some(s) = value.as_string() {
+        return s;
+    }
+    Reflect::get(value, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_error)
+}
+
+/// Calls `on_token` with each piece of text and stops when the run is cancelled.
+fn text_callback(on_token: Option<Function>, cancel: Rc<Cell<bool>>) -> impl FnMut(&str) -> Flow {
+    move |piece: &str| {
+        if let Some(f) = &on_token {
+            // A throwing callback is the page's problem, not a reason to lose the caption.
+            let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
+        }
+        if cancel.get() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
+/// A loaded model.
+#[wasm_bindgen]
+pub struct Captioner {
+    engine: Rc<Engine>,
+    cancel: Rc<Cell<bool>>,
+    device: String,
+}
+
+#[wasm_bindgen]
+impl Captioner {
+    /// Builds a model from its files, `[[name, Uint8Array], ...]` (the published folder's
+    /// files, or one `.gguf`), on `device`: `"webgpu"` or `"cpu"`.
+    pub async fn load(files: Array, device: String) -> Result<Captioner, JsValue> {
+        let mut named = Vec::new();
+        for pair in files.iter() {
+            let pair: Array = pair
+                .dyn_into()
+                .map_err(|_| js_error("each file must be a [name, bytes] pair"))?;
+            let name = pair
+                .get(0)
+                .as_string()
+                .ok_or_else(|| js_error("a file name must be a string"))?;
+            named.push((name, Uint8Array::new(&pair.get(1)).to_vec()));
+        }
+        drop(files);
+        let burn_device = match device.as_str() {
+            "webgpu" => webgpu_device().await?,
+            "cpu" => Device::flex(),
+            other => {
+                return Err(js_error(format!(
+                    "unknown device '{other}': use 'webgpu' or 'cpu'"
+                )))
+            }
+        };
+        let model = ModelFiles::from_named(named).map_err(js_error)?;
+        let engine = Engine::load(model, &burn_device).map_err(js_error)?;
+        Ok(Captioner {
+            engine: Rc::new(engine),
+            cancel: Rc::new(Cell::new(false)),
+            device,
+        })
+    }
+
+    /// `"webgpu"` or `"cpu"`.
+    #[wasm_bindgen(getter)]
+    pub fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    /// Whether the model takes images (a VLM) or only text.
+    #[wasm_bindgen(getter, js_name = acceptsImages)]
+    pub fn accepts_images(&self) -> bool {
+        self.engine.accepts_images()
+    }
+
+    /// Captions the images (`Uint8Array`s of encoded files) shown together in one prompt;
+    /// resolves to the caption. `onToken(text)` sees it as it is generated.
+    pub fn caption(&self, images: Array, options: JsValue, on_token: Option<Function>) -> Promise {
+        let engine = self.engine.clone();
+        let cancel = self.cancel.clone();
+        cancel.set(false);
+        future_to_promise(async move {
+            let request = Settings::from_js(options)?.request()?;
+            let bytes: Vec<Vec<u8>> = images
+                .iter()
+                .map(|v| Uint8Array::new(&v).to_vec())
+                .collect();
+            let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            let mut on_text = text_callback(on_token, cancel);
+            let generation = engine
+                .caption_async(&refs, &request, &mut on_text)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::from_str(&generation.text))
+        })
+    }
+
+    /// Stops the caption being generated by [`Captioner::caption`]; it resolves with the
+    /// text so far.
+    pub fn cancel(&self) {
+        self.cancel.set(true);
+    }
+}
+
+async fn webgpu_device() -> Result<Device, JsValue> {
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return Ok(device);
+    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| js_error(format!("WebGPU could not start: {e}")))?;
+    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+    Ok(device)
+}
+
+/// Images read through a JS function `readImage(path) -> Promise<Uint8Array>`.
+struct JsImages {
+    read: Function,
+}
+
+impl ImageSource for JsImages {
+    async fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        let pending = self
+            .read
+            .call1(&JsValue::NULL, &JsValue::from_str(path))
+            .map_err(|e| js_message(&e))?;
+        let value = JsFuture::from(Promise::resolve(&pending))
+            .await
+            .map_err(|e| js_message(&e))?;
+        Ok(Uint8Array::new(&value).to_vec())
+    }
+}
+
+/// A run over JSONL rows: lines in, output lines out, with progress.
+#[wasm_bindgen]
+pub struct Rows {
+    batch: Rc<RefCell<Batch>>,
+    line_no: Rc<Cell<usize>>,
+}
+
+#[wasm_bindgen]
+impl Rows {
+    /// `options`: the caption settings plus `imageKey`, `captionKey`, `errorKey`, `maxImages`,
+    /// `overwrite`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: JsValue) -> Result<Rows, JsValue> {
+        let settings = Settings::from_js(options)?;
+        let batch = Batch::new(settings.row_options(), settings.request()?);
+        Ok(Rows {
+            batch: Rc::new(RefCell::new(batch)),
+            line_no: Rc::new(Cell::new(0)),
+        })
+    }
+
+    /// The number of rows in the input, for the time left.
+    #[wasm_bindgen(js_name = setTotal)]
+    pub fn set_total(&self, rows: usize) {
+        self.batch.borrow_mut().set_total(Some(rows));
+    }
+
+    /// Counts rows an earlier run already finished (a resumed run).
+    #[wasm_bindgen(js_name = countResumed)]
+    pub fn count_resumed(&self, rows: usize) {
+        self.batch.borrow_mut().count_resumed(rows);
+    }
+
+    /// Processes the next line of the JSONL input. Resolves to `null` for a blank line, else
+    /// `{line, outcome, caption, error}` where `line` is the output row's JSON.
+    #[wasm_bindgen(js_name = nextLine)]
+    pub fn next_line(
+        &self,
+        captioner: &Captioner,
+        text: String,
+        read_image: Function,
+        on_token: Option<Function>,
+    ) -> Promise {
+        let engine = captioner.engine.clone();
+        // A row is never cut short (a half caption would pass for a whole one): runs stop
+        // between rows, which is the caller's loop.
+        let cancel = Rc::new(Cell::new(false));
+        let batch = self.batch.clone();
+        let line_no = self.line_no.get() + 1;
+        self.line_no.set(line_no);
+        future_to_promise(async move {
+            let mut batch = batch
+                .try_borrow_mut()
+                .map_err(|_| js_error("one row at a time: await the previous nextLine"))?;
+            let mut images = JsImages { read: read_image };
+            let mut on_text = text_callback(on_token, cancel);
+            let result = batch
+                .next_line(&engine, &text, line_no, &mut images, &mut on_text)
+                .await;
+            match result {
+                None => Ok(JsValue::NULL),
+                Some(row) => to_js(&row),
+            }
+        })
+    }
+
+    /// Counts so far: `{rowsDone, rowsTotal, captioned, skipped, failed, tokens,
+    /// elapsedSeconds, tokensPerSecond, etaSeconds}`.
+    pub fn progress(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.batch.borrow().progress())
+    }
+}
