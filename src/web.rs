@@ -265,9 +265,10 @@ impl Rows {
         self.batch.borrow_mut().set_total(Some(rows));
     }
 
-    /// Counts rows an earlier run already finished (a resumed run).
-    #[wasm_bindgen(js_name = countResumed)]
-    pub fn count_resumed(&self, rows: usize) {
+    /// Resumes after `lines` lines of the input (holding `rows` rows) that an earlier run
+    /// already finished: they are counted as done and line numbers continue after them.
+    pub fn resume(&self, lines: usize, rows: usize) {
+        self.line_no.set(lines);
         self.batch.borrow_mut().count_resumed(rows);
     }
 
@@ -309,4 +310,20 @@ impl Rows {
     pub fn progress(&self) -> Result<JsValue, JsValue> {
         to_js(&self.batch.borrow().progress())
     }
+}
+
+/// An output line with its caption replaced by `caption` (a caption edited by hand) and its
+/// error field removed; every other field stays byte for byte.
+#[wasm_bindgen(js_name = setCaption)]
+pub fn set_caption(
+    line: &str,
+    caption: &str,
+    caption_key: &str,
+    error_key: &str,
+) -> Result<String, JsValue> {
+    let mut row: crate::rows::Row =
+        serde_json::from_str(line).map_err(|e| js_error(format!("not a row: {e}")))?;
+    row.set(caption_key, &serde_json::Value::String(caption.to_string()));
+    row.remove(error_key);
+    Ok(row.to_json())
 }
