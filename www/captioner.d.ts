@@ -1,0 +1,106 @@
+// Type declarations for Captioner's embedding API (www/captioner.js).
+
+export declare const DEFAULT_MODEL_URL: string;
+
+export interface LoadProgress {
+  phase: 'download' | 'cached' | 'building';
+  file?: string;
+  loaded?: number;
+  total?: number | null;
+  bytesPerSecond?: number;
+}
+
+export interface LoadOptions {
+  /** A model folder's base URL (default: SmolVLM-256M-Instruct on the Hugging Face hub). */
+  modelUrl?: string;
+  /** The model folder's files, picked by the user (for offline use). */
+  files?: Iterable<File>;
+  /** `'auto'` (default) uses WebGPU when the browser has it, else the CPU. */
+  device?: 'webgpu' | 'cpu' | 'auto';
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+export interface CaptionOptions {
+  prompt?: string;
+  system?: string;
+  /** Default 512. */
+  maxTokens?: number;
+  /** Default 0.7; 0 is greedy. */
+  temperature?: number;
+  /** Default 0.9. */
+  topP?: number;
+  /** Default 0 (off). */
+  topK?: number;
+  /** Default 42: the same inputs give the same captions. */
+  seed?: number;
+  /** Resize so the longest edge is at most this (fewer tiles, faster). */
+  longestEdge?: number;
+  onToken?: (text: string) => void;
+}
+
+export interface Progress {
+  rowsDone: number;
+  rowsTotal: number | null;
+  captioned: number;
+  skipped: number;
+  failed: number;
+  tokens: number;
+  elapsedSeconds: number;
+  tokensPerSecond: number;
+  etaSeconds: number | null;
+}
+
+export interface RowEvent {
+  /** The line's index in the input. */
+  index: number;
+  /** The output row's JSON, every input field kept byte for byte. */
+  line: string;
+  outcome: 'captioned' | 'skipped' | 'failed';
+  caption: string | null;
+  error: string | null;
+  progress: Progress;
+}
+
+export interface RowOptions extends Omit<CaptionOptions, 'onToken'> {
+  /** The field with the image path(s); default `image`. */
+  imageKey?: string;
+  /** The field the caption goes to; default `caption`. */
+  captionKey?: string;
+  /** The field saying why a row has no caption; default `error`. */
+  errorKey?: string;
+  /** Rows with more images get an error; default 4. */
+  maxImages?: number;
+  /** Caption rows that already have a caption too. */
+  overwrite?: boolean;
+  onRow?: (event: RowEvent) => void;
+  onToken?: (text: string, index: number) => void;
+  /** Resume at this line index, counting `resumedRows` rows as done before it. */
+  start?: number;
+  resumedRows?: number;
+}
+
+export type FilesByPath =
+  | Map<string, Blob>
+  | Record<string, Blob>
+  | Array<[string, Blob]>
+  | File[]
+  | FileList;
+
+export declare class Captioner {
+  static load(options?: LoadOptions): Promise<Captioner>;
+  readonly device: 'webgpu' | 'cpu';
+  readonly deviceNote: string;
+  readonly fromCache: boolean;
+  caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
+  captionRows(
+    rows: Array<Record<string, unknown> | string> | string,
+    filesByPath: FilesByPath,
+    options?: RowOptions,
+  ): AsyncIterableIterator<Record<string, unknown>>;
+  setCaptions(
+    edits: Array<{ line: string; caption: string }>,
+    keys?: { captionKey?: string; errorKey?: string },
+  ): Promise<string[]>;
+  cancel(): void;
+  dispose(): void;
+}

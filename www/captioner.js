@@ -1,0 +1,189 @@
+// Captioner's embedding API: caption images in the browser, privately, from another web app.
+//
+//   import { Captioner } from './captioner.js';
+//   const c = await Captioner.load({ modelUrl, onProgress });
+//   const text = await c.caption(file, { maxTokens: 64, onToken: (t) => ... });
+//   for await (const row of c.captionRows(rows, filesByPath)) { ... }
+//   c.dispose();
+//
+// The engine runs in a Web Worker (the page never freezes); images never leave the machine.
+
+import { DEFAULT_MODEL_URL } from './model-store.js';
+
+export { DEFAULT_MODEL_URL };
+
+export class Captioner {
+  #worker;
+  #next = 1;
+  #pending = new Map();
+
+  /** The device the model runs on: `'webgpu'` or `'cpu'`. */
+  device = null;
+  /** Why that device (e.g. that WebGPU is missing). */
+  deviceNote = '';
+  /** Whether the model came from the browser's cache (no download). */
+  fromCache = false;
+
+  constructor(worker) {
+    this.#worker = worker;
+    worker.onmessage = ({ data }) => this.#receive(data);
+    worker.onerror = (event) => {
+      const error = new Error(`the captioner worker failed: ${event.message ?? 'unknown error'}`);
+      for (const p of this.#pending.values()) p.reject(error);
+      this.#pending.clear();
+    };
+  }
+
+  /**
+   * Loads a model: `modelUrl` (a model folder's base URL; default SmolVLM-256M-Instruct on the
+   * Hugging Face hub) or `files` (the folder's files, picked by the user). `device` is
+   * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU when available). `onProgress({phase, loaded, total,
+   * bytesPerSecond, file})` reports the download.
+   */
+  static async load({ modelUrl, files, device = 'auto', onProgress } = {}) {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const captioner = new Captioner(worker);
+    const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };
+    try {
+      const info = await captioner.#request({ type: 'load', source, device }, { onProgress });
+      captioner.device = info.device;
+      captioner.deviceNote = info.note;
+      captioner.fromCache = info.fromCache;
+    } catch (e) {
+      worker.terminate();
+      throw e;
+    }
+    return captioner;
+  }
+
+  /**
+   * Captions one image (a Blob or File), or several shown together; resolves to the caption.
+   * Options: prompt, system, maxTokens, temperature, topP, topK, seed, longestEdge, onToken.
+   */
+  caption(image, { onToken, ...options } = {}) {
+    const images = Array.isArray(image) ? image : [image];
+    return this.#request({ type: 'caption', images, options }, { onToken });
+  }
+
+  /**
+   * Captions rows in DataFlow's conventions and yields the output rows in order: every field
+   * kept, plus the caption (or `caption: null` and an error). `rows` is an array of objects or
+   * a JSONL string; `filesByPath` maps the rows' image paths to Files (a Map, an object, or an
+   * array of Files whose relative paths or names are matched). Options: the caption options,
+   * plus imageKey, captionKey, errorKey, maxImages, overwrite, and `onRow({index, line,
+   * outcome, caption, error, progress})`, `onToken(text, index)`, `start`, `resumedRows`.
+   */
+  async *captionRows(rows, filesByPath, options = {}) {
+    const { onRow, onToken, start = 0, resumedRows = 0, ...settings } = options;
+    const lines =
+      typeof rows === 'string'
+        ? rows.split('\n')
+        : rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r)));
+    const files = fileEntries(filesByPath);
+    const queue = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    const push = (item) => {
+      queue.push(item);
+      wake?.();
+    };
+    this.#request(
+      { type: 'rows', lines, files, options: settings, start, resumedRows },
+      {
+        onRow: (message) => push(message),
+        onToken: (text, index) => onToken?.(text, index),
+      },
+    ).then(
+      (summary) => {
+        this.lastRun = summary;
+        finished = true;
+        wake?.();
+      },
+      (e) => {
+        failure = e;
+        wake?.();
+      },
+    );
+    for (;;) {
+      if (queue.length) {
+        const { index, result, progress } = queue.shift();
+        if (result === null) continue; // a blank line
+        onRow?.({ index, ...result, progress });
+        yield parseLine(result.line);
+        continue;
+      }
+      if (failure) throw failure;
+      if (finished) return;
+      await new Promise((resolve) => (wake = resolve));
+      wake = null;
+    }
+  }
+
+  /** Hand-edited captions written into output lines, every other field kept byte for byte. */
+  setCaptions(edits, { captionKey, errorKey } = {}) {
+    return this.#request({ type: 'set-captions', edits, captionKey, errorKey });
+  }
+
+  /** Stops the caption being generated; a row run stops after its current row. */
+  cancel() {
+    this.#worker.postMessage({ type: 'cancel' });
+  }
+
+  /** Ends the worker, which frees the model and its GPU memory. */
+  dispose() {
+    this.#worker.terminate();
+    const error = new Error('the captioner was disposed');
+    for (const p of this.#pending.values()) p.reject(error);
+    this.#pending.clear();
+  }
+
+  #request(message, handlers = {}) {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, ...handlers });
+      this.#worker.postMessage({ ...message, id });
+    });
+  }
+
+  #receive(message) {
+    const pending = this.#pending.get(message.id);
+    if (!pending) return;
+    switch (message.type) {
+      case 'progress':
+        pending.onProgress?.(message.progress);
+        break;
+      case 'token':
+        pending.onToken?.(message.text, message.index);
+        break;
+      case 'row':
+        pending.onRow?.(message);
+        break;
+      case 'result':
+        this.#pending.delete(message.id);
+        pending.resolve(message.value);
+        break;
+      case 'error':
+        this.#pending.delete(message.id);
+        pending.reject(new Error(message.message));
+        break;
+    }
+  }
+}
+
+/** `[[path, File]]` from a Map, a plain object, `[path, File]` pairs, or Files. */
+function fileEntries(filesByPath) {
+  if (!filesByPath) return [];
+  if (filesByPath instanceof Map) return [...filesByPath.entries()];
+  if (Array.isArray(filesByPath) || filesByPath instanceof FileList) {
+    return [...filesByPath].map((f) =>
+      Array.isArray(f) ? f : [f.webkitRelativePath || f.relativePath || f.name, f],
+    );
+  }
+  return Object.entries(filesByPath);
+}
+
+/** An output line as an object (numbers beyond a double's precision become doubles here). */
+function parseLine(line) {
+  return JSON.parse(line);
+}

@@ -1,0 +1,154 @@
+// The engine's home: a module Web Worker running the wasm build, so the page never freezes.
+// Messages in: load, caption, rows, cancel, set-captions. Messages out carry the request's id.
+
+import init, { Captioner, Rows, setCaption } from './pkg/captioner.js';
+import { fromFiles, fromUrl } from './model-store.js';
+
+const ready = init();
+let engine = null;
+let cancelled = false;
+
+const post = (message) => self.postMessage(message);
+
+self.onmessage = async ({ data: msg }) => {
+  try {
+    switch (msg.type) {
+      case 'load':
+        return await load(msg);
+      case 'caption':
+        return await caption(msg);
+      case 'rows':
+        return await rows(msg);
+      case 'set-captions':
+        return await setCaptions(msg);
+      case 'cancel':
+        cancelled = true;
+        engine?.cancel();
+        return;
+      default:
+        throw new Error(`unknown message type ${msg.type}`);
+    }
+  } catch (e) {
+    post({ type: 'error', id: msg.id, message: String(e?.message ?? e) });
+  }
+};
+
+/** The device to run on: WebGPU when the browser has an adapter, else the CPU (with why). */
+async function pickDevice(wanted) {
+  if (wanted === 'cpu') return { device: 'cpu', note: 'CPU chosen' };
+  const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter() : null;
+  if (adapter) return { device: 'webgpu', note: 'WebGPU' };
+  const why = self.navigator.gpu
+    ? 'this browser offers WebGPU but found no usable GPU adapter'
+    : 'this browser has no WebGPU';
+  if (wanted === 'webgpu') throw new Error(`${why}; choose the CPU instead (slower, but it works)`);
+  return { device: 'cpu', note: `${why}: running on the CPU (slower)` };
+}
+
+async function load({ id, source, device }) {
+  await ready;
+  const progress = (p) => post({ type: 'progress', id, progress: p });
+  let files;
+  let fromCache = false;
+  if (source.url) {
+    ({ files, fromCache } = await fromUrl(source.url, progress));
+  } else {
+    files = await fromFiles(source.files);
+  }
+  const chosen = await pickDevice(device ?? 'auto');
+  progress({ phase: 'building' });
+  engine?.free();
+  engine = null;
+  engine = await Captioner.load(
+    files.map((f) => [f.name, f.bytes]),
+    chosen.device,
+  );
+  post({
+    type: 'result',
+    id,
+    value: { device: chosen.device, note: chosen.note, fromCache, acceptsImages: engine.acceptsImages },
+  });
+}
+
+function requireEngine() {
+  if (!engine) throw new Error('no model loaded');
+  return engine;
+}
+
+async function caption({ id, images, options }) {
+  const e = requireEngine();
+  cancelled = false;
+  const bytes = [];
+  for (const image of images) bytes.push(new Uint8Array(await new Blob([image]).arrayBuffer()));
+  const text = await e.caption(bytes, options ?? {}, (piece) =>
+    post({ type: 'token', id, text: piece }),
+  );
+  post({ type: 'result', id, value: text });
+}
+
+/** Normalises a row's path or a picked file's relative path for matching. */
+export function normalisePath(path) {
+  return path.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/^\/+/, '');
+}
+
+/**
+ * Finds picked files by a row's path: the exact relative path, then the path without the picked
+ * folder's own name, then the file name when only one picked file has it.
+ */
+function fileFinder(entries) {
+  const byPath = new Map();
+  const byName = new Map();
+  for (const [path, file] of entries) {
+    const p = normalisePath(path);
+    byPath.set(p, file);
+    const inner = p.includes('/') ? p.slice(p.indexOf('/') + 1) : null;
+    if (inner && !byPath.has(inner)) byPath.set(inner, file);
+    const name = p.split('/').pop();
+    byName.set(name, byName.has(name) ? null : file);
+  }
+  return async (path) => {
+    const p = normalisePath(path);
+    const file = byPath.get(p) ?? byName.get(p.split('/').pop());
+    if (file === null) {
+      throw `image '${path}' matches several picked files by name; give its folder in the path`;
+    }
+    if (!file) throw `image '${path}' not found among the picked files`;
+    return new Uint8Array(await file.arrayBuffer());
+  };
+}
+
+/**
+ * Captions JSONL lines from `start` (earlier lines were done by an interrupted run), posting
+ * one `row` message per output line, then `result` with the final progress.
+ */
+async function rows({ id, lines, files, options, start = 0, resumedRows = 0 }) {
+  const e = requireEngine();
+  cancelled = false;
+  const run = new Rows(options ?? {});
+  run.setTotal(lines.filter((l) => l.trim() !== '').length);
+  run.resume(start, resumedRows);
+  const readImage = fileFinder(files);
+  for (let index = start; index < lines.length; index++) {
+    // Let queued messages (a cancel) in between rows, whatever the backend.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (cancelled) {
+      post({ type: 'result', id, value: { stopped: true, next: index, progress: run.progress() } });
+      run.free();
+      return;
+    }
+    const onToken = (piece) => post({ type: 'token', id, index, text: piece });
+    const result = await run.nextLine(e, lines[index], readImage, onToken);
+    post({ type: 'row', id, index, result, progress: run.progress() });
+  }
+  post({ type: 'result', id, value: { stopped: false, next: lines.length, progress: run.progress() } });
+  run.free();
+}
+
+/** Output lines with hand-edited captions: `[{line, caption}]` to lines. */
+async function setCaptions({ id, edits, captionKey, errorKey }) {
+  await ready;
+  const value = edits.map(({ line, caption }) =>
+    setCaption(line, caption, captionKey ?? 'caption', errorKey ?? 'error'),
+  );
+  post({ type: 'result', id, value });
+}
