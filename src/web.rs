@@ -8,7 +8,7 @@ use crate::batch::{Batch, ImageSource};
 use crate::engine::{Engine, Request};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
-use crate::rows::RowOptions;
+use crate::rows::{plan, Line, Plan, Row, RowOptions};
 use burn::tensor::Device;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
@@ -321,9 +321,25 @@ pub fn set_caption(
     caption_key: &str,
     error_key: &str,
 ) -> Result<String, JsValue> {
-    let mut row: crate::rows::Row =
+    let mut row: Row =
         serde_json::from_str(line).map_err(|e| js_error(format!("not a row: {e}")))?;
     row.set(caption_key, &serde_json::Value::String(caption.to_string()));
     row.remove(error_key);
     Ok(row.to_json())
+}
+
+/// The output a line gets without the model (a malformed line, a row that already has a
+/// caption, a row whose image field is unusable), or `undefined` when it needs a caption. A
+/// download in the middle of a run uses it for the lines not reached yet.
+#[wasm_bindgen(js_name = outputWithoutModel)]
+pub fn output_without_model(
+    text: &str,
+    line_no: usize,
+    options: JsValue,
+) -> Result<Option<String>, JsValue> {
+    let settings = Settings::from_js(options)?;
+    match plan(Line::parse(text, line_no), &settings.row_options()) {
+        Plan::Done { line, .. } => Ok(Some(line)),
+        _ => Ok(None),
+    }
 }

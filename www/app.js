@@ -331,11 +331,20 @@ async function download() {
     const lines = await state.captioner.setCaptions(edits, { captionKey });
     edits.forEach((e, k) => edited.set(e.index, lines[k]));
   }
-  // Rows not captioned yet go out as they came in, so the file is whole at any time.
+  // Rows not reached yet get what they would get without the model (a malformed line its
+  // error row) or go out as they came in, so the file is whole and valid at any time.
+  const pending = state.lines
+    .map((line, index) => ({ index, line }))
+    .filter(({ index, line }) => line.trim() && !state.outputs.has(index));
+  const without = new Map();
+  if (pending.length && state.captioner) {
+    const lines = await state.captioner.outputsWithoutModel(pending, settings());
+    pending.forEach(({ index }, k) => lines[k] && without.set(index, lines[k]));
+  }
   const out = [];
   state.lines.forEach((line, i) => {
     if (!line.trim()) return;
-    out.push(edited.get(i) ?? state.outputs.get(i)?.line ?? line.replace(/\r$/, ''));
+    out.push(edited.get(i) ?? state.outputs.get(i)?.line ?? without.get(i) ?? line.replace(/\r$/, ''));
   });
   const blob = new Blob([out.join('\n') + '\n'], { type: 'application/jsonl' });
   const a = document.createElement('a');

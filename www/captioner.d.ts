@@ -101,6 +101,10 @@ export declare class Captioner {
     edits: Array<{ line: string; caption: string }>,
     keys?: { captionKey?: string; errorKey?: string },
   ): Promise<string[]>;
+  outputsWithoutModel(
+    lines: Array<{ index: number; line: string }>,
+    options?: RowOptions,
+  ): Promise<Array<string | null>>;
   cancel(): void;
   dispose(): void;
 }

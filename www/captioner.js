@@ -125,6 +125,14 @@ export class Captioner {
     return this.#request({ type: 'set-captions', edits, captionKey, errorKey });
   }
 
+  /**
+   * The output lines that `[{index, line}]` (input lines and their indexes) get without the
+   * model, or null for those that still need a caption.
+   */
+  outputsWithoutModel(lines, options = {}) {
+    return this.#request({ type: 'pending-lines', lines, options });
+  }
+
   /** Stops the caption being generated; a row run stops after its current row. */
   cancel() {
     this.#worker.postMessage({ type: 'cancel' });

@@ -1,7 +1,7 @@
 // The engine's home: a module Web Worker running the wasm build, so the page never freezes.
 // Messages in: load, caption, rows, cancel, set-captions. Messages out carry the request's id.
 
-import init, { Captioner, Rows, setCaption } from './pkg/captioner.js';
+import init, { Captioner, Rows, outputWithoutModel, setCaption } from './pkg/captioner.js';
 import { fromFiles, fromUrl } from './model-store.js';
 
 const ready = init();
@@ -21,6 +21,8 @@ self.onmessage = async ({ data: msg }) => {
         return await rows(msg);
       case 'set-captions':
         return await setCaptions(msg);
+      case 'pending-lines':
+        return await pendingLines(msg);
       case 'cancel':
         cancelled = true;
         engine?.cancel();
@@ -35,9 +37,9 @@ self.onmessage = async ({ data: msg }) => {
 
 /** The device to run on: WebGPU when the browser has an adapter, else the CPU (with why). */
 async function pickDevice(wanted) {
-  if (wanted === 'cpu') return { device: 'cpu', note: 'CPU chosen' };
+  if (wanted === 'cpu') return { device: 'cpu', note: '' };
   const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter() : null;
-  if (adapter) return { device: 'webgpu', note: 'WebGPU' };
+  if (adapter) return { device: 'webgpu', note: '' };
   const why = self.navigator.gpu
     ? 'this browser offers WebGPU but found no usable GPU adapter'
     : 'this browser has no WebGPU';
@@ -150,5 +152,13 @@ async function setCaptions({ id, edits, captionKey, errorKey }) {
   const value = edits.map(({ line, caption }) =>
     setCaption(line, caption, captionKey ?? 'caption', errorKey ?? 'error'),
   );
+  post({ type: 'result', id, value });
+}
+
+/** Output lines for lines a run has not reached: `[{index, line}]` to lines (or null when
+ * the line still needs a caption). */
+async function pendingLines({ id, lines, options }) {
+  await ready;
+  const value = lines.map(({ index, line }) => outputWithoutModel(line, index + 1, options ?? {}) ?? null);
   post({ type: 'result', id, value });
 }

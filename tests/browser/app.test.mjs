@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,10 @@ const fixtures = join(repo, 'tests/fixtures');
 const images = join(fixtures, 'images');
 const example = join(repo, 'examples/rows.jsonl');
 const MAX_TOKENS = 8;
+// The example's images (photos/missing.jpg is missing on purpose).
+const PICTURES = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg', 'rgba_160x120.png',
+  'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png', 'palette_120x90.gif',
+  'huge_header.png'];
 
 let server;
 let origin;
@@ -31,7 +35,12 @@ before(async () => {
     mounts: { '/fixtures/': fixtures },
   }));
   scratch = mkdtempSync(join(tmpdir(), 'captioner-browser-'));
-  browser = await chromium.launchPersistentContext(join(scratch, 'profile'), {
+  browser = await launch('profile', { webgpu: true });
+});
+
+/** Headless Chromium with a fresh profile; WebGPU (SwiftShader) only when asked. */
+function launch(profile, { webgpu }) {
+  return chromium.launchPersistentContext(join(scratch, profile), {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     ignoreDefaultArgs: true,
     acceptDownloads: true,
@@ -43,12 +52,12 @@ before(async () => {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      '--enable-unsafe-webgpu',
+      ...(webgpu ? ['--enable-unsafe-webgpu'] : []),
       '--remote-debugging-pipe',
       '--no-startup-window',
     ],
   });
-});
+}
 
 after(async () => {
   await browser?.close();
@@ -67,8 +76,8 @@ function nativeOutput(extra = []) {
 }
 
 /** A page that records every request it makes. */
-async function openPage(path) {
-  const page = await browser.newPage();
+async function openPage(path, context = browser) {
+  const page = await context.newPage();
   const requests = [];
   page.on('request', (r) => requests.push(r.url()));
   page.on('worker', (w) => w.on('console', () => {}));
@@ -106,10 +115,7 @@ test('the page captions a JSONL with images like the native program, and the mod
 
   await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await page.getByTestId('temperature').fill('0');
-  const pictures = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg', 'rgba_160x120.png',
-    'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png', 'palette_120x90.gif',
-    'huge_header.png'];
-  await page.getByTestId('images').setInputFiles(pictures.map((p) => join(images, p)));
+  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\)/);
   await page.getByTestId('run').click();
@@ -152,7 +158,7 @@ test('the page captions a JSONL with images like the native program, and the mod
   // The same inputs and settings again: the finished rows are restored without a run.
   await again.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await again.page.getByTestId('temperature').fill('0');
-  await again.page.getByTestId('images').setInputFiles(pictures.map((p) => join(images, p)));
+  await again.page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
   await again.page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(again.page, 'input-status', /12 row\(s\) restored/);
   assert.deepEqual(await again.page.getByTestId('row').allTextContents(), shown);
@@ -173,5 +179,75 @@ test('the embedding API captions an image and rows from an example page', async 
   assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption]);
   assert.equal(result.rows[0].id, 'a');
   assertLocal(requests);
+  await page.close();
+});
+
+test('without WebGPU the page says so and runs on the CPU; a wrong model URL says what to do', async () => {
+  const native = rowsOf(nativeOutput());
+  const plain = await launch('profile-no-webgpu', { webgpu: false });
+  try {
+    const { page, requests } = await openPage('/?model=/fixtures/no-such-model/', plain);
+    const failed = await waitForText(page, 'model-status', /Model ready|could not/);
+    assert.match(failed, /404 Not Found\. Is this a model folder\?/, failed);
+
+    // The model from local files this time (offline use): the folder's files, picked.
+    const modelDir = join(fixtures, 'tiny-b');
+    await page.getByTestId('model-files').setInputFiles(readdirSync(modelDir).map((f) => join(modelDir, f)));
+    await page.getByTestId('load-model').click();
+    const status = await waitForText(page, 'model-status', /Model ready|could not/);
+    assert.match(status, /Model ready on the CPU/, status);
+    assert.match(status, /no WebGPU|no usable GPU adapter/, status);
+
+    await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
+    await page.getByTestId('temperature').fill('0');
+    await page.getByTestId('images').setInputFiles([join(images, 'small_100x80.png')]);
+    await page.getByTestId('run').click();
+    await waitForText(page, 'progress-text', /^Done: 1 of 1 rows/);
+    // Without a JSONL the image is the row {"image": ["small_100x80.png"]}: example row 2.
+    const [shown] = await page.getByTestId('row').allTextContents();
+    assert.ok(shown.endsWith(native[1].caption), `${shown} vs ${native[1].caption}`);
+    assertLocal(requests);
+  } finally {
+    await plain.close();
+  }
+});
+
+test('cancel pauses after the current row, and Run goes on to the same file', async () => {
+  const native = rowsOf(nativeOutput());
+  const { page } = await openPage('/?model=/fixtures/tiny-b/');
+  await waitForText(page, 'model-status', /Model ready/);
+  await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
+  await page.getByTestId('temperature').fill('0');
+  // Another seed (greedy ignores it) so the first test's saved progress is not restored here.
+  await page.getByTestId('seed').fill('7');
+  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(page, 'input-status', /12 row\(s\)/);
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^1 of 12 rows/);
+  await page.getByTestId('cancel').click();
+  const paused = await waitForText(page, 'progress-text', /^Paused/);
+  const done = Number(/Paused: (\d+) of 12/.exec(paused)[1]);
+  assert.ok(done >= 1 && done < 12, paused);
+
+  // Mid-run download: the whole file, the rows not done yet as they came in.
+  const [partial] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
+  const partialRows = rowsOf(readFileSync(await partial.path(), 'utf8'));
+  assert.equal(partialRows.length, 12);
+  assert.equal(partialRows[0].caption, native[0].caption);
+  assert.equal(partialRows[11].caption, undefined);
+
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
+  const rows = rowsOf(readFileSync(await download.path(), 'utf8'));
+  assert.deepEqual(rows.map((r) => r.caption), native.map((r) => r.caption));
+
+  // A caption edited by hand goes into the file; the row's other fields stay byte for byte.
+  await page.getByTestId('row').first().getByTestId('caption').fill('Edited by hand ✓');
+  const [edited] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
+  const first = readFileSync(await edited.path(), 'utf8').split('\n')[0];
+  const nativeFirst = nativeOutput().split('\n')[0];
+  assert.equal(first, nativeFirst.replace(JSON.stringify(native[0].caption), JSON.stringify('Edited by hand ✓')));
   await page.close();
 });
