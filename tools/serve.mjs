@@ -28,13 +28,42 @@ const TYPES = {
   '.gguf': 'application/octet-stream',
 };
 
+/**
+ * The Content-Security-Policy of a page or worker: scripts and everything else from this origin
+ * only; network reads (connect-src) from this origin, the Hugging Face hub (the default model)
+ * and the origin of the model URL in the request's `?model=`. The worker is started as
+ * `worker.js?model=<url>`, so the one context that downloads can reach the chosen model and
+ * nothing else.
+ */
+export function contentSecurityPolicy(modelUrl) {
+  const connect = ["'self'", 'https://huggingface.co', 'https://*.huggingface.co', 'https://*.hf.co'];
+  try {
+    const url = new URL(modelUrl);
+    if (url.protocol === 'https:' || url.protocol === 'http:') connect.push(url.origin);
+  } catch {
+    // A relative model URL is this origin.
+  }
+  return [
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    "worker-src 'self'",
+    "img-src 'self' blob: data:",
+    "style-src 'self'",
+    `connect-src ${connect.join(' ')}`,
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+  ].join('; ');
+}
+
 /** Starts serving; resolves to `{server, url}`. `mounts` maps URL prefixes to folders. */
 export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1' }) {
   const table = [...Object.entries(mounts), ['/', root]]
     .map(([prefix, dir]) => [prefix, resolve(dir)])
     .sort((a, b) => b[0].length - a[0].length);
   const server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const requested = new URL(req.url, 'http://x');
+    const path = decodeURIComponent(requested.pathname);
     const [prefix, dir] = table.find(([p]) => path.startsWith(p));
     let file = join(dir, normalize(path.slice(prefix.length)));
     if (!file.startsWith(dir + sep) && file !== dir) return send(res, 403, 'forbidden');
@@ -44,12 +73,17 @@ export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1' }) {
         file = join(file, 'index.html');
         info = await stat(file);
       }
-      res.writeHead(200, {
+      const headers = {
         'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
         'content-length': info.size,
         'cache-control': 'no-cache',
         'x-content-type-options': 'nosniff',
-      });
+        'referrer-policy': 'no-referrer',
+      };
+      if (/\.(html|js)$/.test(file)) {
+        headers['content-security-policy'] = contentSecurityPolicy(requested.searchParams.get('model'));
+      }
+      res.writeHead(200, headers);
       if (req.method === 'HEAD') return res.end();
       createReadStream(file).pipe(res);
     } catch {

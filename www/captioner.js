@@ -41,9 +41,13 @@ export class Captioner {
    * bytesPerSecond, file})` reports the download.
    */
   static async load({ modelUrl, files, device = 'auto', onProgress } = {}) {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    const captioner = new Captioner(worker);
     const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };
+    // The model URL rides in the worker's address so a server can allow exactly that origin in
+    // the worker's Content-Security-Policy (tools/serve.mjs does).
+    const script = new URL('./worker.js', import.meta.url);
+    if (source.url) script.searchParams.set('model', new URL(source.url, location.href).href);
+    const worker = new Worker(script, { type: 'module' });
+    const captioner = new Captioner(worker);
     try {
       const info = await captioner.#request({ type: 'load', source, device }, { onProgress });
       captioner.device = info.device;
