@@ -85,7 +85,8 @@ async function loadModel() {
     setStatus(
       ui.modelStatus,
       `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : 'the CPU'}` +
-        `${c.fromCache ? ' (from this browser’s storage, no download)' : ''}. ${c.deviceNote}`,
+        `${c.fromCache ? ' (from this browser’s storage, no download)' : ''}.` +
+        (c.deviceNote ? ` ${c.deviceNote}.` : ''),
     );
   } catch (e) {
     setStatus(ui.modelStatus, `The model could not be loaded: ${e.message}`);
