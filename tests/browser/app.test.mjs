@@ -162,6 +162,15 @@ test('the page captions a JSONL with images like the native program, and the mod
   await again.page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(again.page, 'input-status', /12 row\(s\) restored/);
   assert.deepEqual(await again.page.getByTestId('row').allTextContents(), shown);
+
+  // The stored model is listed with its size, and Delete removes it from the browser.
+  const listed = await waitForText(again.page, 'cached', /fixtures\/tiny-b\//);
+  assert.match(listed, /\/fixtures\/tiny-b\/ — [\d.]+ MB/, listed);
+  await again.page.getByText('Models stored in this browser').click();
+  await again.page.getByRole('button', { name: /Delete the stored model .*tiny-b/ }).click();
+  await waitForText(again.page, 'cached', /None yet/);
+  const left = await again.page.evaluate(async () => (await (await caches.open('captioner-models-v1')).keys()).length);
+  assert.equal(left, 0);
   await again.page.close();
 });
 
@@ -190,6 +199,12 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
     const failed = await waitForText(page, 'model-status', /Model ready|could not/);
     assert.match(failed, /404 Not Found\. Is this a model folder\?/, failed);
 
+    // Picked files that are not a model folder: said plainly.
+    await page.getByTestId('model-files').setInputFiles([join(images, 'small_100x80.png')]);
+    await page.getByTestId('load-model').click();
+    const wrong = await waitForText(page, 'model-status', /could not/);
+    assert.match(wrong, /no config\.json .*pick the whole model folder/, wrong);
+
     // The model from local files this time (offline use): the folder's files, picked.
     const modelDir = join(fixtures, 'tiny-b');
     await page.getByTestId('model-files').setInputFiles(readdirSync(modelDir).map((f) => join(modelDir, f)));
@@ -200,7 +215,15 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
 
     await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
     await page.getByTestId('temperature').fill('0');
-    await page.getByTestId('images').setInputFiles([join(images, 'small_100x80.png')]);
+    // The image is dropped on the drop zone this time.
+    const bytes = [...readFileSync(join(images, 'small_100x80.png'))];
+    const drop = await page.evaluateHandle((data) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(data)], 'small_100x80.png', { type: 'image/png' }));
+      return transfer;
+    }, bytes);
+    await page.getByTestId('drop').dispatchEvent('drop', { dataTransfer: drop });
+    await waitForText(page, 'input-status', /^1 image file/);
     await page.getByTestId('run').click();
     await waitForText(page, 'progress-text', /^Done: 1 of 1 rows/);
     // Without a JSONL the image is the row {"image": ["small_100x80.png"]}: example row 2.
