@@ -195,6 +195,17 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
   const native = rowsOf(nativeOutput());
   const plain = await launch('profile-no-webgpu', { webgpu: false });
   try {
+    // A model on another origin that does not allow cross-origin reads (no CORS headers).
+    const other = await serve({ root: join(repo, 'www'), mounts: { '/fixtures/': fixtures } });
+    try {
+      const { page } = await openPage(`/?model=${encodeURIComponent(other.url + '/fixtures/tiny-b/')}`, plain);
+      const blocked = await waitForText(page, 'model-status', /Model ready|could not/);
+      assert.match(blocked, /could not reach .*CORS/, blocked);
+      await page.close();
+    } finally {
+      other.server.close();
+    }
+
     const { page, requests } = await openPage('/?model=/fixtures/no-such-model/', plain);
     const failed = await waitForText(page, 'model-status', /Model ready|could not/);
     assert.match(failed, /404 Not Found\. Is this a model folder\?/, failed);
