@@ -13,6 +13,8 @@ cargo clippy --all-targets -- -D warnings
 # The browser tests' engine: the wasm32 build (dev profile: dependencies are optimised anyway,
 # see Cargo.toml) and its wasm-bindgen glue in www/pkg/.
 WASM_PROFILE=dev scripts/build-web.sh
+echo "== cargo clippy (wasm32: the browser binding)"
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm" cargo clippy --target wasm32-unknown-unknown --lib --no-default-features -- -D warnings
 echo "== tests"
 # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
 export CAPTIONER_TEST_WGPU=1

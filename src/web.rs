@@ -261,15 +261,17 @@ impl Rows {
 
     /// The number of rows in the input, for the time left.
     #[wasm_bindgen(js_name = setTotal)]
-    pub fn set_total(&self, rows: usize) {
-        self.batch.borrow_mut().set_total(Some(rows));
+    pub fn set_total(&self, rows: usize) -> Result<(), JsValue> {
+        self.idle()?.set_total(Some(rows));
+        Ok(())
     }
 
     /// Resumes after `lines` lines of the input (holding `rows` rows) that an earlier run
     /// already finished: they are counted as done and line numbers continue after them.
-    pub fn resume(&self, lines: usize, rows: usize) {
+    pub fn resume(&self, lines: usize, rows: usize) -> Result<(), JsValue> {
+        self.idle()?.count_resumed(rows);
         self.line_no.set(lines);
-        self.batch.borrow_mut().count_resumed(rows);
+        Ok(())
     }
 
     /// Processes the next line of the JSONL input. Resolves to `null` for a blank line, else
@@ -289,10 +291,11 @@ impl Rows {
         let batch = self.batch.clone();
         let line_no = self.line_no.get() + 1;
         self.line_no.set(line_no);
+        // The mutable borrow, held across the row's awaits, is the one-row-at-a-time lock: a
+        // second call while a row runs gets an error instead of a second run on the same state.
+        #[allow(clippy::await_holding_refcell_ref)]
         future_to_promise(async move {
-            let mut batch = batch
-                .try_borrow_mut()
-                .map_err(|_| js_error("one row at a time: await the previous nextLine"))?;
+            let mut batch = batch.try_borrow_mut().map_err(|_| busy())?;
             let mut images = JsImages { read: read_image };
             let mut on_text = text_callback(on_token, cancel);
             let result = batch
@@ -308,8 +311,16 @@ impl Rows {
     /// Counts so far: `{rowsDone, rowsTotal, captioned, skipped, failed, tokens,
     /// elapsedSeconds, tokensPerSecond, etaSeconds}`.
     pub fn progress(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.batch.borrow().progress())
+        to_js(&self.batch.try_borrow().map_err(|_| busy())?.progress())
     }
+
+    fn idle(&self) -> Result<std::cell::RefMut<'_, Batch>, JsValue> {
+        self.batch.try_borrow_mut().map_err(|_| busy())
+    }
+}
+
+fn busy() -> JsValue {
+    js_error("a row is running: await the previous nextLine first")
 }
 
 /// An output line with its caption replaced by `caption` (a caption edited by hand) and its
