@@ -3,6 +3,7 @@
 //! so a run never holds the dataset in memory and a cancelled run leaves a valid file.
 
 use crate::engine::{Engine, Request};
+use crate::error::Error;
 use crate::generate::Flow;
 use crate::rows::{plan, Line, Outcome, Plan, RowOptions};
 use crate::DEFAULT_PROMPT;
@@ -197,27 +198,28 @@ impl Batch {
             let bytes = source.read(path).await?;
             let image = engine
                 .preprocess(&bytes, self.request.longest_edge)
-                .map_err(|e| format!("image '{path}': {}", without_prefix(&e.to_string())))?;
+                .map_err(|e| match e {
+                    // The row's error names the path instead of the generic "image: ".
+                    Error::Image(reason) => format!("image '{path}': {reason}"),
+                    other => format!("image '{path}': {other}"),
+                })?;
             processed.push(image);
         }
-        let layouts: Vec<_> = processed.iter().map(|p| p.layout()).collect();
         let prompt = if self.default_prompt && paths.len() > 1 {
             DEFAULT_PROMPT_MANY
         } else {
             &self.request.prompt
         };
-        let ids = engine
-            .prompt_ids(self.request.system.as_deref(), prompt, &layouts)
-            .map_err(|e| e.to_string())?;
         let generation = engine
-            .generate_from(&ids, &processed, &self.request.sampling, on_text)
+            .caption_processed(
+                &processed,
+                self.request.system.as_deref(),
+                prompt,
+                &self.request.sampling,
+                on_text,
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok((generation.text, generation.tokens.len()))
     }
-}
-
-/// The library's image errors start with "image: "; a row's error names the path instead.
-fn without_prefix(message: &str) -> &str {
-    message.strip_prefix("image: ").unwrap_or(message)
 }

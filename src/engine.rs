@@ -367,10 +367,28 @@ impl Engine {
             .iter()
             .map(|bytes| self.preprocess(bytes, request.longest_edge))
             .collect::<Result<Vec<_>>>()?;
-        let layouts: Vec<ImageLayout> = processed.iter().map(|p| p.layout()).collect();
-        let ids = self.prompt_ids(request.system.as_deref(), &request.prompt, &layouts)?;
-        self.generate_from(&ids, &processed, &request.sampling, on_text)
-            .await
+        self.caption_processed(
+            &processed,
+            request.system.as_deref(),
+            &request.prompt,
+            &request.sampling,
+            on_text,
+        )
+        .await
+    }
+
+    /// Captions already preprocessed images (shown together, in order) with `prompt`.
+    pub async fn caption_processed(
+        &self,
+        images: &[ProcessedImage],
+        system: Option<&str>,
+        prompt: &str,
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
+        let layouts: Vec<ImageLayout> = images.iter().map(ProcessedImage::layout).collect();
+        let ids = self.prompt_ids(system, prompt, &layouts)?;
+        self.generate_from(&ids, images, sampling, on_text).await
     }
 
     /// Answers a text prompt (no image) through the chat template.

@@ -103,6 +103,15 @@ fn js_message(value: &JsValue) -> String {
         .unwrap_or_else(|| format!("{value:?}"))
 }
 
+/// The bytes of a `Uint8Array` (copied once, into wasm memory) or of an `ArrayBuffer`.
+/// (`new Uint8Array(array)` would first copy a typed array inside JS: a whole model, twice.)
+fn bytes_of(value: &JsValue) -> Vec<u8> {
+    match value.dyn_ref::<Uint8Array>() {
+        Some(array) => array.to_vec(),
+        None => Uint8Array::new(value).to_vec(),
+    }
+}
+
 fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
@@ -146,7 +155,7 @@ impl Captioner {
                 .get(0)
                 .as_string()
                 .ok_or_else(|| js_error("a file name must be a string"))?;
-            named.push((name, Uint8Array::new(&pair.get(1)).to_vec()));
+            named.push((name, bytes_of(&pair.get(1))));
         }
         drop(files);
         let burn_device = match device.as_str() {
@@ -187,10 +196,7 @@ impl Captioner {
         cancel.set(false);
         future_to_promise(async move {
             let request = Settings::from_js(options)?.request()?;
-            let bytes: Vec<Vec<u8>> = images
-                .iter()
-                .map(|v| Uint8Array::new(&v).to_vec())
-                .collect();
+            let bytes: Vec<Vec<u8>> = images.iter().map(|v| bytes_of(&v)).collect();
             let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
             let mut on_text = text_callback(on_token, cancel);
             let generation = engine
@@ -234,7 +240,7 @@ impl ImageSource for JsImages {
         let value = JsFuture::from(Promise::resolve(&pending))
             .await
             .map_err(|e| js_message(&e))?;
-        Ok(Uint8Array::new(&value).to_vec())
+        Ok(bytes_of(&value))
     }
 }
 

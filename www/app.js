@@ -191,12 +191,13 @@ function renderRows() {
   ui.results.replaceChildren();
   state.rowsByIndex = new Map();
   const byPath = new Map(state.files.map(({ path, file }) => [path, file]));
+  const { imageKey } = settings();
   state.lines.forEach((line, index) => {
     if (!line.trim()) return;
     const li = document.createElement('li');
     li.dataset.testid = 'row';
     li.dataset.index = index;
-    const first = firstImage(line);
+    const first = firstImage(line, imageKey);
     const file = first && (byPath.get(first) ?? state.files.find((f) => f.path.endsWith('/' + first))?.file);
     if (file) {
       const img = document.createElement('img');
@@ -224,9 +225,9 @@ function renderRows() {
   });
 }
 
-function firstImage(line) {
+function firstImage(line, imageKey) {
   try {
-    const v = JSON.parse(line)?.[settings().imageKey];
+    const v = JSON.parse(line)?.[imageKey];
     return Array.isArray(v) ? (typeof v[0] === 'string' ? v[0] : null) : typeof v === 'string' ? v : null;
   } catch {
     return null;

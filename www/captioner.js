@@ -114,7 +114,9 @@ export class Captioner {
         const { index, result, progress } = queue.shift();
         if (result === null) continue; // a blank line
         onRow?.({ index, ...result, progress });
-        yield parseLine(result.line);
+        // (Numbers beyond a double's precision become doubles in the object; `onRow`'s
+        // `line` keeps them exact.)
+        yield JSON.parse(result.line);
         continue;
       }
       if (failure) throw failure;
@@ -193,9 +195,4 @@ function fileEntries(filesByPath) {
     );
   }
   return Object.entries(filesByPath);
-}
-
-/** An output line as an object (numbers beyond a double's precision become doubles here). */
-function parseLine(line) {
-  return JSON.parse(line);
 }

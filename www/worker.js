@@ -89,7 +89,7 @@ async function caption({ id, images, options }) {
 }
 
 /** Normalises a row's path or a picked file's relative path for matching. */
-export function normalisePath(path) {
+function normalisePath(path) {
   return path.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/^\/+/, '');
 }
 
