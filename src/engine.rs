@@ -9,7 +9,8 @@ use crate::models::smolvlm::text::{KvCache, TextModel};
 use crate::models::smolvlm::SmolVlm;
 use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
 use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
-use crate::weights::{HostTensor, Loader, WeightSet};
+use crate::quant::Precision;
+use crate::weights::{Loader, WeightSet};
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// The default caption request.
@@ -64,6 +65,12 @@ impl Engine {
     /// Builds the model on `device` from its files. Every inconsistency between config and
     /// weights is reported before anything runs.
     pub fn load(files: ModelFiles, device: &Device) -> Result<Self> {
+        Self::load_with(files, device, Precision::Auto)
+    }
+
+    /// Like [`Engine::load`], holding the matrices as `precision` says: a bf16 safetensors
+    /// folder can be quantized to Q8_0/Q4_0 as it loads, and a GGUF's blocks stay packed.
+    pub fn load_with(files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let config = ModelConfig::from_json(&files.config_json)?;
         let weights = match &files.weights {
             Weights::Safetensors(buffers) => {
@@ -76,13 +83,16 @@ impl Engine {
             Weights::Gguf(bytes) => {
                 let gguf = crate::weights::gguf::Gguf::parse(bytes)?;
                 let mut set = WeightSet::new();
-                for (name, shape, data) in gguf.llama_hf_tensors(bytes)? {
-                    set.insert(name, HostTensor::new(shape, data));
+                // One tensor at a time, packed blocks kept as they are: the file is never
+                // widened to f32 as a whole.
+                for (gguf_name, _) in gguf.llama_hf_names()? {
+                    let (name, stored) = gguf.llama_hf_stored(bytes, &gguf_name)?;
+                    set.insert_stored(name, stored);
                 }
                 set
             }
         };
-        let mut loader = Loader::new(weights, device);
+        let mut loader = Loader::with_precision(weights, device, precision);
         let backbone = match &config {
             ModelConfig::Idefics3(c) => Backbone::Vlm(Box::new(SmolVlm::load(&mut loader, c))),
             ModelConfig::Llama(c) => Backbone::Text(Box::new(TextModel::load(

@@ -26,6 +26,7 @@ pub mod jsonl;
 pub mod models;
 pub mod preprocess;
 pub mod prompt;
+pub mod quant;
 pub mod rows;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
@@ -37,4 +38,5 @@ pub use error::{Error, Result};
 pub use files::{ModelFiles, Weights};
 pub use generate::{Flow, SamplingOptions};
 pub use prompt::ImageLayout;
+pub use quant::{Precision, QuantType};
 pub use rows::{Outcome, RowOptions};

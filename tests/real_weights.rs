@@ -6,7 +6,7 @@
 mod common;
 
 use burn::tensor::Device;
-use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions};
+use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
 use common::*;
 
 fn engine() -> Option<Engine> {
@@ -16,9 +16,12 @@ fn engine() -> Option<Engine> {
     };
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     Some(
-        Engine::load(
+        // f32, as transformers computes: the reference numbers (tests/quantized.rs measures
+        // the packed forms against them).
+        Engine::load_with(
             ModelFiles::from_gguf(bytes).expect("gguf files"),
             &Device::flex(),
+            Precision::F32,
         )
         .expect("loads"),
     )

@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, DeviceKind};
 use captioner::jsonl::{self, FolderImages, Input, Output};
 use captioner::{
-    Batch, Engine, Flow, ModelFiles, Progress, Request, RowOptions, RowResult, SamplingOptions,
-    DEFAULT_PROMPT,
+    Batch, Engine, Flow, ModelFiles, Precision, Progress, Request, RowOptions, RowResult,
+    SamplingOptions, DEFAULT_PROMPT,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,6 +124,10 @@ struct Common {
     seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
+    /// How to hold the weights: auto (as the files have them), f32, q8_0, q4_0 or mixed
+    /// (q8_0 embeddings and connector, q4_0 elsewhere). Safetensors are quantized on load.
+    #[arg(long, default_value = "auto", value_parser = parse_precision)]
+    precision: Precision,
     /// Print tokens as they are generated.
     #[arg(long)]
     stream: bool,
@@ -164,11 +168,16 @@ impl Common {
     }
 }
 
-fn load(model: &std::path::Path, device: &Device, verbose: bool) -> Result<Engine> {
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    s.parse().map_err(|e: captioner::Error| e.to_string())
+}
+
+fn load(model: &std::path::Path, common: &Common) -> Result<Engine> {
+    let (device, verbose) = (common.device(), common.verbose);
     let start = Instant::now();
     let files = ModelFiles::from_path(model)
         .with_context(|| format!("reading the model at {}", model.display()))?;
-    let engine = Engine::load(files, device)
+    let engine = Engine::load_with(files, &device, common.precision)
         .with_context(|| format!("loading the model at {}", model.display()))?;
     if verbose {
         eprintln!("model loaded in {:.2} s", start.elapsed().as_secs_f64());
@@ -187,7 +196,7 @@ fn main() -> Result<ExitCode> {
             longest_edge,
             common,
         } => {
-            let engine = load(&model, &common.device(), common.verbose)?;
+            let engine = load(&model, &common)?;
             if !engine.accepts_images() {
                 bail!(
                     "{} is a text-only model; use `captioner generate`",
@@ -208,7 +217,7 @@ fn main() -> Result<ExitCode> {
             prompt,
             common,
         } => {
-            let engine = load(&model, &common.device(), common.verbose)?;
+            let engine = load(&model, &common)?;
             (engine, common.request(prompt, None), None, common)
         }
     };
@@ -268,7 +277,7 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
         );
     }
     let common = &args.common;
-    let engine = load(&args.model, &common.device(), common.verbose)?;
+    let engine = load(&args.model, common)?;
     if !engine.accepts_images() {
         bail!(
             "{} is a text-only model; caption-jsonl needs a vision model such as SmolVLM",

@@ -1,4 +1,5 @@
 //! Model families. One folder per family; shared building blocks in [`nn`].
 
+pub mod linear;
 pub mod nn;
 pub mod smolvlm;

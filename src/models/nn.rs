@@ -2,22 +2,20 @@
 //! what their PyTorch counterparts compute (same operation order where it matters for floats).
 
 use crate::weights::Loader;
-use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Llama's RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct RmsNorm {
-    pub weight: Param<Tensor<1>>,
-    #[module(skip)]
+    pub weight: Tensor<1>,
     pub eps: f64,
 }
 
 impl RmsNorm {
     pub fn load(l: &mut Loader, name: &str, dim: usize, eps: f64) -> Self {
         Self {
-            weight: Param::from_tensor(l.tensor(&format!("{name}.weight"), [dim])),
+            weight: l.tensor(&format!("{name}.weight"), [dim]),
             eps,
         }
     }
@@ -25,24 +23,23 @@ impl RmsNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let variance = x.clone().square().mean_dim(D - 1);
         let normed = x * (variance + self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze::<D>()
+        normed * self.weight.clone().unsqueeze::<D>()
     }
 }
 
 /// PyTorch's LayerNorm over the last dimension (biased variance), with weight and bias.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct LayerNorm {
-    pub weight: Param<Tensor<1>>,
-    pub bias: Param<Tensor<1>>,
-    #[module(skip)]
+    pub weight: Tensor<1>,
+    pub bias: Tensor<1>,
     pub eps: f64,
 }
 
 impl LayerNorm {
     pub fn load(l: &mut Loader, name: &str, dim: usize, eps: f64) -> Self {
         Self {
-            weight: Param::from_tensor(l.tensor(&format!("{name}.weight"), [dim])),
-            bias: Param::from_tensor(l.tensor(&format!("{name}.bias"), [dim])),
+            weight: l.tensor(&format!("{name}.weight"), [dim]),
+            bias: l.tensor(&format!("{name}.bias"), [dim]),
             eps,
         }
     }
@@ -52,7 +49,7 @@ impl LayerNorm {
         let centered = x - mean;
         let variance = centered.clone().square().mean_dim(D - 1);
         let normed = centered / (variance + self.eps).sqrt();
-        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+        normed * self.weight.clone().unsqueeze::<D>() + self.bias.clone().unsqueeze::<D>()
     }
 }
 

@@ -34,6 +34,8 @@
 //! actually present before anything is allocated or read, and problems come back as a
 //! [`GgufError`] that says what was wrong and where.
 
+use super::{HostTensor, Stored};
+use crate::quant::{BlockMatrix, QuantType};
 use half::f16;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -1057,7 +1059,72 @@ impl Gguf {
             });
         };
         let (shape, mut values) = self.tensor_f32(bytes, gguf_name)?;
-        let rope_heads = if gguf_name.ends_with(".attn_q.weight") {
+        if let Some(n_head) = self.rope_heads(gguf_name)? {
+            values = unpermute_rope_rows(&values, &shape, n_head).map_err(|detail| {
+                GgufError::BadTensor {
+                    name: gguf_name.to_string(),
+                    detail,
+                }
+            })?;
+        }
+        Ok((hf_name, shape, values))
+    }
+
+    /// Like [`Gguf::llama_hf_tensor`], but a Q8_0 or Q4_0 matrix comes back as its packed
+    /// blocks, untouched (rows un-permuted whole), instead of as f32.
+    pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, Stored)> {
+        let info = self
+            .tensor_info(gguf_name)
+            .ok_or_else(|| GgufError::BadTensor {
+                name: gguf_name.to_string(),
+                detail: "not in the file".into(),
+            })?;
+        let packed = match info.ggml_type {
+            GgmlType::Q8_0 => Some(QuantType::Q8_0),
+            GgmlType::Q4_0 => Some(QuantType::Q4_0),
+            _ => None,
+        };
+        let shape = info.shape();
+        let (Some(ty), [rows, cols]) = (packed, shape.as_slice()) else {
+            let exact = matches!(
+                info.ggml_type,
+                GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+            );
+            let (name, shape, values) = self.llama_hf_tensor(bytes, gguf_name)?;
+            let tensor = HostTensor::new(shape, values);
+            return Ok((
+                name,
+                if exact {
+                    Stored::Float(tensor)
+                } else {
+                    Stored::Dequantized(tensor)
+                },
+            ));
+        };
+        let (rows, cols) = (*rows, *cols);
+        self.require_llama()?;
+        let layers = self.req_u64("llama.block_count")?;
+        let hf_name =
+            llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
+                architecture: "llama".into(),
+                names: vec![gguf_name.to_string()],
+            })?;
+        let bad = |detail: String| GgufError::BadTensor {
+            name: gguf_name.to_string(),
+            detail,
+        };
+        let mut data = self.data_of(bytes, info)?.to_vec();
+        if let Some(n_head) = self.rope_heads(gguf_name)? {
+            data = unpermute_rope_rows(&data, &[rows], n_head).map_err(bad)?;
+        }
+        let blocks =
+            BlockMatrix::from_blocks(ty, rows, cols, data).map_err(|e| bad(e.to_string()))?;
+        Ok((hf_name, Stored::Blocks(blocks)))
+    }
+
+    /// The head count whose RoPE permutation llama.cpp applied to this tensor's rows, if any.
+    fn rope_heads(&self, gguf_name: &str) -> Result<Option<usize>> {
+        let heads = if gguf_name.ends_with(".attn_q.weight") {
             Some(self.req_u64("llama.attention.head_count")?)
         } else if gguf_name.ends_with(".attn_k.weight") {
             match self.uniform_u64("llama.attention.head_count_kv")? {
@@ -1067,15 +1134,14 @@ impl Gguf {
         } else {
             None
         };
-        if let Some(n_head) = rope_heads {
-            let bad = |detail| GgufError::BadTensor {
-                name: gguf_name.to_string(),
-                detail,
-            };
-            let n_head = usize::try_from(n_head).map_err(|_| bad("absurd head count".into()))?;
-            values = unpermute_rope_rows(&values, &shape, n_head).map_err(bad)?;
-        }
-        Ok((hf_name, shape, values))
+        heads
+            .map(|n| {
+                usize::try_from(n).map_err(|_| GgufError::BadTensor {
+                    name: gguf_name.to_string(),
+                    detail: "absurd head count".into(),
+                })
+            })
+            .transpose()
     }
 
     /// A `tokenizer.json` (Hugging Face tokenizers format) for the file's embedded tokenizer,
@@ -1128,11 +1194,11 @@ fn llama_hf_name(name: &str, layers: u64) -> Option<String> {
 /// converter therefore interleaves the output rows of each head: its row `2d + j` is Hugging
 /// Face's row `j * head_dim/2 + d` (j = 0, 1). This puts them back, as transformers' GGUF loader
 /// does, with `head_dim = rows / n_head`.
-pub fn unpermute_rope_rows(
-    values: &[f32],
+pub fn unpermute_rope_rows<T: Copy + Default>(
+    values: &[T],
     shape: &[usize],
     n_head: usize,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Vec<T>, String> {
     let rows = shape.first().copied().unwrap_or(0);
     let pairs = n_head.checked_mul(2).filter(|&p| p > 0);
     if pairs.is_none_or(|p| rows % p != 0) {
@@ -1140,10 +1206,12 @@ pub fn unpermute_rope_rows(
             "{rows} rows cannot be split into {n_head} heads of an even size"
         ));
     }
+    // A row is `cols` values, or, for a quantized tensor, the bytes of its blocks: rows are
+    // moved whole, so packed blocks need no dequantization.
     let cols = values.len().checked_div(rows).unwrap_or(0);
     let head_dim = rows / n_head;
     let half = head_dim / 2;
-    let mut out = vec![0.0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..n_head {
         for j in 0..2 {
             for d in 0..half {
@@ -2131,8 +2199,59 @@ mod tests {
         }
         // Head counts that do not fit the rows are errors, not panics.
         assert!(unpermute_rope_rows(&[0.0; 6], &[3, 2], 1).is_err());
-        assert!(unpermute_rope_rows(&[], &[0], usize::MAX).is_err());
-        assert!(unpermute_rope_rows(&[], &[0], 0).is_err());
+        assert!(unpermute_rope_rows::<f32>(&[], &[0], usize::MAX).is_err());
+        assert!(unpermute_rope_rows::<f32>(&[], &[0], 0).is_err());
+    }
+
+    #[test]
+    fn packed_llama_tensors_stay_blocks() {
+        use crate::weights::gguf_write::{quantize_q4_0, quantize_q8_0};
+        let values = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 300.0)
+                .collect()
+        };
+        let (q, k) = (values(32 * 32), values(16 * 32));
+        let mut w = Writer::new();
+        w.kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 1)
+            .kv_u32("llama.attention.head_count", 2)
+            .kv_u32("llama.attention.head_count_kv", 1);
+        w.tensor(
+            "blk.0.attn_q.weight",
+            &[32, 32],
+            GgmlType::Q8_0,
+            &quantize_q8_0(&q),
+        );
+        w.tensor(
+            "blk.0.attn_k.weight",
+            &[32, 16],
+            GgmlType::Q4_0,
+            &quantize_q4_0(&k),
+        );
+        let q4_1: Vec<u8> = q4_1_block().0.repeat(8);
+        w.tensor("blk.0.ffn_up.weight", &[32, 8], GgmlType::Q4_1, &q4_1);
+        let bytes = w.finish();
+        let g = Gguf::parse(&bytes).expect("parse");
+        for (name, ty) in [
+            ("blk.0.attn_q.weight", Some(QuantType::Q8_0)),
+            ("blk.0.attn_k.weight", Some(QuantType::Q4_0)),
+            ("blk.0.ffn_up.weight", None),
+        ] {
+            let (hf, stored) = g.llama_hf_stored(&bytes, name).expect("stored");
+            let (hf_f32, shape, f32s) = g.llama_hf_tensor(&bytes, name).expect("f32");
+            assert_eq!(hf, hf_f32);
+            match (stored, ty) {
+                (Stored::Blocks(b), Some(ty)) => {
+                    assert_eq!(b.ty(), ty);
+                    assert_eq!(vec![b.rows(), b.cols()], shape);
+                    // The packed rows are the unpermuted f32 rows, bit for bit.
+                    assert_eq!(b.dequantize(), f32s, "{name}");
+                }
+                (Stored::Dequantized(t), None) => assert_eq!(t.data, f32s),
+                (other, _) => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

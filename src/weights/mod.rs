@@ -8,8 +8,11 @@ pub mod gguf_write;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
+use crate::models::linear::{Embedding, Linear, Weight};
+use crate::quant::{BlockMatrix, Precision};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A tensor in host memory, f32, in PyTorch layout (row-major, outermost dimension first).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +44,39 @@ impl HostTensor {
     }
 }
 
+/// A tensor as a checkpoint holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// Exact floats (f32, or bf16/f16 widened).
+    Float(HostTensor),
+    /// ggml Q8_0/Q4_0 blocks, kept packed.
+    Blocks(BlockMatrix),
+    /// Another quantized format, dequantized on read: re-quantizing it loses little, and
+    /// keeping it as f32 would cost four bytes a weight.
+    Dequantized(HostTensor),
+}
+
+impl Stored {
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Stored::Float(t) | Stored::Dequantized(t) => t.shape.clone(),
+            Stored::Blocks(b) => vec![b.rows(), b.cols()],
+        }
+    }
+
+    /// The values as f32.
+    pub fn into_host(self) -> HostTensor {
+        match self {
+            Stored::Float(t) | Stored::Dequantized(t) => t,
+            Stored::Blocks(b) => HostTensor::new(vec![b.rows(), b.cols()], b.dequantize()),
+        }
+    }
+}
+
 /// All tensors of a checkpoint, by name.
 #[derive(Debug, Default)]
 pub struct WeightSet {
-    tensors: BTreeMap<String, HostTensor>,
+    tensors: BTreeMap<String, Stored>,
 }
 
 impl WeightSet {
@@ -53,6 +85,10 @@ impl WeightSet {
     }
 
     pub fn insert(&mut self, name: String, tensor: HostTensor) {
+        self.tensors.insert(name, Stored::Float(tensor));
+    }
+
+    pub fn insert_stored(&mut self, name: String, tensor: Stored) {
         self.tensors.insert(name, tensor);
     }
 
@@ -69,7 +105,7 @@ impl WeightSet {
     }
 
     /// Removes and returns a tensor, if present.
-    pub fn take(&mut self, name: &str) -> Option<HostTensor> {
+    pub fn take(&mut self, name: &str) -> Option<Stored> {
         self.tensors.remove(name)
     }
 
@@ -86,15 +122,22 @@ impl WeightSet {
 pub struct Loader<'a> {
     weights: WeightSet,
     device: &'a Device,
+    precision: Precision,
     missing: Vec<String>,
     misshaped: Vec<String>,
 }
 
 impl<'a> Loader<'a> {
     pub fn new(weights: WeightSet, device: &'a Device) -> Self {
+        Self::with_precision(weights, device, Precision::Auto)
+    }
+
+    /// A loader that holds matrices as `precision` says (see [`Precision`]).
+    pub fn with_precision(weights: WeightSet, device: &'a Device, precision: Precision) -> Self {
         Self {
             weights,
             device,
+            precision,
             missing: Vec::new(),
             misshaped: Vec::new(),
         }
@@ -113,44 +156,82 @@ impl<'a> Loader<'a> {
         self.weights.take(name);
     }
 
-    /// The host tensor `name`, which must have `shape`.
-    pub fn host(&mut self, name: &str, shape: &[usize]) -> HostTensor {
+    /// The tensor `name` as stored, which must have `shape`; a placeholder (after noting the
+    /// problem) when it is missing or mis-shaped.
+    fn stored(&mut self, name: &str, shape: &[usize]) -> Stored {
         match self.weights.take(name) {
-            Some(t) if t.shape == shape => t,
+            Some(t) if t.shape() == shape => t,
             Some(t) => {
                 self.misshaped
-                    .push(format!("{name} is {:?}, expected {shape:?}", t.shape));
-                HostTensor::new(vec![1; shape.len()], vec![0.0])
+                    .push(format!("{name} is {:?}, expected {shape:?}", t.shape()));
+                Stored::Float(placeholder(shape))
             }
             None => {
                 self.missing.push(name.to_string());
-                HostTensor::new(vec![1; shape.len()], vec![0.0])
+                Stored::Float(placeholder(shape))
             }
         }
+    }
+
+    /// The host tensor `name` as f32, which must have `shape`.
+    pub fn host(&mut self, name: &str, shape: &[usize]) -> HostTensor {
+        self.stored(name, shape).into_host()
     }
 
     pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
         self.host(name, &shape).to_device(self.device)
     }
 
-    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, optional `bias`) as burn's `Linear`
-    /// (`[in, out]`).
-    pub fn linear(
-        &mut self,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> burn::nn::Linear {
-        let weight = self
-            .host(&format!("{prefix}.weight"), &[d_out, d_in])
-            .transposed();
-        let bias = bias.then(|| {
-            burn::module::Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out]))
-        });
-        burn::nn::Linear {
-            weight: burn::module::Param::from_tensor(weight.to_device(self.device)),
-            bias,
+    /// A `[rows, cols]` matrix in the form [`Precision`] picks for it: packed blocks (as stored,
+    /// or quantized now) or f32.
+    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Stored {
+        let stored = self.stored(name, &[rows, cols]);
+        let target = self.precision.target(name, &stored);
+        match (stored, target) {
+            (Stored::Blocks(b), Some(ty)) if b.ty() == ty => Stored::Blocks(b),
+            (stored, Some(ty)) if BlockMatrix::fits(cols) => {
+                let host = stored.into_host();
+                // A placeholder is never computed with; keep it as it is.
+                if host.data.len() != rows * cols {
+                    return Stored::Float(host);
+                }
+                match BlockMatrix::quantize(ty, rows, cols, &host.data) {
+                    Ok(b) => Stored::Blocks(b),
+                    Err(_) => Stored::Float(host),
+                }
+            }
+            (stored, _) => Stored::Float(stored.into_host()),
+        }
+    }
+
+    /// A weight `[out, in]` (PyTorch layout) on the device, in the form it will be multiplied in.
+    pub fn weight(&mut self, name: &str, d_out: usize, d_in: usize) -> Weight {
+        match self.matrix(name, d_out, d_in) {
+            Stored::Blocks(b) => Weight::packed(b, self.device),
+            other => Weight::dense(other.into_host(), self.device),
+        }
+    }
+
+    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, optional `bias`).
+    pub fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Linear {
+        let weight = self.weight(&format!("{prefix}.weight"), d_out, d_in);
+        let bias = bias.then(|| self.tensor(&format!("{prefix}.bias"), [d_out]));
+        Linear::new(weight, bias)
+    }
+
+    /// An embedding table `[vocab, dim]`, and, when `tied`, the LM head that shares it.
+    pub fn embedding(&mut self, name: &str, vocab: usize, dim: usize) -> (Embedding, Weight) {
+        match self.matrix(name, vocab, dim) {
+            Stored::Blocks(b) => {
+                let b = Arc::new(b);
+                let head = Weight::packed_shared(b.clone(), self.device);
+                (Embedding::Blocks(b), head)
+            }
+            other => {
+                let host = other.into_host();
+                let head = Weight::dense(host.clone(), self.device);
+                (Embedding::Dense(host.to_device(self.device)), head)
+            }
         }
     }
 
@@ -173,6 +254,10 @@ impl<'a> Loader<'a> {
             Err(Error::Weights(problems.join("; ")))
         }
     }
+}
+
+fn placeholder(shape: &[usize]) -> HostTensor {
+    HostTensor::new(vec![1; shape.len()], vec![0.0])
 }
 
 /// At most a dozen names, then a count: an error message stays readable for a wrong file.

@@ -1,15 +1,13 @@
 //! The Idefics3 connector: pixel shuffle (space-to-depth) then a linear projection into the text
 //! model's width. A 32x32 grid of 768-d patches becomes 8x8 tokens of 768*16 dims at scale 4.
 
+use crate::models::linear::Linear;
 use crate::weights::Loader;
-use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct Connector {
     proj: Linear,
-    #[module(skip)]
     scale: usize,
 }
 

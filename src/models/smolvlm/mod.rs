@@ -8,18 +8,16 @@ pub mod vision;
 use crate::config::Idefics3Config;
 use crate::error::{Error, Result};
 use crate::weights::Loader;
-use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use connector::Connector;
 use text::{KvCache, TextModel};
 use vision::VisionTower;
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct SmolVlm {
     vision: VisionTower,
     connector: Connector,
     text: TextModel,
-    #[module(skip)]
     config: Idefics3Config,
 }
 

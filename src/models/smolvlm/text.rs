@@ -3,24 +3,20 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
+use crate::models::linear::{Embedding, Linear};
 use crate::models::nn::{attention, RmsNorm, Rope};
 use crate::weights::Loader;
-use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct SelfAttention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
-    #[module(skip)]
     heads: usize,
-    #[module(skip)]
     kv_heads: usize,
-    #[module(skip)]
     head_dim: usize,
 }
 
@@ -66,7 +62,7 @@ impl SelfAttention {
     }
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
@@ -89,7 +85,7 @@ impl Mlp {
     }
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: SelfAttention,
@@ -172,45 +168,41 @@ struct RopeTables {
 }
 
 /// The text model: embeddings, decoder layers, final norm and the LM head.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct TextModel {
-    embed_tokens: Param<Tensor<2>>,
+    embed_tokens: Embedding,
+    device: burn::tensor::Device,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
-    #[module(skip)]
     rope: Rope,
-    #[module(skip)]
     config: TextConfig,
 }
 
 impl TextModel {
     /// `prefix` holds `embed_tokens`, `layers`, `norm`; `lm_head` is the head's name (unless tied).
     pub fn load(l: &mut Loader, prefix: &str, lm_head: &str, c: &TextConfig) -> Self {
-        let embed = l.host(
+        let (embed_tokens, tied_head) = l.embedding(
             &format!("{prefix}.embed_tokens.weight"),
-            &[c.vocab_size, c.hidden_size],
+            c.vocab_size,
+            c.hidden_size,
         );
         let head = if c.tie_word_embeddings {
             // A tied checkpoint may still carry a copy of the head; the embeddings win, as in
             // transformers.
             l.ignore(&format!("{lm_head}.weight"));
-            embed.transposed()
+            tied_head
         } else {
-            l.host(&format!("{lm_head}.weight"), &[c.vocab_size, c.hidden_size])
-                .transposed()
+            l.weight(&format!("{lm_head}.weight"), c.vocab_size, c.hidden_size)
         };
-        let device = l.device().clone();
         Self {
-            embed_tokens: Param::from_tensor(embed.to_device(&device)),
+            embed_tokens,
+            device: l.device().clone(),
             layers: (0..c.num_hidden_layers)
                 .map(|i| DecoderLayer::load(l, &format!("{prefix}.layers.{i}"), c))
                 .collect(),
             norm: RmsNorm::load(l, &format!("{prefix}.norm"), c.hidden_size, c.rms_norm_eps),
-            lm_head: Linear {
-                weight: Param::from_tensor(head.to_device(&device)),
-                bias: None,
-            },
+            lm_head: Linear::new(head, None),
             rope: Rope::new(c.head_dim, c.rope_theta),
             config: c.clone(),
         }
@@ -229,14 +221,9 @@ impl TextModel {
 
     /// Token embeddings `[1, len, hidden]` for `ids`.
     pub fn embed(&self, ids: &[u32]) -> Tensor<3> {
-        let device = self.embed_tokens.device();
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let len = ids.len();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [len]), &device);
         self.embed_tokens
-            .val()
-            .select(0, ids)
-            .reshape([1, len, self.config.hidden_size])
+            .lookup(ids, &self.device)
+            .reshape([1, ids.len(), self.config.hidden_size])
     }
 
     /// Runs `embeds` `[1, len, hidden]` through the decoder after the positions already in

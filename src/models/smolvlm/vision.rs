@@ -3,21 +3,18 @@
 //! final LayerNorm. Names under `model.vision_model`.
 
 use crate::config::VisionConfig;
+use crate::models::linear::{Linear, Weight};
 use crate::models::nn::{attention, LayerNorm};
 use crate::weights::Loader;
-use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Int, Tensor, TensorData};
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct Embeddings {
     /// The stride-`p` convolution as a matmul over flattened `(channel, y, x)` patches.
     patch_embedding: Linear,
-    position_embedding: Param<Tensor<2>>,
-    #[module(skip)]
+    position_embedding: Tensor<2>,
     patch_size: usize,
-    #[module(skip)]
     patches_per_side: usize,
 }
 
@@ -32,13 +29,9 @@ impl Embeddings {
         let bias = l.tensor(&format!("{p}.patch_embedding.bias"), [d]);
         let positions = c.patches_per_side() * c.patches_per_side();
         Self {
-            patch_embedding: Linear {
-                weight: Param::from_tensor(conv.transposed().to_device(l.device())),
-                bias: Some(Param::from_tensor(bias)),
-            },
-            position_embedding: Param::from_tensor(
-                l.tensor(&format!("{p}.position_embedding.weight"), [positions, d]),
-            ),
+            // Tiny and read once per patch: kept f32.
+            patch_embedding: Linear::new(Weight::dense(conv, l.device()), Some(bias)),
+            position_embedding: l.tensor(&format!("{p}.position_embedding.weight"), [positions, d]),
             patch_size: ps,
             patches_per_side: c.patches_per_side(),
         }
@@ -62,7 +55,7 @@ impl Embeddings {
         embeds
             + self
                 .position_embedding
-                .val()
+                .clone()
                 .select(0, ids)
                 .reshape([n, nh * nw, d])
     }
@@ -101,13 +94,12 @@ pub fn position_ids(mask: &[bool], rows: usize, cols: usize, patches_per_side: u
     ids
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct SelfAttention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
     out_proj: Linear,
-    #[module(skip)]
     heads: usize,
 }
 
@@ -146,13 +138,13 @@ fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -
     burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct Mlp {
     fc1: Linear,
     fc2: Linear,
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct EncoderLayer {
     layer_norm1: LayerNorm,
     self_attn: SelfAttention,
@@ -183,7 +175,7 @@ impl EncoderLayer {
     }
 }
 
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct VisionTower {
     embeddings: Embeddings,
     layers: Vec<EncoderLayer>,

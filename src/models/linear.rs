@@ -1,0 +1,191 @@
+//! Linear layers and embedding tables whose weights may be f32 or packed blocks.
+//!
+//! Where a packed weight lives depends on the backend: on a GPU it is a burn quantized tensor
+//! (burn's quantized matmul streams it), on the CPU it stays in host memory as ggml blocks and
+//! [`BlockMatrix::matmul`] reads them. Neither keeps an f32 copy.
+
+use crate::quant::BlockMatrix;
+use crate::weights::HostTensor;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::sync::Arc;
+
+/// Inputs with at most this many rows go through the block kernel on the CPU; a longer input
+/// (prefill, vision tiles) dequantizes the layer once and uses the backend's f32 matmul, which
+/// is far faster per element than re-reading blocks for hundreds of rows.
+const CPU_BLOCK_ROWS: usize = 8;
+
+/// A weight `y = x · Wᵀ` multiplies by.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// f32, `[in, out]` (transposed once at load).
+    Dense(Tensor<2>),
+    /// A burn quantized tensor `[out, in]` on a GPU backend.
+    Packed(Tensor<2>),
+    /// ggml blocks `[out, in]` in host memory, for the CPU backend.
+    Blocks(Arc<BlockMatrix>),
+}
+
+impl Weight {
+    /// From a PyTorch-layout `[out, in]` host tensor.
+    pub fn dense(host: HostTensor, device: &Device) -> Self {
+        Weight::Dense(host.transposed().to_device(device))
+    }
+
+    pub fn packed(blocks: BlockMatrix, device: &Device) -> Self {
+        Self::packed_shared(Arc::new(blocks), device)
+    }
+
+    /// A packed weight that may share its blocks with an embedding table (CPU only; a GPU gets
+    /// its own quantized tensor).
+    pub fn packed_shared(blocks: Arc<BlockMatrix>, device: &Device) -> Self {
+        if is_cpu(device) {
+            Weight::Blocks(blocks)
+        } else {
+            Weight::Packed(Tensor::from_data(blocks.to_burn(), device))
+        }
+    }
+
+    fn out_features(&self) -> usize {
+        match self {
+            Weight::Dense(w) => w.dims()[1],
+            Weight::Packed(w) => w.dims()[0],
+            Weight::Blocks(b) => b.rows(),
+        }
+    }
+
+    /// `x` `[m, in]` -> `[m, out]`.
+    fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Weight::Dense(w) => x.matmul(w.clone()),
+            Weight::Packed(w) => x.matmul(w.clone().transpose()),
+            Weight::Blocks(b) => {
+                let [m, k] = x.dims();
+                let device = x.device();
+                if m <= CPU_BLOCK_ROWS {
+                    // The CPU backend computes eagerly, so this read is immediate (also in wasm).
+                    let values: Vec<f32> = x
+                        .into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("an f32 activation tensor");
+                    let y = b.matmul(&values, m);
+                    Tensor::from_data(TensorData::new(y, [m, b.rows()]), &device)
+                } else {
+                    let w = Tensor::<2>::from_data(
+                        TensorData::new(b.dequantize(), [b.rows(), k]),
+                        &device,
+                    );
+                    x.matmul(w.transpose())
+                }
+            }
+        }
+    }
+}
+
+/// Whether `device` is burn's CPU backend.
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// PyTorch's `nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Weight,
+    bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn new(weight: Weight, bias: Option<Tensor<1>>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Applies the layer over the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let k = dims[D - 1];
+        let m = dims[..D - 1].iter().product();
+        let mut y = self.weight.matmul(x.reshape([m, k]));
+        if let Some(bias) = &self.bias {
+            y = y + bias.clone().unsqueeze::<2>();
+        }
+        let mut out = dims;
+        out[D - 1] = self.weight.out_features();
+        y.reshape(out)
+    }
+}
+
+/// A token embedding table `[vocab, dim]`.
+#[derive(Debug, Clone)]
+// One per model: the size of the handle does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Embedding {
+    Dense(Tensor<2>),
+    /// Packed rows, dequantized on lookup (host memory, on every backend).
+    Blocks(Arc<BlockMatrix>),
+}
+
+impl Embedding {
+    /// Rows `ids`, `[len, dim]`.
+    pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        let len = ids.len();
+        match self {
+            Embedding::Dense(table) => {
+                let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [len]), device);
+                table.clone().select(0, ids)
+            }
+            Embedding::Blocks(b) => {
+                let dim = b.cols();
+                let mut rows = vec![0.0f32; len * dim];
+                for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(dim)) {
+                    // Ids come from the tokenizer, which only makes ids of this vocabulary.
+                    b.dequantize_row(id as usize, row);
+                }
+                Tensor::from_data(TensorData::new(rows, [len, dim]), device)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantType;
+
+    #[test]
+    fn block_linear_matches_dense_on_both_paths() {
+        let device = Device::flex();
+        let (out, inp) = (40, 64);
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect();
+        let blocks = BlockMatrix::quantize(QuantType::Q4_0, out, inp, &w).unwrap();
+        let dense = Linear::new(
+            Weight::dense(
+                HostTensor::new(vec![out, inp], blocks.dequantize()),
+                &device,
+            ),
+            None,
+        );
+        let packed = Linear::new(Weight::packed(blocks, &device), None);
+        // 2 rows use the block kernel, 24 the dequantize-and-matmul path.
+        for m in [2, 24] {
+            let x: Vec<f32> = (0..m * inp)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+                .collect();
+            let x = Tensor::<3>::from_data(TensorData::new(x, [1, m, inp]), &device);
+            let a: Vec<f32> = dense
+                .forward(x.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let b: Vec<f32> = packed.forward(x).into_data().try_to_vec::<f32>().unwrap();
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "m = {m}: {diff}");
+        }
+    }
+}

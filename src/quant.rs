@@ -1,0 +1,482 @@
+//! Block-quantized matrices in ggml's Q8_0 and Q4_0 formats, kept packed.
+//!
+//! A [`BlockMatrix`] holds a `[rows, cols]` weight (PyTorch's `[out, in]`) as the very bytes a
+//! GGUF file stores: each row is `cols / 32` blocks, a block an f16 scale `d` then 32 codes.
+//! - Q8_0: 34 bytes, `x = d * q` with `q` an i8.
+//! - Q4_0: 18 bytes, `x = d * (q - 8)` with `q` a nibble; byte `j` holds element `j` in its low
+//!   nibble and element `j + 16` in its high one.
+//!
+//! The same bytes serve three ways, none of which makes an f32 copy of the model:
+//! - on the CPU, [`BlockMatrix::matmul`] reads the blocks directly (decode-sized inputs), and a
+//!   larger input dequantizes one layer at a time into the backend's f32 matmul;
+//! - on wgpu/WebGPU, [`BlockMatrix::to_burn`] repacks them losslessly into burn's packed `u32`
+//!   quantized tensors (Q8F/Q4F, one f16 scale per block of 32), whose matmul streams the packed
+//!   weights;
+//! - embedding rows are dequantized on lookup.
+
+use crate::error::{Error, Result};
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, TensorData};
+use half::f16;
+use std::fmt;
+use std::str::FromStr;
+
+/// Elements per block in both formats.
+pub const BLOCK: usize = 32;
+
+/// The packed formats a weight can be held in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantType {
+    Q8_0,
+    Q4_0,
+}
+
+impl QuantType {
+    /// Bytes per block of [`BLOCK`] elements.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QuantType::Q8_0 => 2 + BLOCK,
+            QuantType::Q4_0 => 2 + BLOCK / 2,
+        }
+    }
+
+    /// Bytes of a `[rows, cols]` matrix (`cols` a multiple of [`BLOCK`]).
+    pub fn bytes_for(self, rows: usize, cols: usize) -> usize {
+        rows * cols / BLOCK * self.block_bytes()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantType::Q8_0 => "q8_0",
+            QuantType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// llama.cpp's reference quantizer for this format (see [`crate::weights::gguf_write`]).
+    fn quantize_row(self, x: &[f32]) -> Vec<u8> {
+        match self {
+            QuantType::Q8_0 => crate::weights::gguf_write::quantize_q8_0(x),
+            QuantType::Q4_0 => crate::weights::gguf_write::quantize_q4_0(x),
+        }
+    }
+}
+
+impl fmt::Display for QuantType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for QuantType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" | "q8" => Ok(QuantType::Q8_0),
+            "q4_0" | "q4" => Ok(QuantType::Q4_0),
+            other => Err(Error::Invalid(format!(
+                "unknown quantization type '{other}' (expected q8_0 or q4_0)"
+            ))),
+        }
+    }
+}
+
+/// How a model's matrices are held once loaded. Vectors (norms, biases) and the vision patch
+/// and position embeddings always stay f32: they are a fraction of a percent of the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// As the file has them: floats stay f32 (the reference numbers), Q8_0/Q4_0 blocks stay
+    /// packed, and other quantized formats (Q4_1, K-quants, ...) are re-quantized to Q8_0.
+    #[default]
+    Auto,
+    /// Every matrix in f32 (a quantized file is dequantized).
+    F32,
+    /// Every matrix in this format, quantized on load unless the file already has it so.
+    Uniform(QuantType),
+    /// The size/fidelity trade-off of `captioner quantize --type mixed`: embeddings (and the
+    /// tied LM head) and the connector at Q8_0, every other matrix at Q4_0.
+    Mixed,
+}
+
+impl Precision {
+    /// The packed format for matrix `name` as stored, or `None` for f32. A matrix already in
+    /// the chosen format is kept as it is, so a file is never quantized twice.
+    pub fn target(self, name: &str, stored: &crate::weights::Stored) -> Option<QuantType> {
+        use crate::weights::Stored;
+        match self {
+            Precision::F32 => None,
+            Precision::Auto => match stored {
+                Stored::Float(_) => None,
+                Stored::Blocks(b) => Some(b.ty()),
+                Stored::Dequantized(_) => Some(QuantType::Q8_0),
+            },
+            Precision::Uniform(ty) => Some(ty),
+            Precision::Mixed => Some(mixed_type(name)),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Precision::Auto => "auto".into(),
+            Precision::F32 => "f32".into(),
+            Precision::Uniform(ty) => ty.name().into(),
+            Precision::Mixed => "mixed".into(),
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            other => other.parse().map(Precision::Uniform).map_err(|_| {
+                Error::Invalid(format!(
+                    "unknown precision '{other}' (expected auto, f32, q8_0, q4_0 or mixed)"
+                ))
+            }),
+        }
+    }
+}
+
+/// The `mixed` preset's choice for one matrix, by its Hugging Face name. The embedding table
+/// is read by every token and doubles as the LM head, and the connector is a single wide
+/// projection every image token passes through: both keep 8 bits. The decoder and vision
+/// blocks, most of the weights, take 4.
+pub fn mixed_type(name: &str) -> QuantType {
+    if name.contains("embed_tokens") || name.contains("lm_head") || name.contains("connector") {
+        QuantType::Q8_0
+    } else {
+        QuantType::Q4_0
+    }
+}
+
+/// A `[rows, cols]` matrix as ggml blocks, row-major, blocks along `cols`.
+#[derive(Clone, PartialEq)]
+pub struct BlockMatrix {
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for BlockMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockMatrix({} [{}, {}])", self.ty, self.rows, self.cols)
+    }
+}
+
+impl BlockMatrix {
+    /// Whether a matrix with `cols` columns can be held in blocks at all.
+    pub fn fits(cols: usize) -> bool {
+        cols > 0 && cols % BLOCK == 0
+    }
+
+    /// Wraps blocks read from a file, checking their length.
+    pub fn from_blocks(ty: QuantType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self> {
+        if !Self::fits(cols) {
+            return Err(Error::Weights(format!(
+                "a {ty} matrix needs a multiple of {BLOCK} columns, not {cols}"
+            )));
+        }
+        let want = ty.bytes_for(rows, cols);
+        if bytes.len() != want {
+            return Err(Error::Weights(format!(
+                "a {ty} [{rows}, {cols}] matrix takes {want} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    /// Quantizes `data` (`[rows, cols]`, row-major) with llama.cpp's reference quantizer.
+    pub fn quantize(ty: QuantType, rows: usize, cols: usize, data: &[f32]) -> Result<Self> {
+        debug_assert_eq!(data.len(), rows * cols);
+        Self::from_blocks(ty, rows, cols, ty.quantize_row(data))
+    }
+
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The packed blocks, exactly as GGUF stores them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / BLOCK * self.ty.block_bytes()
+    }
+
+    fn row_blocks(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.bytes[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` as f32, into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let size = self.ty.block_bytes();
+        for (block, out) in self
+            .row_blocks(r)
+            .chunks_exact(size)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let d = scale(block);
+            let codes = unpack(self.ty, block);
+            for (o, q) in out.iter_mut().zip(codes) {
+                *o = d * q;
+            }
+        }
+    }
+
+    /// The whole matrix as f32 (one layer at a time; never the whole model).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+
+    /// `x · Wᵀ` for `x` `[m, cols]` (row-major): `[m, rows]`, read straight from the blocks.
+    ///
+    /// Each block's codes are widened once and used for all `m` inputs; the scale multiplies
+    /// the block's partial sum, as ggml's dot products do. Rows are split over the CPU's
+    /// threads natively (wasm has one).
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), m * self.cols);
+        let mut y = vec![0.0f32; m * self.rows];
+        // Work in row-major `[rows, m]` chunks, transposed into `y` at the end, so each thread
+        // owns a contiguous slice.
+        let mut out = vec![0.0f32; self.rows * m];
+        let threads = threads_for(self.rows * self.cols * m);
+        let per = self.rows.div_ceil(threads);
+        let work = |first: usize, out: &mut [f32]| {
+            let mut codes = [0f32; BLOCK];
+            let size = self.ty.block_bytes();
+            for (i, out) in out.chunks_exact_mut(m).enumerate() {
+                let blocks = self.row_blocks(first + i);
+                for (b, block) in blocks.chunks_exact(size).enumerate() {
+                    let d = scale(block);
+                    for (c, q) in codes.iter_mut().zip(unpack(self.ty, block)) {
+                        *c = q;
+                    }
+                    for (r, acc) in out.iter_mut().enumerate() {
+                        let xs = &x[r * self.cols + b * BLOCK..r * self.cols + (b + 1) * BLOCK];
+                        *acc += d * dot32(&codes, xs);
+                    }
+                }
+            }
+        };
+        if threads == 1 {
+            work(0, &mut out);
+        } else {
+            parallel_chunks(&mut out, per * m, |k, chunk| work(k * per, chunk));
+        }
+        for (c, row) in out.chunks_exact(m).enumerate() {
+            for (r, v) in row.iter().enumerate() {
+                y[r * self.rows + c] = *v;
+            }
+        }
+        y
+    }
+
+    /// burn's packed form of the same numbers: Q8F/Q4F codes in `u32` words along `cols`
+    /// (element `i` of a word in bits `i * bits..`), then one f16 scale per block. Lossless:
+    /// Q4_0's `q - 8` is exactly Q4F's range `[-8, 7]`, and Q8_0's `q` is Q8F's.
+    pub fn to_burn(&self) -> TensorData {
+        let value = match self.ty {
+            QuantType::Q8_0 => QuantValue::Q8F,
+            QuantType::Q4_0 => QuantValue::Q4F,
+        };
+        let scheme = QuantScheme::default()
+            .with_value(value)
+            .with_store(QuantStore::PackedU32(0))
+            .per_block([1, BLOCK as u8], ScaleDtype::F16);
+        let n_blocks = self.rows * self.cols / BLOCK;
+        let size = self.ty.block_bytes();
+        let value_bytes = match self.ty {
+            QuantType::Q8_0 => BLOCK,
+            QuantType::Q4_0 => BLOCK / 2,
+        };
+        let mut bytes = Vec::with_capacity(n_blocks * size);
+        for block in self.bytes.chunks_exact(size) {
+            match self.ty {
+                // An i8 code is already its byte of a little-endian word.
+                QuantType::Q8_0 => bytes.extend_from_slice(&block[2..]),
+                QuantType::Q4_0 => {
+                    // Elements 0..16 are the low nibbles, 16..32 the high ones; burn wants
+                    // elements in order, two per byte, low nibble first, as two's complement
+                    // (`q - 8` in 4 bits is `q ^ 8`).
+                    let qs = &block[2..];
+                    let nib = |i: usize| {
+                        let q = if i < 16 {
+                            qs[i] & 0x0F
+                        } else {
+                            qs[i - 16] >> 4
+                        };
+                        q ^ 8
+                    };
+                    for j in 0..BLOCK / 2 {
+                        bytes.push(nib(2 * j) | (nib(2 * j + 1) << 4));
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(bytes.len(), n_blocks * value_bytes);
+        for block in self.bytes.chunks_exact(size) {
+            bytes.extend_from_slice(&block[..2]);
+        }
+        TensorData::from_bytes_vec(bytes, [self.rows, self.cols], DType::QFloat(scheme))
+    }
+}
+
+fn scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+/// The 32 codes of a block, as the integers the scale multiplies.
+fn unpack(ty: QuantType, block: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let qs = &block[2..];
+    (0..BLOCK).map(move |i| match ty {
+        QuantType::Q8_0 => qs[i] as i8 as f32,
+        QuantType::Q4_0 => {
+            let q = if i < 16 {
+                qs[i] & 0x0F
+            } else {
+                qs[i - 16] >> 4
+            };
+            (q as i32 - 8) as f32
+        }
+    })
+}
+
+/// A 32-long dot product with eight partial sums, which the compiler turns into SIMD lanes.
+#[inline]
+fn dot32(a: &[f32; BLOCK], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// How many threads a product of `work` multiply-adds is worth.
+fn threads_for(work: usize) -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        if work >= 1 << 16 {
+            return std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+    }
+    let _ = work;
+    1
+}
+
+/// Runs `f(k, chunk)` on each `len`-long chunk of `out` on its own thread.
+fn parallel_chunks(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    std::thread::scope(|s| {
+        for (k, chunk) in out.chunks_mut(len).enumerate() {
+            let f = &f;
+            s.spawn(move || f(k, chunk));
+        }
+    });
+    #[cfg(target_arch = "wasm32")]
+    for (k, chunk) in out.chunks_mut(len).enumerate() {
+        f(k, chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::gguf::{dequantize, GgmlType};
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    }
+
+    fn ggml(ty: QuantType) -> GgmlType {
+        match ty {
+            QuantType::Q8_0 => GgmlType::Q8_0,
+            QuantType::Q4_0 => GgmlType::Q4_0,
+        }
+    }
+
+    #[test]
+    fn dequantize_equals_the_gguf_reader() {
+        for ty in [QuantType::Q8_0, QuantType::Q4_0] {
+            let m = BlockMatrix::quantize(ty, 5, 96, &values(5 * 96, 1)).unwrap();
+            let reference = dequantize(ggml(ty), m.bytes()).unwrap();
+            assert_eq!(m.dequantize(), reference, "{ty}");
+        }
+    }
+
+    #[test]
+    fn matmul_reads_blocks_like_a_dense_product() {
+        for ty in [QuantType::Q8_0, QuantType::Q4_0] {
+            for m_rows in [1, 3] {
+                // Big enough to take the threaded path.
+                let (rows, cols) = (300, 256);
+                let w = BlockMatrix::quantize(ty, rows, cols, &values(rows * cols, 2)).unwrap();
+                let x = values(m_rows * cols, 3);
+                let dense = w.dequantize();
+                let y = w.matmul(&x, m_rows);
+                for r in 0..m_rows {
+                    for c in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|i| x[r * cols + i] as f64 * dense[c * cols + i] as f64)
+                            .sum();
+                        let got = y[r * rows + c] as f64;
+                        assert!((got - want).abs() < 1e-5, "{ty} [{r},{c}]: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn burn_repacking_is_lossless() {
+        use burn::tensor::{Device, Tensor};
+        for ty in [QuantType::Q8_0, QuantType::Q4_0] {
+            let w = BlockMatrix::quantize(ty, 4, 64, &values(4 * 64, 4)).unwrap();
+            let t = Tensor::<2>::from_data(w.to_burn(), &Device::flex());
+            let back: Vec<f32> = t.dequantize().into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(back, w.dequantize(), "{ty}");
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        assert!(BlockMatrix::from_blocks(QuantType::Q8_0, 2, 48, vec![0; 100]).is_err());
+        assert!(BlockMatrix::from_blocks(QuantType::Q4_0, 2, 64, vec![0; 71]).is_err());
+        assert!(BlockMatrix::from_blocks(QuantType::Q4_0, 2, 64, vec![0; 72]).is_ok());
+        assert!("q5_k".parse::<QuantType>().is_err());
+        assert_eq!("Q4_0".parse::<QuantType>().unwrap(), QuantType::Q4_0);
+    }
+}
