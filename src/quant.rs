@@ -296,8 +296,13 @@ impl BlockMatrix {
     }
 
     /// burn's packed form of the same numbers: Q8F/Q4F codes in `u32` words along `cols`
-    /// (element `i` of a word in bits `i * bits..`), then one f16 scale per block. Lossless:
-    /// Q4_0's `q - 8` is exactly Q4F's range `[-8, 7]`, and Q8_0's `q` is Q8F's.
+    /// (element `i` of a word in bits `i * bits..`), then one scale per block. Lossless:
+    /// Q4_0's `q - 8` is exactly Q4F's range `[-8, 7]`, Q8_0's `q` is Q8F's, and an f16 scale
+    /// widens to f32 exactly.
+    ///
+    /// The scales are stored as f32: burn's quantized matmul with f16 scales needs the
+    /// `shader-f16` feature, which many WebGPU devices (SwiftShader among them) lack. That
+    /// costs 2 bytes per 32 weights.
     pub fn to_burn(&self) -> TensorData {
         let value = match self.ty {
             QuantType::Q8_0 => QuantValue::Q8F,
@@ -306,7 +311,7 @@ impl BlockMatrix {
         let scheme = QuantScheme::default()
             .with_value(value)
             .with_store(QuantStore::PackedU32(0))
-            .per_block([1, BLOCK as u8], ScaleDtype::F16);
+            .per_block([1, BLOCK as u8], ScaleDtype::F32);
         let n_blocks = self.rows * self.cols / BLOCK;
         let size = self.ty.block_bytes();
         let value_bytes = match self.ty {
@@ -339,7 +344,7 @@ impl BlockMatrix {
         }
         debug_assert_eq!(bytes.len(), n_blocks * value_bytes);
         for block in self.bytes.chunks_exact(size) {
-            bytes.extend_from_slice(&block[..2]);
+            bytes.extend_from_slice(&scale(block).to_le_bytes());
         }
         TensorData::from_bytes_vec(bytes, [self.rows, self.cols], DType::QFloat(scheme))
     }

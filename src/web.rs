@@ -8,6 +8,7 @@ use crate::batch::{Batch, ImageSource};
 use crate::engine::{Engine, Request};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
+use crate::quant::Precision;
 use crate::rows::{plan, Line, Plan, Row, RowOptions};
 use burn::tensor::Device;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
@@ -144,8 +145,19 @@ pub struct Captioner {
 #[wasm_bindgen]
 impl Captioner {
     /// Builds a model from its files, `[[name, Uint8Array], ...]` (the published folder's
-    /// files, or one `.gguf`), on `device`: `"webgpu"` or `"cpu"`.
-    pub async fn load(files: Array, device: String) -> Result<Captioner, JsValue> {
+    /// files, or one `.gguf`), on `device`: `"webgpu"` or `"cpu"`. `precision` says how to
+    /// hold the weights: `"auto"` (as the files have them; the default), `"f32"`, `"q8_0"`,
+    /// `"q4_0"` or `"mixed"` (a safetensors folder is quantized as it loads).
+    pub async fn load(
+        files: Array,
+        device: String,
+        precision: Option<String>,
+    ) -> Result<Captioner, JsValue> {
+        let precision: Precision = precision
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(js_error)?;
         let mut named = Vec::new();
         for pair in files.iter() {
             let pair: Array = pair
@@ -168,7 +180,7 @@ impl Captioner {
             }
         };
         let model = ModelFiles::from_named(named).map_err(js_error)?;
-        let engine = Engine::load(model, &burn_device).map_err(js_error)?;
+        let engine = Engine::load_with(model, &burn_device, precision).map_err(js_error)?;
         Ok(Captioner {
             engine: Rc::new(engine),
             cancel: Rc::new(Cell::new(false)),

@@ -7,6 +7,7 @@ import { listCached, remove as removeCached } from './model-store.js';
 const $ = (id) => document.getElementById(id);
 const ui = {
   modelUrl: $('model-url'), modelFiles: $('model-files'), device: $('device'),
+  precision: $('precision'),
   loadModel: $('load-model'), modelStatus: $('model-status'), modelProgress: $('model-progress'),
   cached: $('cached'), drop: $('drop'), images: $('images'), folder: $('folder'), jsonl: $('jsonl'),
   inputStatus: $('input-status'), run: $('run'), cancel: $('cancel'), download: $('download'),
@@ -65,6 +66,7 @@ async function loadModel() {
     state.captioner = await Captioner.load({
       ...source,
       device: ui.device.value,
+      precision: ui.precision.value,
       onProgress: (p) => {
         if (p.phase === 'download') {
           if (p.total) {
@@ -85,6 +87,7 @@ async function loadModel() {
     setStatus(
       ui.modelStatus,
       `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : 'the CPU'}` +
+        `${c.precision !== 'auto' ? `, weights ${c.precision}` : ''}` +
         `${c.fromCache ? ' (from this browser’s storage, no download)' : ''}.` +
         (c.deviceNote ? ` ${c.deviceNote}.` : ''),
     );

@@ -17,6 +17,8 @@ export interface LoadOptions {
   files?: Iterable<File>;
   /** `'auto'` (default) uses WebGPU when the browser has it, else the CPU. */
   device?: 'webgpu' | 'cpu' | 'auto';
+  /** How the weights are held; a safetensors folder is quantized as it loads. */
+  precision?: 'auto' | 'f32' | 'q8_0' | 'q4_0' | 'mixed';
   onProgress?: (progress: LoadProgress) => void;
 }
 
@@ -90,6 +92,7 @@ export declare class Captioner {
   static load(options?: LoadOptions): Promise<Captioner>;
   readonly device: 'webgpu' | 'cpu';
   readonly deviceNote: string;
+  readonly precision: 'auto' | 'f32' | 'q8_0' | 'q4_0' | 'mixed';
   readonly fromCache: boolean;
   caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
   captionRows(

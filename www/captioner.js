@@ -37,10 +37,12 @@ export class Captioner {
   /**
    * Loads a model: `modelUrl` (a model folder's base URL; default SmolVLM-256M-Instruct on the
    * Hugging Face hub) or `files` (the folder's files, picked by the user). `device` is
-   * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU when available). `onProgress({phase, loaded, total,
+   * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU when available). `precision` is how the weights are
+   * held: `'auto'` (as the files have them), `'f32'`, `'q8_0'`, `'q4_0'` or `'mixed'`; a
+   * safetensors folder is quantized as it loads. `onProgress({phase, loaded, total,
    * bytesPerSecond, file})` reports the download.
    */
-  static async load({ modelUrl, files, device = 'auto', onProgress } = {}) {
+  static async load({ modelUrl, files, device = 'auto', precision = 'auto', onProgress } = {}) {
     const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };
     // The model URL rides in the worker's address so a server can allow exactly that origin in
     // the worker's Content-Security-Policy (tools/serve.mjs does).
@@ -49,10 +51,11 @@ export class Captioner {
     const worker = new Worker(script, { type: 'module' });
     const captioner = new Captioner(worker);
     try {
-      const info = await captioner.#request({ type: 'load', source, device }, { onProgress });
+      const info = await captioner.#request({ type: 'load', source, device, precision }, { onProgress });
       captioner.device = info.device;
       captioner.deviceNote = info.note;
       captioner.fromCache = info.fromCache;
+      captioner.precision = info.precision;
     } catch (e) {
       worker.terminate();
       throw e;

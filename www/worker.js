@@ -47,7 +47,7 @@ async function pickDevice(wanted) {
   return { device: 'cpu', note: `${why}: running on the CPU (slower)` };
 }
 
-async function load({ id, source, device }) {
+async function load({ id, source, device, precision }) {
   await ready;
   const progress = (p) => post({ type: 'progress', id, progress: p });
   let files;
@@ -64,11 +64,18 @@ async function load({ id, source, device }) {
   engine = await Captioner.load(
     files.map((f) => [f.name, f.bytes]),
     chosen.device,
+    precision ?? 'auto',
   );
   post({
     type: 'result',
     id,
-    value: { device: chosen.device, note: chosen.note, fromCache, acceptsImages: engine.acceptsImages },
+    value: {
+      device: chosen.device,
+      note: chosen.note,
+      fromCache,
+      acceptsImages: engine.acceptsImages,
+      precision: precision ?? 'auto',
+    },
   });
 }
 

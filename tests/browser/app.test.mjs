@@ -191,6 +191,24 @@ test('the embedding API captions an image and rows from an example page', async 
   await page.close();
 });
 
+test('quantized weights on WebGPU caption like native wgpu at the same quantization', async () => {
+  for (const precision of ['q8_0', 'q4_0']) {
+    const native = rowsOf(nativeOutput(['--device', 'gpu', '--precision', precision]));
+    const unquantized = rowsOf(nativeOutput());
+    const { page } = await openPage(`/examples/embed.html?model=/fixtures/tiny-b/&precision=${precision}`);
+    await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
+    await page.getByTestId('go').click();
+    const out = await waitForText(page, 'output', /^(done|failed)/);
+    assert.match(out, /^done/, `${precision}: ${out}`);
+    const result = JSON.parse(await page.getByTestId('result').textContent());
+    assert.equal(result.caption, native[1].caption, precision);
+    assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption], precision);
+    // The weights really were quantized: some caption of the example differs from f32's.
+    assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
+    await page.close();
+  }
+});
+
 test('without WebGPU the page says so and runs on the CPU; a wrong model URL says what to do', async () => {
   const native = rowsOf(nativeOutput());
   const plain = await launch('profile-no-webgpu', { webgpu: false });

@@ -2,7 +2,8 @@
 import { Captioner } from '../captioner.js';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
-const model = new URLSearchParams(location.search).get('model');
+const params = new URLSearchParams(location.search);
+const model = params.get('model');
 
 $('go').addEventListener('click', async () => {
   const output = $('output');
@@ -11,6 +12,7 @@ $('go').addEventListener('click', async () => {
     output.textContent = 'loading the model…';
     const captioner = await Captioner.load({
       modelUrl: model ? new URL(model, location.href).href : undefined, // default: the hub
+      precision: params.get('precision') ?? 'auto', // or 'q8_0', 'q4_0', 'mixed', 'f32'
       onProgress: (p) => (output.textContent = `loading: ${p.phase} ${p.loaded ?? ''}`),
     });
     const greedy = { temperature: 0, maxTokens: 8 };
