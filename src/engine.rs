@@ -80,6 +80,11 @@ impl Engine {
                 }
                 set
             }
+            Weights::GgufPair { text, mmproj } => {
+                let mut set = WeightSet::new();
+                crate::weights::gguf_pair::read_pair_weights(text, mmproj, &mut set)?;
+                set
+            }
             Weights::Gguf(bytes) => {
                 let gguf = crate::weights::gguf::Gguf::parse(bytes)?;
                 let mut set = WeightSet::new();
@@ -133,17 +138,11 @@ impl Engine {
 
         let image_processor = match &config {
             ModelConfig::Idefics3(c) => {
-                let from_processor = match files.processor_config_json.as_deref() {
-                    Some(text) => ImageProcessorConfig::from_processor_json(text)?,
-                    None => None,
-                };
-                let cfg = match (from_processor, files.preprocessor_config_json.as_deref()) {
-                    (Some(cfg), _) => cfg,
-                    (None, Some(text)) => ImageProcessorConfig::from_preprocessor_json(text)?,
-                    (None, None) => {
-                        return Err(Error::MissingFile("preprocessor_config.json".into()))
-                    }
-                };
+                let cfg = ImageProcessorConfig::from_files(
+                    files.processor_config_json.as_deref(),
+                    files.preprocessor_config_json.as_deref(),
+                )?
+                .ok_or_else(|| Error::MissingFile("preprocessor_config.json".into()))?;
                 if let Some(text) = files.processor_config_json.as_deref() {
                     if let Some(n) = processor_image_seq_len(text)? {
                         if n != c.image_seq_len() {

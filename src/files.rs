@@ -12,6 +12,8 @@ pub enum Weights {
     Safetensors(Vec<Vec<u8>>),
     /// A llama.cpp GGUF file (text model).
     Gguf(Vec<u8>),
+    /// A vision-language model as llama.cpp's GGUF pair: the text model and its `mmproj`.
+    GgufPair { text: Vec<u8>, mmproj: Vec<u8> },
 }
 
 /// Everything needed to build an [`crate::Engine`].
@@ -67,7 +69,7 @@ impl ModelFiles {
     pub fn from_named(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self> {
         let mut texts: BTreeMap<&'static str, String> = BTreeMap::new();
         let mut shards: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut gguf = None;
+        let mut ggufs = Vec::new();
         for (name, bytes) in files {
             let base = name.rsplit('/').next().unwrap_or(&name);
             if let Some(&known) = TEXT_FILES.iter().find(|k| **k == base) {
@@ -77,9 +79,45 @@ impl ModelFiles {
             } else if is_weights_shard(base) {
                 shards.push((base.to_string(), bytes));
             } else if base.ends_with(".gguf") {
-                gguf = Some(bytes);
+                ggufs.push(bytes);
             }
         }
+        // Two GGUF files are a text model and its mmproj (architecture `clip`), in any order.
+        let gguf = match ggufs.len() {
+            0 => None,
+            1 => ggufs.pop(),
+            2 => {
+                let is_clip = |b: &[u8]| {
+                    Gguf::parse(b)
+                        .ok()
+                        .and_then(|g| g.architecture().ok().map(|a| a == "clip"))
+                        .unwrap_or(false)
+                };
+                let (a, b) = (ggufs.remove(0), ggufs.remove(0));
+                let (text, mmproj) = match (is_clip(&a), is_clip(&b)) {
+                    (false, true) => (a, b),
+                    (true, false) => (b, a),
+                    _ => {
+                        return Err(Error::Invalid(
+                            "two .gguf files must be a text model and its mmproj (clip) file"
+                                .into(),
+                        ))
+                    }
+                };
+                if texts.contains_key("config.json") || !shards.is_empty() {
+                    return Err(Error::Invalid(
+                        "a folder holds either safetensors with config.json or a GGUF pair, not both"
+                            .into(),
+                    ));
+                }
+                return crate::weights::gguf_pair::pair_files(text, mmproj);
+            }
+            n => {
+                return Err(Error::Invalid(format!(
+                    "{n} .gguf files: give one GGUF text model, or a text model and its mmproj"
+                )))
+            }
+        };
         // Shards load in name order: model-00001-of-00002 before model-00002-of-00002.
         shards.sort_by(|a, b| a.0.cmp(&b.0));
         let Some(config_json) = texts.remove("config.json") else {

@@ -109,6 +109,14 @@ impl Precision {
                 Stored::Blocks(b) => Some(b.ty()),
                 Stored::Dequantized(_) => Some(QuantType::Q8_0),
             },
+            Precision::Uniform(_) | Precision::Mixed => self.for_matrix(name),
+        }
+    }
+
+    /// The packed format for float matrix `name`, or `None` for f32.
+    pub fn for_matrix(self, name: &str) -> Option<QuantType> {
+        match self {
+            Precision::Auto | Precision::F32 => None,
             Precision::Uniform(ty) => Some(ty),
             Precision::Mixed => Some(mixed_type(name)),
         }

@@ -59,6 +59,27 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Write a Hugging Face folder as llama.cpp's GGUF pair (text model + mmproj), quantized.
+    Quantize(Quantize),
+}
+
+#[derive(Args)]
+struct Quantize {
+    /// A Hugging Face model folder (config.json, safetensors, tokenizer, processor settings).
+    #[arg(long)]
+    model: PathBuf,
+    /// The folder the GGUF file(s) are written to.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// q8_0, q4_0, or mixed (q8_0 embeddings, LM head and connector; q4_0 elsewhere).
+    #[arg(long = "type", default_value = "mixed", value_parser = parse_precision)]
+    precision: Precision,
+    /// The file name stem (default: the model folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Only print the size of every tensor type and file, from config.json alone.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -168,6 +189,77 @@ impl Common {
     }
 }
 
+fn quantize(args: Quantize) -> Result<ExitCode> {
+    use captioner::config::ModelConfig;
+    use captioner::weights::gguf_pair::{plan, write_pair, Part, Planned};
+    if matches!(args.precision, Precision::Auto) {
+        bail!("--type must be q8_0, q4_0, mixed or f32");
+    }
+    let config_path = args.model.join("config.json");
+    let config_json = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config = ModelConfig::from_json(&config_json)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let planned = plan(&config, args.precision);
+    let stem = args.name.clone().unwrap_or_else(|| {
+        args.model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into())
+    });
+    let kind = args.precision.name().to_uppercase();
+    let names = (
+        format!("{stem}-{kind}.gguf"),
+        format!("mmproj-{stem}-{kind}.gguf"),
+    );
+    println!("tensor data at {}:", args.precision.name());
+    let mut by_type: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for t in &planned {
+        let e = by_type.entry(format!("{:?}", t.ty)).or_default();
+        e.0 += t.shape.iter().product::<usize>();
+        e.1 += t.bytes();
+    }
+    for (ty, (params, bytes)) in &by_type {
+        println!("  {ty:>5}: {params:>11} weights, {bytes:>11} bytes");
+    }
+    let part = |p: Part| -> usize {
+        planned
+            .iter()
+            .filter(|t| t.part == p)
+            .map(Planned::bytes)
+            .sum()
+    };
+    let (text, mmproj) = (part(Part::Text), part(Part::Mmproj));
+    println!(
+        "  text model {text} bytes, mmproj {mmproj} bytes, total {} bytes ({:.1} MB)",
+        text + mmproj,
+        (text + mmproj) as f64 / 1e6
+    );
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(out) = &args.out else {
+        bail!("--out is required (or pass --dry-run)");
+    };
+    let files = ModelFiles::from_path(&args.model)
+        .with_context(|| format!("reading the model at {}", args.model.display()))?;
+    let pair = write_pair(&files, args.precision, &stem)
+        .with_context(|| format!("converting {}", args.model.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+        Ok(())
+    };
+    write(&names.0, &pair.text)?;
+    if let Some(mmproj) = &pair.mmproj {
+        write(&names.1, mmproj)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
     s.parse().map_err(|e: captioner::Error| e.to_string())
 }
@@ -189,6 +281,7 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let (engine, request, image, common) = match cli.command {
         Command::CaptionJsonl(args) => return caption_jsonl(args),
+        Command::Quantize(args) => return quantize(args),
         Command::Caption {
             model,
             image,

@@ -205,6 +205,54 @@ impl ImageProcessorConfig {
         Self::from_raw(raw)
     }
 
+    /// The settings of a model folder: the `image_processor` of `processor_config.json`
+    /// (transformers 5), else `preprocessor_config.json` (the hub layout).
+    pub fn from_files(
+        processor_json: Option<&str>,
+        preprocessor_json: Option<&str>,
+    ) -> Result<Option<Self>, PreprocessError> {
+        if let Some(cfg) = processor_json
+            .map(Self::from_processor_json)
+            .transpose()?
+            .flatten()
+        {
+            return Ok(Some(cfg));
+        }
+        preprocessor_json
+            .map(Self::from_preprocessor_json)
+            .transpose()
+    }
+
+    /// The settings as a `preprocessor_config.json` that [`Self::from_preprocessor_json`]
+    /// reads back to the same value.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut size = serde_json::Map::new();
+        for (key, value) in [
+            ("longest_edge", self.size.longest_edge),
+            ("height", self.size.height),
+            ("width", self.size.width),
+        ] {
+            if let Some(v) = value {
+                size.insert(key.into(), v.into());
+            }
+        }
+        serde_json::json!({
+            "image_processor_type": "Idefics3ImageProcessor",
+            "do_resize": self.do_resize,
+            "size": size,
+            "max_image_size": {"longest_edge": self.max_image_size.longest_edge},
+            "do_image_splitting": self.do_image_splitting,
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "do_pad": self.do_pad,
+            "do_convert_rgb": self.do_convert_rgb,
+            "resample": self.resample,
+        })
+    }
+
     /// Parses a transformers-5 `processor_config.json`; `Ok(None)` when it
     /// has no (or a `null`) `image_processor` object.
     pub fn from_processor_json(text: &str) -> Result<Option<Self>, PreprocessError> {

@@ -1073,35 +1073,6 @@ impl Gguf {
     /// Like [`Gguf::llama_hf_tensor`], but a Q8_0 or Q4_0 matrix comes back as its packed
     /// blocks, untouched (rows un-permuted whole), instead of as f32.
     pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, Stored)> {
-        let info = self
-            .tensor_info(gguf_name)
-            .ok_or_else(|| GgufError::BadTensor {
-                name: gguf_name.to_string(),
-                detail: "not in the file".into(),
-            })?;
-        let packed = match info.ggml_type {
-            GgmlType::Q8_0 => Some(QuantType::Q8_0),
-            GgmlType::Q4_0 => Some(QuantType::Q4_0),
-            _ => None,
-        };
-        let shape = info.shape();
-        let (Some(ty), [rows, cols]) = (packed, shape.as_slice()) else {
-            let exact = matches!(
-                info.ggml_type,
-                GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
-            );
-            let (name, shape, values) = self.llama_hf_tensor(bytes, gguf_name)?;
-            let tensor = HostTensor::new(shape, values);
-            return Ok((
-                name,
-                if exact {
-                    Stored::Float(tensor)
-                } else {
-                    Stored::Dequantized(tensor)
-                },
-            ));
-        };
-        let (rows, cols) = (*rows, *cols);
         self.require_llama()?;
         let layers = self.req_u64("llama.block_count")?;
         let hf_name =
@@ -1109,17 +1080,64 @@ impl Gguf {
                 architecture: "llama".into(),
                 names: vec![gguf_name.to_string()],
             })?;
+        let heads = self.rope_heads(gguf_name)?;
+        Ok((hf_name, self.stored(bytes, gguf_name, heads)?))
+    }
+
+    /// The names of the file's tensors, in file order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.name.as_str())
+    }
+
+    /// Tensor `gguf_name` with PyTorch shape: a Q8_0/Q4_0 matrix as its blocks, F32/F16/BF16
+    /// exactly, any other type dequantized (to be re-quantized by the loader). With
+    /// `rope_heads`, the rows are put back in Hugging Face's order (see
+    /// [`unpermute_rope_rows`]).
+    pub fn stored(
+        &self,
+        bytes: &[u8],
+        gguf_name: &str,
+        rope_heads: Option<usize>,
+    ) -> Result<Stored> {
+        let info = self
+            .tensor_info(gguf_name)
+            .ok_or_else(|| GgufError::BadTensor {
+                name: gguf_name.to_string(),
+                detail: "not in the file".into(),
+            })?;
         let bad = |detail: String| GgufError::BadTensor {
             name: gguf_name.to_string(),
             detail,
         };
-        let mut data = self.data_of(bytes, info)?.to_vec();
-        if let Some(n_head) = self.rope_heads(gguf_name)? {
-            data = unpermute_rope_rows(&data, &[rows], n_head).map_err(bad)?;
+        let packed = match info.ggml_type {
+            GgmlType::Q8_0 => Some(QuantType::Q8_0),
+            GgmlType::Q4_0 => Some(QuantType::Q4_0),
+            _ => None,
+        };
+        let shape = info.shape();
+        if let (Some(ty), [rows, cols]) = (packed, shape.as_slice()) {
+            let mut data = self.data_of(bytes, info)?.to_vec();
+            if let Some(n_head) = rope_heads {
+                data = unpermute_rope_rows(&data, &[*rows], n_head).map_err(bad)?;
+            }
+            let blocks =
+                BlockMatrix::from_blocks(ty, *rows, *cols, data).map_err(|e| bad(e.to_string()))?;
+            return Ok(Stored::Blocks(blocks));
         }
-        let blocks =
-            BlockMatrix::from_blocks(ty, rows, cols, data).map_err(|e| bad(e.to_string()))?;
-        Ok((hf_name, Stored::Blocks(blocks)))
+        let exact = matches!(
+            info.ggml_type,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+        );
+        let (shape, mut values) = self.tensor_f32(bytes, gguf_name)?;
+        if let Some(n_head) = rope_heads {
+            values = unpermute_rope_rows(&values, &shape, n_head).map_err(bad)?;
+        }
+        let tensor = HostTensor::new(shape, values);
+        Ok(if exact {
+            Stored::Float(tensor)
+        } else {
+            Stored::Dequantized(tensor)
+        })
     }
 
     /// The head count whose RoPE permutation llama.cpp applied to this tensor's rows, if any.

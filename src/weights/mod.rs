@@ -4,6 +4,7 @@
 //! the config and reports all missing, unexpected and mis-shaped tensors in one error.
 
 pub mod gguf;
+pub mod gguf_pair;
 pub mod gguf_write;
 pub mod safetensors;
 

@@ -1,0 +1,674 @@
+//! SmolVLM as llama.cpp publishes it: a GGUF *pair*, the text model (architecture `llama`) and
+//! an `mmproj` file (architecture `clip`) holding the SigLIP tower and the Idefics3 connector.
+//!
+//! [`plan`] lists every tensor of the pair from a config alone (names, shapes, storage types),
+//! so sizes are known before any weight is read; [`write_pair`] fills the plan from a Hugging
+//! Face folder; [`pair_files`] turns a pair back into [`ModelFiles`]. Names, metadata keys and
+//! the Q/K row order follow llama.cpp's converter, so its tools can read the files too.
+//!
+//! What llama.cpp has no key for travels under `captioner.*`: the image processor settings and
+//! the generation config, as the JSON they came from.
+
+use super::gguf::{GgmlType, Gguf, GgufError, GgufValue};
+use super::gguf_write::GgufWriter;
+use super::WeightSet;
+use crate::config::{Idefics3Config, ModelConfig, TextConfig};
+use crate::error::{Error, Result};
+use crate::files::{ModelFiles, Weights};
+use crate::quant::{BlockMatrix, Precision, QuantType, BLOCK};
+use serde_json::{json, Map, Value};
+
+/// Metadata keys of this crate's own (llama.cpp ignores them).
+pub const KEY_PROCESSOR: &str = "captioner.processor_config";
+pub const KEY_GENERATION: &str = "captioner.generation_config";
+
+/// Which file of the pair a tensor goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Text,
+    Mmproj,
+}
+
+/// One tensor of the pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub part: Part,
+    pub gguf_name: String,
+    pub hf_name: String,
+    /// PyTorch order.
+    pub shape: Vec<usize>,
+    pub ty: GgmlType,
+}
+
+impl Planned {
+    /// Bytes of the tensor's data in the file (before alignment padding).
+    pub fn bytes(&self) -> usize {
+        let n: usize = self.shape.iter().product();
+        match self.ty {
+            GgmlType::Q8_0 => QuantType::Q8_0.block_bytes() * n / BLOCK,
+            GgmlType::Q4_0 => QuantType::Q4_0.block_bytes() * n / BLOCK,
+            GgmlType::F16 => 2 * n,
+            _ => 4 * n,
+        }
+    }
+}
+
+/// Every tensor of the model's GGUF file(s) at `precision`, in file order. Vectors stay F32,
+/// and so does a matrix whose rows are not whole blocks. The vision tower's patch and position
+/// embeddings are F16: llama.cpp's converter keeps them F32, but at SmolVLM-256M's size the
+/// 2.75 MB saved is what brings the q4_0 pair under 150 MB, and F16 holds a bf16 checkpoint's
+/// values exactly except below F16's normal range (|x| < 6.1e-5).
+pub fn plan(config: &ModelConfig, precision: Precision) -> Vec<Planned> {
+    let mut out = Vec::new();
+    let (text, text_prefix) = match config {
+        ModelConfig::Idefics3(c) => (&c.text, "model.text_model"),
+        ModelConfig::Llama(c) => (c, "model"),
+    };
+    let mut add = |part: Part, gguf_name: String, hf_name: String, shape: Vec<usize>| {
+        let ty = match shape.as_slice() {
+            [_, _, ..] if hf_name.contains(".embeddings.") => GgmlType::F16,
+            [_, cols] if BlockMatrix::fits(*cols) => match precision.for_matrix(&hf_name) {
+                Some(QuantType::Q8_0) => GgmlType::Q8_0,
+                Some(QuantType::Q4_0) => GgmlType::Q4_0,
+                None => GgmlType::F32,
+            },
+            _ => GgmlType::F32,
+        };
+        out.push(Planned {
+            part,
+            gguf_name,
+            hf_name,
+            shape,
+            ty,
+        });
+    };
+    text_plan(text, text_prefix, &mut |g, h, s| add(Part::Text, g, h, s));
+    if let ModelConfig::Idefics3(c) = config {
+        vision_plan(c, &mut |g, h, s| add(Part::Mmproj, g, h, s));
+    }
+    out
+}
+
+type Add<'a> = dyn FnMut(String, String, Vec<usize>) + 'a;
+
+fn text_plan(c: &TextConfig, p: &str, add: &mut Add) {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    );
+    add(
+        "token_embd.weight".into(),
+        format!("{p}.embed_tokens.weight"),
+        vec![c.vocab_size, h],
+    );
+    for l in 0..c.num_hidden_layers {
+        let (b, m) = (format!("blk.{l}"), format!("{p}.layers.{l}"));
+        for (g, hf, shape) in [
+            ("attn_norm", "input_layernorm", vec![h]),
+            ("attn_q", "self_attn.q_proj", vec![q, h]),
+            ("attn_k", "self_attn.k_proj", vec![kv, h]),
+            ("attn_v", "self_attn.v_proj", vec![kv, h]),
+            ("attn_output", "self_attn.o_proj", vec![h, q]),
+            ("ffn_norm", "post_attention_layernorm", vec![h]),
+            ("ffn_gate", "mlp.gate_proj", vec![i, h]),
+            ("ffn_up", "mlp.up_proj", vec![i, h]),
+            ("ffn_down", "mlp.down_proj", vec![h, i]),
+        ] {
+            add(format!("{b}.{g}.weight"), format!("{m}.{hf}.weight"), shape);
+        }
+    }
+    add(
+        "output_norm.weight".into(),
+        format!("{p}.norm.weight"),
+        vec![h],
+    );
+    if !c.tie_word_embeddings {
+        add(
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![c.vocab_size, h],
+        );
+    }
+}
+
+fn vision_plan(c: &Idefics3Config, add: &mut Add) {
+    let v = &c.vision;
+    let (d, i, p) = (v.hidden_size, v.intermediate_size, v.patch_size);
+    let m = "model.vision_model";
+    add(
+        "v.patch_embd.weight".into(),
+        format!("{m}.embeddings.patch_embedding.weight"),
+        vec![d, v.num_channels, p, p],
+    );
+    add(
+        "v.patch_embd.bias".into(),
+        format!("{m}.embeddings.patch_embedding.bias"),
+        vec![d],
+    );
+    let positions = v.patches_per_side() * v.patches_per_side();
+    add(
+        "v.position_embd.weight".into(),
+        format!("{m}.embeddings.position_embedding.weight"),
+        vec![positions, d],
+    );
+    for l in 0..v.num_hidden_layers {
+        let (b, hf) = (format!("v.blk.{l}"), format!("{m}.encoder.layers.{l}"));
+        for (g, name, out, inp) in [
+            ("attn_q", "self_attn.q_proj", d, d),
+            ("attn_k", "self_attn.k_proj", d, d),
+            ("attn_v", "self_attn.v_proj", d, d),
+            ("attn_out", "self_attn.out_proj", d, d),
+            ("ln1", "layer_norm1", d, 0),
+            ("ffn_up", "mlp.fc1", i, d),
+            ("ffn_down", "mlp.fc2", d, i),
+            ("ln2", "layer_norm2", d, 0),
+        ] {
+            let weight = if inp == 0 { vec![out] } else { vec![out, inp] };
+            add(
+                format!("{b}.{g}.weight"),
+                format!("{hf}.{name}.weight"),
+                weight,
+            );
+            add(
+                format!("{b}.{g}.bias"),
+                format!("{hf}.{name}.bias"),
+                vec![out],
+            );
+        }
+    }
+    for part in ["weight", "bias"] {
+        add(
+            format!("v.post_ln.{part}"),
+            format!("{m}.post_layernorm.{part}"),
+            vec![d],
+        );
+    }
+    add(
+        "mm.model.fc.weight".into(),
+        "model.connector.modality_projection.proj.weight".into(),
+        vec![c.text.hidden_size, d * c.scale_factor * c.scale_factor],
+    );
+}
+
+/// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
+/// each head, Hugging Face's two halves are interleaved. The inverse of
+/// [`super::gguf::unpermute_rope_rows`].
+pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
+    let cols = values.len() / rows;
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for d in 0..half {
+                let dst = (h * head_dim + 2 * d + j) * cols;
+                let src = (h * head_dim + j * half + d) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The two files' bytes; `mmproj` is `None` for a text-only model.
+pub struct Pair {
+    pub text: Vec<u8>,
+    pub mmproj: Option<Vec<u8>>,
+}
+
+/// Writes `files` (a Hugging Face folder with safetensors) as a GGUF pair at `precision`.
+pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Result<Pair> {
+    let Weights::Safetensors(buffers) = &files.weights else {
+        return Err(Error::Invalid(
+            "quantize reads a Hugging Face folder (config.json and safetensors)".into(),
+        ));
+    };
+    let config = ModelConfig::from_json(&files.config_json)?;
+    let raw: Value = serde_json::from_str(&files.config_json)
+        .map_err(|e| Error::config("config.json", e.to_string()))?;
+    let mut weights = WeightSet::new();
+    for b in buffers {
+        weights.read_safetensors(b)?;
+    }
+    let planned = plan(&config, precision);
+    let (text_cfg, text_raw) = match &config {
+        ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
+        ModelConfig::Llama(c) => (c, &raw),
+    };
+    if text_cfg.tie_word_embeddings {
+        weights.take("lm_head.weight");
+    }
+
+    let file_type = |part: Part| -> u32 {
+        let types: Vec<GgmlType> = planned
+            .iter()
+            .filter(|t| t.part == part)
+            .map(|t| t.ty)
+            .collect();
+        // llama.cpp's `general.file_type`: the "mostly" type.
+        if types.contains(&GgmlType::Q4_0) {
+            2
+        } else if types.contains(&GgmlType::Q8_0) {
+            7
+        } else {
+            0
+        }
+    };
+
+    let mut text = GgufWriter::new();
+    text.metadata("general.architecture", s("llama"));
+    text.metadata("general.type", s("model"));
+    text.metadata("general.name", s(name));
+    text.metadata("general.file_type", GgufValue::U32(file_type(Part::Text)));
+    text.metadata("general.quantization_version", GgufValue::U32(2));
+    llama_metadata(&mut text, text_cfg);
+    tokenizer_metadata(&mut text, files, text_cfg, text_raw)?;
+    if let Some(g) = &files.generation_config_json {
+        text.metadata(KEY_GENERATION, s(g));
+    }
+
+    let mut mmproj = match &config {
+        ModelConfig::Idefics3(c) => {
+            let mut w = GgufWriter::new();
+            w.metadata("general.architecture", s("clip"));
+            w.metadata("general.type", s("mmproj"));
+            w.metadata("general.name", s(name));
+            w.metadata("general.file_type", GgufValue::U32(file_type(Part::Mmproj)));
+            clip_metadata(&mut w, c, files)?;
+            w.metadata("general.quantization_version", GgufValue::U32(2));
+            Some(w)
+        }
+        ModelConfig::Llama(_) => None,
+    };
+
+    for t in &planned {
+        let host = weights
+            .take(&t.hf_name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?
+            .into_host();
+        if host.shape != t.shape {
+            return Err(Error::Weights(format!(
+                "{} is {:?}, expected {:?}",
+                t.hf_name, host.shape, t.shape
+            )));
+        }
+        let heads = match t.gguf_name.rsplit('.').nth(1) {
+            Some("attn_q") if t.part == Part::Text => Some(text_cfg.num_attention_heads),
+            Some("attn_k") if t.part == Part::Text => Some(text_cfg.num_key_value_heads),
+            _ => None,
+        };
+        let values = match heads {
+            Some(n) => permute_rope_rows(&host.data, t.shape[0], n),
+            None => host.data,
+        };
+        let writer = match t.part {
+            Part::Text => &mut text,
+            Part::Mmproj => mmproj
+                .as_mut()
+                .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
+        };
+        writer
+            .tensor(&t.gguf_name, &t.shape, &values, t.ty)
+            .map_err(|e| Error::Weights(e.to_string()))?;
+    }
+    let extra: Vec<&str> = weights.names().collect();
+    if !extra.is_empty() {
+        return Err(Error::Weights(format!(
+            "tensors this model does not use: {}",
+            extra.join(", ")
+        )));
+    }
+    let bytes = |w: &GgufWriter| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        w.write(&mut out)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(out)
+    };
+    Ok(Pair {
+        text: bytes(&text)?,
+        mmproj: mmproj.as_ref().map(bytes).transpose()?,
+    })
+}
+
+fn s(v: &str) -> GgufValue {
+    GgufValue::String(v.to_string())
+}
+
+fn u32v(v: usize) -> GgufValue {
+    GgufValue::U32(v as u32)
+}
+
+fn f32s(values: &[f64]) -> GgufValue {
+    GgufValue::Array(values.iter().map(|&v| GgufValue::F32(v as f32)).collect())
+}
+
+fn llama_metadata(w: &mut GgufWriter, c: &TextConfig) {
+    w.metadata("llama.block_count", u32v(c.num_hidden_layers));
+    w.metadata("llama.context_length", u32v(c.max_position_embeddings));
+    w.metadata("llama.embedding_length", u32v(c.hidden_size));
+    w.metadata("llama.feed_forward_length", u32v(c.intermediate_size));
+    w.metadata("llama.attention.head_count", u32v(c.num_attention_heads));
+    w.metadata("llama.attention.head_count_kv", u32v(c.num_key_value_heads));
+    w.metadata("llama.rope.freq_base", GgufValue::F32(c.rope_theta as f32));
+    w.metadata(
+        "llama.attention.layer_norm_rms_epsilon",
+        GgufValue::F32(c.rms_norm_eps as f32),
+    );
+    w.metadata("llama.vocab_size", u32v(c.vocab_size));
+    w.metadata("llama.rope.dimension_count", u32v(c.head_dim));
+}
+
+/// `tokenizer.ggml.*` from a byte-level BPE `tokenizer.json`, as llama.cpp's converter writes
+/// them: one token per id up to the vocabulary size (`[PAD{id}]`, unused, where none), added
+/// tokens typed control (special) or user-defined, the merges as `"a b"` strings.
+fn tokenizer_metadata(
+    w: &mut GgufWriter,
+    files: &ModelFiles,
+    c: &TextConfig,
+    text_raw: &Value,
+) -> Result<()> {
+    let bad = |detail: &str| Error::config("tokenizer.json", detail);
+    let json: Value = serde_json::from_str(
+        files
+            .tokenizer_json
+            .as_deref()
+            .ok_or_else(|| Error::MissingFile("tokenizer.json".into()))?,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let model = &json["model"];
+    if model["type"] != "BPE" {
+        return Err(bad("only byte-level BPE tokenizers can be written to GGUF"));
+    }
+    let mut tokens: Vec<Option<(String, i32)>> = vec![None; c.vocab_size];
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad("model.vocab"))?;
+    for (text, id) in vocab {
+        let id = id.as_u64().ok_or_else(|| bad("a vocabulary id"))? as usize;
+        if let Some(slot) = tokens.get_mut(id) {
+            *slot = Some((text.clone(), 1));
+        }
+    }
+    for added in json["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (added["id"].as_u64(), added["content"].as_str()) else {
+            return Err(bad("an added token without id or content"));
+        };
+        let ty = if added["special"].as_bool() == Some(true) {
+            3
+        } else {
+            4
+        };
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some((text.to_string(), ty));
+        }
+    }
+    let (texts, types): (Vec<GgufValue>, Vec<GgufValue>) = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, t)| {
+            let (text, ty) = t.unwrap_or_else(|| (format!("[PAD{id}]"), 5));
+            (GgufValue::String(text), GgufValue::I32(ty))
+        })
+        .unzip();
+    let merges: Vec<GgufValue> = model["merges"]
+        .as_array()
+        .ok_or_else(|| bad("model.merges"))?
+        .iter()
+        .map(|m| match m {
+            Value::String(s) => Ok(GgufValue::String(s.clone())),
+            Value::Array(pair) => match (pair.first(), pair.get(1)) {
+                (Some(Value::String(a)), Some(Value::String(b))) => {
+                    Ok(GgufValue::String(format!("{a} {b}")))
+                }
+                _ => Err(bad("a merge that is not two strings")),
+            },
+            _ => Err(bad("a merge that is not a string")),
+        })
+        .collect::<Result<_>>()?;
+    w.metadata("tokenizer.ggml.model", s("gpt2"));
+    w.metadata("tokenizer.ggml.pre", s("smollm"));
+    w.metadata("tokenizer.ggml.tokens", GgufValue::Array(texts));
+    w.metadata("tokenizer.ggml.token_type", GgufValue::Array(types));
+    w.metadata("tokenizer.ggml.merges", GgufValue::Array(merges));
+    for (key, name) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+        ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+    ] {
+        if let Some(id) = text_raw[name]
+            .as_u64()
+            .filter(|&id| (id as usize) < c.vocab_size)
+        {
+            w.metadata(key, GgufValue::U32(id as u32));
+        }
+    }
+    w.metadata("tokenizer.ggml.add_bos_token", GgufValue::Bool(false));
+    let template = match &files.chat_template {
+        Some(t) => Some(t.clone()),
+        None => crate::prompt::find_chat_template(
+            files.chat_template_json.as_deref(),
+            files.tokenizer_config_json.as_deref(),
+        )?,
+    };
+    if let Some(t) = template {
+        w.metadata("tokenizer.chat_template", s(&t));
+    }
+    Ok(())
+}
+
+fn clip_metadata(w: &mut GgufWriter, c: &Idefics3Config, files: &ModelFiles) -> Result<()> {
+    let v = &c.vision;
+    let processor = crate::preprocess::config::ImageProcessorConfig::from_files(
+        files.processor_config_json.as_deref(),
+        files.preprocessor_config_json.as_deref(),
+    )?
+    .ok_or_else(|| Error::MissingFile("preprocessor_config.json".into()))?;
+    w.metadata("clip.has_vision_encoder", GgufValue::Bool(true));
+    w.metadata("clip.projector_type", s("idefics3"));
+    w.metadata("clip.vision.projection_dim", u32v(c.text.hidden_size));
+    w.metadata("clip.vision.image_size", u32v(v.image_size));
+    w.metadata("clip.vision.patch_size", u32v(v.patch_size));
+    w.metadata("clip.vision.embedding_length", u32v(v.hidden_size));
+    w.metadata("clip.vision.feed_forward_length", u32v(v.intermediate_size));
+    w.metadata("clip.vision.block_count", u32v(v.num_hidden_layers));
+    w.metadata(
+        "clip.vision.attention.head_count",
+        u32v(v.num_attention_heads),
+    );
+    w.metadata(
+        "clip.vision.attention.layer_norm_epsilon",
+        GgufValue::F32(v.layer_norm_eps as f32),
+    );
+    w.metadata("clip.vision.image_mean", f32s(&processor.image_mean));
+    w.metadata("clip.vision.image_std", f32s(&processor.image_std));
+    w.metadata("clip.vision.projector.scale_factor", u32v(c.scale_factor));
+    w.metadata("clip.use_gelu", GgufValue::Bool(true));
+    if let Some(edge) = processor.size.longest_edge {
+        w.metadata("clip.vision.preproc_image_size", GgufValue::U32(edge));
+    }
+    w.metadata(KEY_PROCESSOR, s(&processor.to_json().to_string()));
+    Ok(())
+}
+
+/// The model a GGUF pair holds, as [`ModelFiles`]: the text file's config and tokenizer, the
+/// vision config from the mmproj, and the image processor from `captioner.processor_config`
+/// (or, for a llama.cpp file, from its `clip.vision.*` keys with Idefics3's defaults).
+pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
+    let mut files = ModelFiles::from_gguf(text)?;
+    let Weights::Gguf(text) = std::mem::replace(&mut files.weights, Weights::Gguf(Vec::new()))
+    else {
+        return Err(Error::Invalid("expected a GGUF text model".into()));
+    };
+    let g = Gguf::parse(&mmproj)?;
+    let req = |key: &str| -> Result<u64> {
+        g.get(key)
+            .and_then(GgufValue::as_u64)
+            .ok_or_else(|| Error::from(GgufError::MissingKey(key.into())))
+    };
+    if g.get("clip.projector_type").and_then(GgufValue::as_str) != Some("idefics3") {
+        return Err(Error::Invalid(
+            "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type)".into(),
+        ));
+    }
+    let eps = g
+        .get("clip.vision.attention.layer_norm_epsilon")
+        .and_then(GgufValue::as_f64)
+        .unwrap_or(1e-6);
+    let text_config: Value = serde_json::from_str(&files.config_json)
+        .map_err(|e| Error::config("config.json", e.to_string()))?;
+    let tokenizer: Value = serde_json::from_str(files.tokenizer_json.as_deref().unwrap_or("{}"))
+        .map_err(|e| Error::config("tokenizer.json", e.to_string()))?;
+    let image_token_id = tokenizer["model"]["vocab"]["<image>"]
+        .as_u64()
+        .or_else(|| {
+            tokenizer["added_tokens"]
+                .as_array()?
+                .iter()
+                .find(|t| t["content"] == "<image>")?["id"]
+                .as_u64()
+        })
+        .ok_or_else(|| Error::Invalid("the text model's vocabulary has no <image> token".into()))?;
+    let mut config = Map::new();
+    config.insert("model_type".into(), json!("idefics3"));
+    config.insert("image_token_id".into(), json!(image_token_id));
+    config.insert(
+        "scale_factor".into(),
+        json!(g
+            .get("clip.vision.projector.scale_factor")
+            .and_then(GgufValue::as_u64)
+            .unwrap_or(2)),
+    );
+    config.insert(
+        "tie_word_embeddings".into(),
+        text_config["tie_word_embeddings"].clone(),
+    );
+    config.insert(
+        "vision_config".into(),
+        json!({
+            "model_type": "idefics3_vision",
+            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_size": req("clip.vision.embedding_length")?,
+            "intermediate_size": req("clip.vision.feed_forward_length")?,
+            "num_hidden_layers": req("clip.vision.block_count")?,
+            "num_attention_heads": req("clip.vision.attention.head_count")?,
+            "image_size": req("clip.vision.image_size")?,
+            "patch_size": req("clip.vision.patch_size")?,
+            "num_channels": 3,
+            "layer_norm_eps": eps,
+        }),
+    );
+    config.insert("text_config".into(), text_config);
+    files.config_json = Value::Object(config).to_string();
+    files.preprocessor_config_json = Some(match g.get(KEY_PROCESSOR).and_then(GgufValue::as_str) {
+        Some(json) => json.to_string(),
+        None => {
+            let floats = |key: &str| -> Option<Vec<f64>> {
+                g.get(key)?
+                    .as_array()?
+                    .iter()
+                    .map(GgufValue::as_f64)
+                    .collect()
+            };
+            let tile = req("clip.vision.image_size")?;
+            let longest = g
+                .get("clip.vision.preproc_image_size")
+                .and_then(GgufValue::as_u64)
+                .unwrap_or(4 * tile);
+            json!({
+                "image_processor_type": "Idefics3ImageProcessor",
+                "do_resize": true,
+                "size": {"longest_edge": longest},
+                "max_image_size": {"longest_edge": tile},
+                "do_image_splitting": true,
+                "image_mean": floats("clip.vision.image_mean").unwrap_or(vec![0.5; 3]),
+                "image_std": floats("clip.vision.image_std").unwrap_or(vec![0.5; 3]),
+            })
+            .to_string()
+        }
+    });
+    let text_gguf = Gguf::parse(&text)?;
+    if let Some(g) = text_gguf.get(KEY_GENERATION).and_then(GgufValue::as_str) {
+        files.generation_config_json = Some(g.to_string());
+    }
+    files.weights = Weights::GgufPair { text, mmproj };
+    Ok(files)
+}
+
+/// The tensors of a pair under Hugging Face names: text tensors un-permuted, packed blocks kept
+/// packed.
+pub fn read_pair_weights(text: &[u8], mmproj: &[u8], set: &mut WeightSet) -> Result<()> {
+    let g = Gguf::parse(text)?;
+    for (gguf_name, _) in g.llama_hf_names()? {
+        let (name, stored) = g.llama_hf_stored(text, &gguf_name)?;
+        let name = match name.strip_prefix("model.") {
+            Some(rest) => format!("model.text_model.{rest}"),
+            None => name,
+        };
+        set.insert_stored(name, stored);
+    }
+    let g = Gguf::parse(mmproj)?;
+    let names = vision_names(&g)?;
+    for (gguf_name, hf_name) in names {
+        let stored = g.stored(mmproj, &gguf_name, None)?;
+        set.insert_stored(hf_name, stored);
+    }
+    Ok(())
+}
+
+/// `(GGUF name, Hugging Face name)` of every tensor of an Idefics3 mmproj.
+fn vision_names(g: &Gguf) -> Result<Vec<(String, String)>> {
+    let m = "model.vision_model";
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for name in g.tensor_names() {
+        let hf = match name {
+            "v.patch_embd.weight" => Some(format!("{m}.embeddings.patch_embedding.weight")),
+            "v.patch_embd.bias" => Some(format!("{m}.embeddings.patch_embedding.bias")),
+            "v.position_embd.weight" => Some(format!("{m}.embeddings.position_embedding.weight")),
+            "v.post_ln.weight" => Some(format!("{m}.post_layernorm.weight")),
+            "v.post_ln.bias" => Some(format!("{m}.post_layernorm.bias")),
+            "mm.model.fc.weight" => Some("model.connector.modality_projection.proj.weight".into()),
+            other => other.strip_prefix("v.blk.").and_then(|rest| {
+                let (layer, rest) = rest.split_once('.')?;
+                let (part, kind) = rest.rsplit_once('.')?;
+                let hf = match part {
+                    "attn_q" => "self_attn.q_proj",
+                    "attn_k" => "self_attn.k_proj",
+                    "attn_v" => "self_attn.v_proj",
+                    "attn_out" => "self_attn.out_proj",
+                    "ln1" => "layer_norm1",
+                    "ln2" => "layer_norm2",
+                    "ffn_up" => "mlp.fc1",
+                    "ffn_down" => "mlp.fc2",
+                    _ => return None,
+                };
+                Some(format!("{m}.encoder.layers.{layer}.{hf}.{kind}"))
+            }),
+        };
+        match hf {
+            Some(hf) => out.push((name.to_string(), hf)),
+            None => unknown.push(name.to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(GgufError::UnknownTensors {
+            architecture: "clip (idefics3)".into(),
+            names: unknown,
+        }
+        .into());
+    }
+    Ok(out)
+}
+
+/// Exact tensor bytes of each file of the pair, for a size table.
+pub fn planned_bytes(planned: &[Planned]) -> (usize, usize) {
+    let sum = |part| {
+        planned
+            .iter()
+            .filter(|t| t.part == part)
+            .map(Planned::bytes)
+            .sum()
+    };
+    (sum(Part::Text), sum(Part::Mmproj))
+}

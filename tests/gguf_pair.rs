@@ -1,0 +1,223 @@
+//! `captioner quantize` writes llama.cpp's GGUF pair (text model + mmproj) from a Hugging Face
+//! folder; the pair loads on its own (tokenizer, template, processor settings from metadata)
+//! and its packed blocks are the very bytes quantizing on load gives.
+
+mod common;
+
+use burn::tensor::Device;
+use captioner::config::ModelConfig;
+use captioner::weights::gguf_pair::{plan, Part, Planned};
+use captioner::weights::{Stored, WeightSet};
+use captioner::{
+    Engine, Flow, ImageLayout, ModelFiles, Precision, QuantType, Request, SamplingOptions,
+};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn quantize(model: &Path, ty: &str, out: &Path) -> Vec<PathBuf> {
+    let status = Command::new(env!("CARGO_BIN_EXE_captioner"))
+        .args(["quantize", "--model"])
+        .arg(model)
+        .args(["--type", ty, "--name", "tiny", "--out"])
+        .arg(out)
+        .status()
+        .expect("runs");
+    assert!(status.success());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .expect("out")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn caption(engine: &Engine) -> (Vec<u32>, Vec<f32>) {
+    let bytes = std::fs::read(fixtures().join("images/photo_256x256.webp")).expect("image");
+    let processed = engine.preprocess(&bytes, None).expect("preprocess");
+    let layout = ImageLayout {
+        rows: processed.rows,
+        cols: processed.cols,
+    };
+    let ids = engine
+        .prompt_ids(None, "Can you describe this image?", &[layout])
+        .expect("ids");
+    let (logits, _) = engine
+        .prefill(&ids, std::slice::from_ref(&processed))
+        .expect("prefill");
+    let request = Request {
+        prompt: "Can you describe this image?".into(),
+        sampling: SamplingOptions::greedy(12),
+        ..Request::default()
+    };
+    let tokens = engine
+        .caption(&[&bytes], &request, &mut |_| Flow::Continue)
+        .expect("caption")
+        .tokens;
+    (tokens, tensor_values(logits))
+}
+
+#[test]
+fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
+    let scratch = tempdir();
+    let cpu = Device::flex();
+    let model = fixtures().join("tiny-b");
+    let original = Engine::load(ModelFiles::from_path(&model).expect("files"), &cpu).expect("f32");
+    let mut source = WeightSet::new();
+    source
+        .read_safetensors(&std::fs::read(model.join("model.safetensors")).expect("weights"))
+        .expect("safetensors");
+
+    for (ty, quant) in [("q8_0", QuantType::Q8_0), ("q4_0", QuantType::Q4_0)] {
+        let out = scratch.join(ty);
+        let files = quantize(&model, ty, &out);
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let upper = ty.to_uppercase();
+        assert_eq!(
+            names,
+            [
+                format!("mmproj-tiny-{upper}.gguf"),
+                format!("tiny-{upper}.gguf")
+            ]
+        );
+
+        // The packed blocks in the files are the blocks of quantizing the original now.
+        let mut read = WeightSet::new();
+        captioner::weights::gguf_pair::read_pair_weights(
+            &std::fs::read(&files[1]).unwrap(),
+            &std::fs::read(&files[0]).unwrap(),
+            &mut read,
+        )
+        .expect("reads the pair");
+        let mut packed = 0;
+        for name in read.names().map(str::to_string).collect::<Vec<_>>() {
+            let Some(Stored::Blocks(blocks)) = read.take(&name) else {
+                continue;
+            };
+            let host = source.take(&name).expect("in the original").into_host();
+            let fresh = captioner::quant::BlockMatrix::quantize(
+                quant,
+                blocks.rows(),
+                blocks.cols(),
+                &host.data,
+            )
+            .expect("quantizes");
+            assert_eq!(blocks.ty(), quant, "{name}");
+            assert!(blocks.bytes() == fresh.bytes(), "{name}: blocks differ");
+            packed += 1;
+            source.insert(name, host);
+        }
+        // tiny-b: 3 text layers x 7 matrices, the embeddings, the head? (tied: no), the
+        // connector, and the vision MLP's fc2 (its other matrices are 48 wide: not whole blocks).
+        assert_eq!(packed, 3 * 7 + 1 + 1 + 2, "{ty}: packed tensors");
+
+        // The pair alone is a whole model: same prompt ids, and the captions of quantizing on load.
+        let pair =
+            Engine::load(ModelFiles::from_path(&out).expect("pair files"), &cpu).expect("pair");
+        for text in [
+            "Hello <image> world<end_of_utterance>",
+            "<row_1_col_2><global-img>x",
+        ] {
+            assert_eq!(
+                pair.prompter().encode(text).expect("encode"),
+                original.prompter().encode(text).expect("encode"),
+                "{text}"
+            );
+        }
+        let on_load = Engine::load_with(
+            ModelFiles::from_path(&model).expect("files"),
+            &cpu,
+            Precision::Uniform(quant),
+        )
+        .expect("on load");
+        let (pair_tokens, pair_logits) = caption(&pair);
+        let (load_tokens, load_logits) = caption(&on_load);
+        let diff = max_abs_diff(&pair_logits, &load_logits);
+        eprintln!("{ty}: pair vs quantize-on-load logits max diff {diff:.2e}");
+        // The vision embeddings are F16 in the file (exact for these bf16 weights but for
+        // values below f16's normal range), f32 when quantizing on load.
+        assert!(diff < 1e-4, "{ty}: {diff}");
+        assert_eq!(pair_tokens, load_tokens, "{ty}");
+    }
+}
+
+/// Exact bytes of every preset for SmolVLM-256M and -500M, from their shapes alone, plus the
+/// metadata a real pair carries (the tiny model has SmolVLM's very tokenizer).
+#[test]
+fn size_table_for_published_shapes() {
+    let scratch = tempdir();
+    let files = quantize(&fixtures().join("tiny-b"), "q4_0", &scratch.join("q4"));
+    let tiny: ModelConfig = ModelConfig::from_json(
+        &std::fs::read_to_string(fixtures().join("tiny-b/config.json")).unwrap(),
+    )
+    .unwrap();
+    let tiny_plan = plan(&tiny, Precision::Uniform(QuantType::Q4_0));
+    let padded = |t: &Planned| t.bytes().div_ceil(32) * 32;
+    let file_len = |f: &PathBuf| std::fs::metadata(f).unwrap().len() as usize;
+    let overhead = |part: Part, file: &PathBuf| {
+        file_len(file)
+            - tiny_plan
+                .iter()
+                .filter(|t| t.part == part)
+                .map(padded)
+                .sum::<usize>()
+    };
+    let (mmproj_meta, text_meta) = (
+        overhead(Part::Mmproj, &files[0]),
+        overhead(Part::Text, &files[1]),
+    );
+    eprintln!("metadata: text {text_meta} bytes (tokenizer and template), mmproj {mmproj_meta}");
+
+    let mut q4_256m = 0;
+    for shape in ["smolvlm-256m", "smolvlm-500m"] {
+        let config = ModelConfig::from_json(
+            &std::fs::read_to_string(fixtures().join("shapes").join(shape).join("config.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        for precision in [
+            Precision::Uniform(QuantType::Q8_0),
+            Precision::Uniform(QuantType::Q4_0),
+            Precision::Mixed,
+        ] {
+            let planned = plan(&config, precision);
+            let text: usize = planned
+                .iter()
+                .filter(|t| t.part == Part::Text)
+                .map(padded)
+                .sum();
+            let mmproj: usize = planned
+                .iter()
+                .filter(|t| t.part == Part::Mmproj)
+                .map(padded)
+                .sum();
+            let total = text + text_meta + mmproj + mmproj_meta;
+            eprintln!(
+                "{shape} {:>5}: text {:>11} + mmproj {:>11} = {total:>11} bytes ({:.1} MB)",
+                precision.name(),
+                text + text_meta,
+                mmproj + mmproj_meta,
+                total as f64 / 1e6
+            );
+            if shape == "smolvlm-256m" && precision == Precision::Uniform(QuantType::Q4_0) {
+                q4_256m = total;
+            }
+        }
+    }
+    // The default browser package: SmolVLM-256M at q4_0, at most 150 MB.
+    assert!(q4_256m <= 150_000_000, "{q4_256m} bytes");
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "captioner-pair-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
