@@ -12,6 +12,7 @@ use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
 use crate::quant::Precision;
 use crate::weights::{Loader, WeightSet};
 use burn::tensor::{Device, Tensor, TensorData};
+use std::sync::Arc;
 
 /// The default caption request.
 pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";
@@ -70,28 +71,35 @@ impl Engine {
 
     /// Like [`Engine::load`], holding the matrices as `precision` says: a bf16 safetensors
     /// folder can be quantized to Q8_0/Q4_0 as it loads, and a GGUF's blocks stay packed.
-    pub fn load_with(files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
+    pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let config = ModelConfig::from_json(&files.config_json)?;
-        let weights = match &files.weights {
+        // The files' bytes are moved in: packed blocks of a GGUF stay where they are read.
+        let weights = match std::mem::replace(&mut files.weights, Weights::Safetensors(Vec::new()))
+        {
             Weights::Safetensors(buffers) => {
                 let mut set = WeightSet::new();
                 for b in buffers {
-                    set.read_safetensors(b)?;
+                    set.read_safetensors(&b)?;
                 }
                 set
             }
             Weights::GgufPair { text, mmproj } => {
                 let mut set = WeightSet::new();
-                crate::weights::gguf_pair::read_pair_weights(text, mmproj, &mut set)?;
+                crate::weights::gguf_pair::read_pair_weights(
+                    &Arc::new(text),
+                    &Arc::new(mmproj),
+                    &mut set,
+                )?;
                 set
             }
             Weights::Gguf(bytes) => {
-                let gguf = crate::weights::gguf::Gguf::parse(bytes)?;
+                let bytes = Arc::new(bytes);
+                let gguf = crate::weights::gguf::Gguf::parse(&bytes)?;
                 let mut set = WeightSet::new();
                 // One tensor at a time, packed blocks kept as they are: the file is never
                 // widened to f32 as a whole.
                 for (gguf_name, _) in gguf.llama_hf_names()? {
-                    let (name, stored) = gguf.llama_hf_stored(bytes, &gguf_name)?;
+                    let (name, stored) = gguf.llama_hf_stored_in(&bytes, &gguf_name)?;
                     set.insert_stored(name, stored);
                 }
                 set

@@ -20,6 +20,7 @@ use burn::tensor::{DType, TensorData};
 use half::f16;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Elements per block in both formats.
 pub const BLOCK: usize = 32;
@@ -161,12 +162,27 @@ pub fn mixed_type(name: &str) -> QuantType {
 }
 
 /// A `[rows, cols]` matrix as ggml blocks, row-major, blocks along `cols`.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct BlockMatrix {
     ty: QuantType,
     rows: usize,
     cols: usize,
-    bytes: Vec<u8>,
+    data: Data,
+}
+
+/// Where the blocks live: their own buffer, or a range of a whole file's bytes (a GGUF read
+/// into memory), so loading a file does not copy its weights.
+#[derive(Clone)]
+enum Data {
+    Owned(Vec<u8>),
+    Shared { file: Arc<Vec<u8>>, start: usize },
+}
+
+impl PartialEq for BlockMatrix {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ty, self.rows, self.cols) == (other.ty, other.rows, other.cols)
+            && self.bytes() == other.bytes()
+    }
 }
 
 impl fmt::Debug for BlockMatrix {
@@ -199,8 +215,46 @@ impl BlockMatrix {
             ty,
             rows,
             cols,
-            bytes,
+            data: Data::Owned(bytes),
         })
+    }
+
+    /// Blocks at `start..` of `file`, without copying them.
+    pub fn from_shared(
+        ty: QuantType,
+        rows: usize,
+        cols: usize,
+        file: Arc<Vec<u8>>,
+        start: usize,
+    ) -> Result<Self> {
+        if !Self::fits(cols) {
+            return Err(Error::Weights(format!(
+                "a {ty} matrix needs a multiple of {BLOCK} columns, not {cols}"
+            )));
+        }
+        let len = ty.bytes_for(rows, cols);
+        if start.checked_add(len).is_none_or(|end| end > file.len()) {
+            return Err(Error::Weights(format!(
+                "a {ty} [{rows}, {cols}] matrix at byte {start} runs past the end of the file"
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data: Data::Shared { file, start },
+        })
+    }
+
+    /// The same blocks in a buffer of their own (so a shared file can be freed).
+    pub fn into_owned(self) -> Self {
+        match self.data {
+            Data::Owned(_) => self,
+            Data::Shared { .. } => Self {
+                data: Data::Owned(self.bytes().to_vec()),
+                ..self
+            },
+        }
     }
 
     /// Quantizes `data` (`[rows, cols]`, row-major) with llama.cpp's reference quantizer.
@@ -223,7 +277,12 @@ impl BlockMatrix {
 
     /// The packed blocks, exactly as GGUF stores them.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        match &self.data {
+            Data::Owned(bytes) => bytes,
+            Data::Shared { file, start } => {
+                &file[*start..*start + self.ty.bytes_for(self.rows, self.cols)]
+            }
+        }
     }
 
     fn row_bytes(&self) -> usize {
@@ -232,7 +291,7 @@ impl BlockMatrix {
 
     fn row_blocks(&self, r: usize) -> &[u8] {
         let n = self.row_bytes();
-        &self.bytes[r * n..(r + 1) * n]
+        &self.bytes()[r * n..(r + 1) * n]
     }
 
     /// Row `r` as f32, into `out` (`cols` long).
@@ -327,7 +386,7 @@ impl BlockMatrix {
             QuantType::Q4_0 => BLOCK / 2,
         };
         let mut bytes = Vec::with_capacity(n_blocks * size);
-        for block in self.bytes.chunks_exact(size) {
+        for block in self.bytes().chunks_exact(size) {
             match self.ty {
                 // An i8 code is already its byte of a little-endian word.
                 QuantType::Q8_0 => bytes.extend_from_slice(&block[2..]),
@@ -351,7 +410,7 @@ impl BlockMatrix {
             }
         }
         debug_assert_eq!(bytes.len(), n_blocks * value_bytes);
-        for block in self.bytes.chunks_exact(size) {
+        for block in self.bytes().chunks_exact(size) {
             bytes.extend_from_slice(&scale(block).to_le_bytes());
         }
         TensorData::from_bytes_vec(bytes, [self.rows, self.cols], DType::QFloat(scheme))

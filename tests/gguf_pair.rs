@@ -87,8 +87,8 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
         // The packed blocks in the files are the blocks of quantizing the original now.
         let mut read = WeightSet::new();
         captioner::weights::gguf_pair::read_pair_weights(
-            &std::fs::read(&files[1]).unwrap(),
-            &std::fs::read(&files[0]).unwrap(),
+            &std::sync::Arc::new(std::fs::read(&files[1]).unwrap()),
+            &std::sync::Arc::new(std::fs::read(&files[0]).unwrap()),
             &mut read,
         )
         .expect("reads the pair");

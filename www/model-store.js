@@ -24,32 +24,45 @@ function folder(url) {
   return base.endsWith('/') ? base : base + '/';
 }
 
-/** `[{name, bytes}]` of the model at `url`, from the cache when it holds all of them. */
+/**
+ * `[{name, bytes}]` of the model at `url`, from the cache when it holds all of them. `url` is a
+ * model folder, or a `.gguf` file: a text model, with its vision part when the same folder has
+ * `mmproj-<name>` next to it (llama.cpp's naming).
+ */
 export async function fromUrl(url, onProgress = () => {}) {
-  const base = folder(url);
+  // The cache keeps a model under a folder-like key; a .gguf file's key is its URL plus '/'.
+  const key = folder(url);
   const cache = await openCache();
-  const cached = cache && (await fromCache(cache, base));
+  const cached = cache && (await fromCache(cache, key));
   if (cached) {
     onProgress({ phase: 'cached', loaded: total(cached), total: total(cached) });
     return { files: cached, fromCache: true };
   }
-  const plan = [...REQUIRED.map((n) => [n, true]), ...OPTIONAL.map((n) => [n, false])];
+  const ggufName = key.endsWith('.gguf/') ? key.slice(0, -1).split('/').pop() : null;
+  const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
   const files = [];
-  for (const [name, required] of plan) {
-    const bytes = await download(base, name, required, () => {});
-    if (bytes) files.push({ name, bytes });
-  }
-  // Weights: one file, or the shards a safetensors index names.
-  let weights = ['model.safetensors'];
-  const index = await download(base, 'model.safetensors.index.json', false, () => {});
-  if (index) {
-    files.push({ name: 'model.safetensors.index.json', bytes: index });
-    weights = [...new Set(Object.values(JSON.parse(new TextDecoder().decode(index)).weight_map))];
+  let weights;
+  if (ggufName) {
+    weights = [[ggufName, true], [`mmproj-${ggufName}`, false]];
+  } else {
+    const plan = [...REQUIRED.map((n) => [n, true]), ...OPTIONAL.map((n) => [n, false])];
+    for (const [name, required] of plan) {
+      const bytes = await download(base, name, required, () => {});
+      if (bytes) files.push({ name, bytes });
+    }
+    // Weights: one file, or the shards a safetensors index names.
+    weights = [['model.safetensors', true]];
+    const index = await download(base, 'model.safetensors.index.json', false, () => {});
+    if (index) {
+      files.push({ name: 'model.safetensors.index.json', bytes: index });
+      const shards = new Set(Object.values(JSON.parse(new TextDecoder().decode(index)).weight_map));
+      weights = [...shards].map((name) => [name, true]);
+    }
   }
   const started = performance.now();
   let done = 0;
-  for (const name of weights) {
-    const bytes = await download(base, name, true, (loaded, size) =>
+  for (const [name, required] of weights) {
+    const bytes = await download(base, name, required, (loaded, size) =>
       onProgress({
         phase: 'download',
         file: name,
@@ -58,11 +71,12 @@ export async function fromUrl(url, onProgress = () => {}) {
         bytesPerSecond: ((done + loaded) * 1000) / Math.max(1, performance.now() - started),
       }),
     );
+    if (!bytes) continue;
     done += bytes.byteLength;
     files.push({ name, bytes });
   }
   let stored = false;
-  if (cache) stored = await store(cache, base, files);
+  if (cache) stored = await store(cache, key, files);
   return { files, fromCache: false, stored };
 }
 

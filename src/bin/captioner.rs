@@ -80,6 +80,11 @@ struct Quantize {
     /// Only print the size of every tensor type and file, from config.json alone.
     #[arg(long)]
     dry_run: bool,
+    /// Write random weights with the folder's shapes instead of reading safetensors: a
+    /// synthetic model for benchmarks (the folder needs config.json, the tokenizer and the
+    /// processor settings only). Its captions are noise.
+    #[arg(long)]
+    random_weights: bool,
 }
 
 #[derive(Args)]
@@ -242,10 +247,25 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
     let Some(out) = &args.out else {
         bail!("--out is required (or pass --dry-run)");
     };
-    let files = ModelFiles::from_path(&args.model)
-        .with_context(|| format!("reading the model at {}", args.model.display()))?;
-    let pair = write_pair(&files, args.precision, &stem)
-        .with_context(|| format!("converting {}", args.model.display()))?;
+    let pair = if args.random_weights {
+        let mut named = Vec::new();
+        for name in captioner::files::TEXT_FILES {
+            let path = args.model.join(name);
+            if path.is_file() {
+                named.push((name.to_string(), std::fs::read(&path)?));
+            }
+        }
+        // Any weights file stands in; the tensors are made up.
+        named.push(("model.safetensors".into(), Vec::new()));
+        let files = ModelFiles::from_named(named)
+            .with_context(|| format!("reading the model at {}", args.model.display()))?;
+        captioner::weights::gguf_pair::write_random_pair(&files, args.precision, 42)
+    } else {
+        let files = ModelFiles::from_path(&args.model)
+            .with_context(|| format!("reading the model at {}", args.model.display()))?;
+        write_pair(&files, args.precision, &stem)
+    }
+    .with_context(|| format!("converting {}", args.model.display()))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(name);
@@ -272,7 +292,11 @@ fn load(model: &std::path::Path, common: &Common) -> Result<Engine> {
     let engine = Engine::load_with(files, &device, common.precision)
         .with_context(|| format!("loading the model at {}", model.display()))?;
     if verbose {
-        eprintln!("model loaded in {:.2} s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "model loaded in {:.2} s{}",
+            start.elapsed().as_secs_f64(),
+            peak_memory().map_or(String::new(), |m| format!("; peak memory so far {m}"))
+        );
     }
     Ok(engine)
 }
@@ -348,8 +372,25 @@ fn main() -> Result<ExitCode> {
             if total > first { decode as f64 / (total - first) } else { 0.0 },
             total
         );
+        if let Some(m) = peak_memory() {
+            eprintln!("peak memory {m}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process's peak resident memory (Linux: `VmHWM`), for `--verbose`.
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{:.1} MB (RSS)", kb * 1024.0 / 1e6))
 }
 
 fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {

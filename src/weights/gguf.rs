@@ -40,6 +40,7 @@ use half::f16;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 #[path = "gguf_tokenizer.rs"]
 mod tokenizer;
@@ -1081,7 +1082,28 @@ impl Gguf {
                 names: vec![gguf_name.to_string()],
             })?;
         let heads = self.rope_heads(gguf_name)?;
-        Ok((hf_name, self.stored(bytes, gguf_name, heads)?))
+        Ok((hf_name, self.stored_impl(bytes, None, gguf_name, heads)?))
+    }
+
+    /// [`Gguf::llama_hf_stored`] with the blocks left in `file` (no copy) where their rows are
+    /// in order already.
+    pub fn llama_hf_stored_in(
+        &self,
+        file: &Arc<Vec<u8>>,
+        gguf_name: &str,
+    ) -> Result<(String, Stored)> {
+        self.require_llama()?;
+        let layers = self.req_u64("llama.block_count")?;
+        let hf_name =
+            llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
+                architecture: "llama".into(),
+                names: vec![gguf_name.to_string()],
+            })?;
+        let heads = self.rope_heads(gguf_name)?;
+        Ok((
+            hf_name,
+            self.stored_impl(file, Some(file), gguf_name, heads)?,
+        ))
     }
 
     /// The names of the file's tensors, in file order.
@@ -1096,6 +1118,26 @@ impl Gguf {
     pub fn stored(
         &self,
         bytes: &[u8],
+        gguf_name: &str,
+        rope_heads: Option<usize>,
+    ) -> Result<Stored> {
+        self.stored_impl(bytes, None, gguf_name, rope_heads)
+    }
+
+    /// [`Gguf::stored`] with packed blocks left in `file` (no copy) when no rows move.
+    pub fn stored_in(
+        &self,
+        file: &Arc<Vec<u8>>,
+        gguf_name: &str,
+        rope_heads: Option<usize>,
+    ) -> Result<Stored> {
+        self.stored_impl(file, Some(file), gguf_name, rope_heads)
+    }
+
+    fn stored_impl(
+        &self,
+        bytes: &[u8],
+        share: Option<&Arc<Vec<u8>>>,
         gguf_name: &str,
         rope_heads: Option<usize>,
     ) -> Result<Stored> {
@@ -1116,7 +1158,14 @@ impl Gguf {
         };
         let shape = info.shape();
         if let (Some(ty), [rows, cols]) = (packed, shape.as_slice()) {
-            let mut data = self.data_of(bytes, info)?.to_vec();
+            let slice = self.data_of(bytes, info)?;
+            if let (Some(file), None) = (share, rope_heads) {
+                let start = slice.as_ptr() as usize - file.as_ptr() as usize;
+                let blocks = BlockMatrix::from_shared(ty, *rows, *cols, file.clone(), start)
+                    .map_err(|e| bad(e.to_string()))?;
+                return Ok(Stored::Blocks(blocks));
+            }
+            let mut data = slice.to_vec();
             if let Some(n_head) = rope_heads {
                 data = unpermute_rope_rows(&data, &[*rows], n_head).map_err(bad)?;
             }

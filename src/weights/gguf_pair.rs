@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::files::{ModelFiles, Weights};
 use crate::quant::{BlockMatrix, Precision, QuantType, BLOCK};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// Metadata keys of this crate's own (llama.cpp ignores them).
 pub const KEY_PROCESSOR: &str = "captioner.processor_config";
@@ -224,21 +225,82 @@ pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Resul
             "quantize reads a Hugging Face folder (config.json and safetensors)".into(),
         ));
     };
-    let config = ModelConfig::from_json(&files.config_json)?;
-    let raw: Value = serde_json::from_str(&files.config_json)
-        .map_err(|e| Error::config("config.json", e.to_string()))?;
     let mut weights = WeightSet::new();
     for b in buffers {
         weights.read_safetensors(b)?;
     }
+    let config = ModelConfig::from_json(&files.config_json)?;
+    let (ModelConfig::Idefics3(Idefics3Config { text, .. }) | ModelConfig::Llama(text)) = &config;
+    if text.tie_word_embeddings {
+        weights.take("lm_head.weight");
+    }
+    let pair = write_pair_with(files, precision, name, &mut |t: &Planned| {
+        let host = weights
+            .take(&t.hf_name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?
+            .into_host();
+        if host.shape != t.shape {
+            return Err(Error::Weights(format!(
+                "{} is {:?}, expected {:?}",
+                t.hf_name, host.shape, t.shape
+            )));
+        }
+        Ok(host.data)
+    })?;
+    let extra: Vec<&str> = weights.names().collect();
+    if !extra.is_empty() {
+        return Err(Error::Weights(format!(
+            "tensors this model does not use: {}",
+            extra.join(", ")
+        )));
+    }
+    Ok(pair)
+}
+
+/// A pair of `files`' config, tokenizer and settings whose tensors are random: a synthetic
+/// model with a published model's exact shapes, for benchmarks (its captions are noise).
+/// Matrices are N(0, 0.02) as in the models' initialisation, norm weights 1, biases 0.
+pub fn write_random_pair(files: &ModelFiles, precision: Precision, seed: u64) -> Result<Pair> {
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    write_pair_with(files, precision, "synthetic", &mut |t: &Planned| {
+        let n: usize = t.shape.iter().product();
+        let norm = t.hf_name.contains("norm");
+        Ok(if t.shape.len() == 1 {
+            vec![if norm { 1.0 } else { 0.0 }; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    // Box-Muller.
+                    let (u, v) = (uniform(), uniform());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
+                })
+                .collect()
+        })
+    })
+}
+
+/// Writes the pair of `files`' config at `precision`, each tensor's values (f32, PyTorch
+/// layout) coming from `values`.
+pub fn write_pair_with(
+    files: &ModelFiles,
+    precision: Precision,
+    name: &str,
+    values: &mut dyn FnMut(&Planned) -> Result<Vec<f32>>,
+) -> Result<Pair> {
+    let config = ModelConfig::from_json(&files.config_json)?;
+    let raw: Value = serde_json::from_str(&files.config_json)
+        .map_err(|e| Error::config("config.json", e.to_string()))?;
     let planned = plan(&config, precision);
     let (text_cfg, text_raw) = match &config {
         ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
         ModelConfig::Llama(c) => (c, &raw),
     };
-    if text_cfg.tie_word_embeddings {
-        weights.take("lm_head.weight");
-    }
 
     let file_type = |part: Part| -> u32 {
         let types: Vec<GgmlType> = planned
@@ -283,24 +345,15 @@ pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Resul
     };
 
     for t in &planned {
-        let host = weights
-            .take(&t.hf_name)
-            .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?
-            .into_host();
-        if host.shape != t.shape {
-            return Err(Error::Weights(format!(
-                "{} is {:?}, expected {:?}",
-                t.hf_name, host.shape, t.shape
-            )));
-        }
+        let data = values(t)?;
         let heads = match t.gguf_name.rsplit('.').nth(1) {
             Some("attn_q") if t.part == Part::Text => Some(text_cfg.num_attention_heads),
             Some("attn_k") if t.part == Part::Text => Some(text_cfg.num_key_value_heads),
             _ => None,
         };
-        let values = match heads {
-            Some(n) => permute_rope_rows(&host.data, t.shape[0], n),
-            None => host.data,
+        let data = match heads {
+            Some(n) => permute_rope_rows(&data, t.shape[0], n),
+            None => data,
         };
         let writer = match t.part {
             Part::Text => &mut text,
@@ -309,15 +362,8 @@ pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Resul
                 .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
         };
         writer
-            .tensor(&t.gguf_name, &t.shape, &values, t.ty)
+            .tensor(&t.gguf_name, &t.shape, &data, t.ty)
             .map_err(|e| Error::Weights(e.to_string()))?;
-    }
-    let extra: Vec<&str> = weights.names().collect();
-    if !extra.is_empty() {
-        return Err(Error::Weights(format!(
-            "tensors this model does not use: {}",
-            extra.join(", ")
-        )));
     }
     let bytes = |w: &GgufWriter| -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -597,10 +643,14 @@ pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
 
 /// The tensors of a pair under Hugging Face names: text tensors un-permuted, packed blocks kept
 /// packed.
-pub fn read_pair_weights(text: &[u8], mmproj: &[u8], set: &mut WeightSet) -> Result<()> {
+pub fn read_pair_weights(
+    text: &Arc<Vec<u8>>,
+    mmproj: &Arc<Vec<u8>>,
+    set: &mut WeightSet,
+) -> Result<()> {
     let g = Gguf::parse(text)?;
     for (gguf_name, _) in g.llama_hf_names()? {
-        let (name, stored) = g.llama_hf_stored(text, &gguf_name)?;
+        let (name, stored) = g.llama_hf_stored_in(text, &gguf_name)?;
         let name = match name.strip_prefix("model.") {
             Some(rest) => format!("model.text_model.{rest}"),
             None => name,
@@ -610,7 +660,7 @@ pub fn read_pair_weights(text: &[u8], mmproj: &[u8], set: &mut WeightSet) -> Res
     let g = Gguf::parse(mmproj)?;
     let names = vision_names(&g)?;
     for (gguf_name, hf_name) in names {
-        let stored = g.stored(mmproj, &gguf_name, None)?;
+        let stored = g.stored_in(mmproj, &gguf_name, None)?;
         set.insert_stored(hf_name, stored);
     }
     Ok(())

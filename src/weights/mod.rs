@@ -224,6 +224,13 @@ impl<'a> Loader<'a> {
     pub fn embedding(&mut self, name: &str, vocab: usize, dim: usize) -> (Embedding, Weight) {
         match self.matrix(name, vocab, dim) {
             Stored::Blocks(b) => {
+                // On a GPU the table is the only thing left on the host: give it a buffer of
+                // its own so the file it was read from can be freed.
+                let b = if crate::models::linear::is_cpu(self.device) {
+                    b
+                } else {
+                    b.into_owned()
+                };
                 let b = Arc::new(b);
                 let head = Weight::packed_shared(b.clone(), self.device);
                 (Embedding::Blocks(b), head)

@@ -30,11 +30,11 @@ let browser;
 let scratch;
 
 before(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'captioner-browser-'));
   ({ server, url: origin } = await serve({
     root: join(repo, 'www'),
-    mounts: { '/fixtures/': fixtures },
+    mounts: { '/fixtures/': fixtures, '/scratch/': scratch },
   }));
-  scratch = mkdtempSync(join(tmpdir(), 'captioner-browser-'));
   browser = await launch('profile', { webgpu: true });
 });
 
@@ -66,10 +66,13 @@ after(async () => {
 });
 
 /** What the native program writes for the example rows. */
-function nativeOutput(extra = []) {
+const captioner = (args, options = {}) =>
+  execFileSync(process.env.CAPTIONER_BIN ?? join(repo, 'target/debug/captioner'), args, options);
+
+function nativeOutput(extra = [], model = join(fixtures, 'tiny-b')) {
   const out = join(scratch, `native-${Date.now()}.jsonl`);
-  execFileSync(process.env.CAPTIONER_BIN ?? join(repo, 'target/debug/captioner'), [
-    'caption-jsonl', '--model', join(fixtures, 'tiny-b'), '--input', example, '--output', out,
+  captioner([
+    'caption-jsonl', '--model', model, '--input', example, '--output', out,
     '--image-root', images, '--temperature', '0', '--max-tokens', String(MAX_TOKENS), ...extra,
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   return readFileSync(out, 'utf8');
@@ -207,6 +210,28 @@ test('quantized weights on WebGPU caption like native wgpu at the same quantizat
     assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
     await page.close();
   }
+});
+
+test('a GGUF pair written by captioner quantize loads from its URL and captions like native wgpu', async () => {
+  const pair = join(scratch, 'pair');
+  captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pair, '--type', 'q4_0', '--name', 'tiny'],
+    { stdio: 'ignore' });
+  const native = rowsOf(nativeOutput(['--device', 'gpu'], pair));
+  const { page, requests } = await openPage('/examples/embed.html?model=/scratch/pair/tiny-Q4_0.gguf');
+  await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
+  await page.getByTestId('go').click();
+  const out = await waitForText(page, 'output', /^(done|failed)/);
+  assert.match(out, /^done/, out);
+  const result = JSON.parse(await page.getByTestId('result').textContent());
+  assert.equal(result.caption, native[1].caption);
+  assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption]);
+  // The text model and its mmproj, found by llama.cpp's naming, and nothing else.
+  const model = requests
+    .map((u) => new URL(u).pathname)
+    .filter((path) => path.startsWith('/scratch/pair/'))
+    .map((path) => path.split('/').pop());
+  assert.deepEqual(model.sort(), ['mmproj-tiny-Q4_0.gguf', 'tiny-Q4_0.gguf']);
+  await page.close();
 });
 
 test('without WebGPU the page says so and runs on the CPU; a wrong model URL says what to do', async () => {
