@@ -53,11 +53,12 @@ impl QuantType {
         }
     }
 
-    /// llama.cpp's reference quantizer for this format (see [`crate::weights::gguf_write`]).
+    /// Quantizes whole blocks: Q8_0 with llama.cpp's reference quantizer (see
+    /// [`crate::weights::gguf_write`]), Q4_0 with [`quantize_q4_0_fitted`].
     fn quantize_row(self, x: &[f32]) -> Vec<u8> {
         match self {
             QuantType::Q8_0 => crate::weights::gguf_write::quantize_q8_0(x),
-            QuantType::Q4_0 => crate::weights::gguf_write::quantize_q4_0(x),
+            QuantType::Q4_0 => quantize_q4_0_fitted(x),
         }
     }
 }
@@ -417,6 +418,76 @@ impl BlockMatrix {
     }
 }
 
+/// Q4_0 blocks whose scale is fitted to the block rather than set by its largest value.
+///
+/// llama.cpp's reference maps the largest magnitude exactly to -8, which wastes a level on
+/// one value and rounds the 31 others coarsely. Here, as in llama.cpp's own `make_qx_quants`,
+/// a few candidate scales around that one are tried; for each, the codes are rounded and the
+/// least-squares scale for those codes computed; the block keeps the pair with the smallest
+/// squared error. Same format, so every reader reads it; never worse than the reference,
+/// which is among the candidates.
+pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / BLOCK * QuantType::Q4_0.block_bytes());
+    for block in x.chunks_exact(BLOCK) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in block {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let reference = max / -8.0;
+        let mut best = (f32::INFINITY, reference);
+        if reference != 0.0 {
+            for step in -9..=9 {
+                let inv = -(8.0 + 0.1 * step as f32) / max;
+                let (mut xq, mut qq) = (0f32, 0f32);
+                for &v in block {
+                    let q = (v * inv).round().clamp(-8.0, 7.0);
+                    xq += v * q;
+                    qq += q * q;
+                }
+                if qq == 0.0 {
+                    continue;
+                }
+                let d = f16::from_f32(xq / qq).to_f32();
+                let err = block_error(block, d);
+                if err < best.0 {
+                    best = (err, d);
+                }
+            }
+            let d_ref = f16::from_f32(reference).to_f32();
+            if block_error(block, d_ref) <= best.0 {
+                best.1 = d_ref;
+            }
+        }
+        let d = f16::from_f32(best.1);
+        out.extend_from_slice(&d.to_le_bytes());
+        let id = if d.to_f32() != 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        let q = |v: f32| ((v * id).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+        for j in 0..BLOCK / 2 {
+            out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
+        }
+    }
+    out
+}
+
+/// Squared error of a Q4_0 block quantized with scale `d` (codes rounded to nearest).
+fn block_error(block: &[f32], d: f32) -> f32 {
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    block
+        .iter()
+        .map(|&v| {
+            let q = (v * id).round().clamp(-8.0, 7.0);
+            (v - d * q).powi(2)
+        })
+        .sum()
+}
+
 fn scale(block: &[u8]) -> f32 {
     f16::from_le_bytes([block[0], block[1]]).to_f32()
 }
@@ -541,6 +612,33 @@ mod tests {
             let back: Vec<f32> = t.dequantize().into_data().try_to_vec::<f32>().unwrap();
             assert_eq!(back, w.dequantize(), "{ty}");
         }
+    }
+
+    #[test]
+    fn fitted_q4_0_is_never_worse_than_the_reference() {
+        let x = values(64 * 256, 9);
+        let reference = dequantize(
+            GgmlType::Q4_0,
+            &crate::weights::gguf_write::quantize_q4_0(&x),
+        )
+        .unwrap();
+        let fitted = dequantize(GgmlType::Q4_0, &quantize_q4_0_fitted(&x)).unwrap();
+        let sse = |y: &[f32], range: std::ops::Range<usize>| -> f64 {
+            range.map(|i| ((x[i] - y[i]) as f64).powi(2)).sum()
+        };
+        for b in 0..x.len() / BLOCK {
+            let r = b * BLOCK..(b + 1) * BLOCK;
+            assert!(
+                sse(&fitted, r.clone()) <= sse(&reference, r) * (1.0 + 1e-6),
+                "block {b}"
+            );
+        }
+        let (f, r) = (sse(&fitted, 0..x.len()), sse(&reference, 0..x.len()));
+        eprintln!(
+            "Q4_0 squared error: fitted {f:.4e}, reference {r:.4e} ({:.1} %)",
+            100.0 * f / r
+        );
+        assert!(f < 0.95 * r, "fitting gains little: {f} vs {r}");
     }
 
     #[test]

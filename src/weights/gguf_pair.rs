@@ -361,9 +361,21 @@ pub fn write_pair_with(
                 .as_mut()
                 .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
         };
-        writer
-            .tensor(&t.gguf_name, &t.shape, &data, t.ty)
-            .map_err(|e| Error::Weights(e.to_string()))?;
+        // Packed with the same quantizers as quantizing on load, so both give the same blocks.
+        let packed = match t.ty {
+            GgmlType::Q8_0 => Some(QuantType::Q8_0),
+            GgmlType::Q4_0 => Some(QuantType::Q4_0),
+            _ => None,
+        };
+        match (packed, t.shape.as_slice()) {
+            (Some(ty), [rows, cols]) => {
+                let blocks = BlockMatrix::quantize(ty, *rows, *cols, &data)?;
+                writer.tensor_bytes(&t.gguf_name, &t.shape, t.ty, blocks.bytes().to_vec());
+            }
+            _ => writer
+                .tensor(&t.gguf_name, &t.shape, &data, t.ty)
+                .map_err(|e| Error::Weights(e.to_string()))?,
+        }
     }
     let bytes = |w: &GgufWriter| -> Result<Vec<u8>> {
         let mut out = Vec::new();

@@ -122,6 +122,23 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Adds a tensor whose data is already in `ggml_type`'s layout (blocks quantized by the
+    /// caller), with its PyTorch-order shape.
+    pub fn tensor_bytes(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        ggml_type: GgmlType,
+        data: Vec<u8>,
+    ) {
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            ggml_type,
+            data,
+        });
+    }
+
     /// Writes the file: header, metadata, tensor table, then the aligned data.
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
         let mut head = Vec::new();
