@@ -429,13 +429,7 @@ impl BlockMatrix {
 pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / BLOCK * QuantType::Q4_0.block_bytes());
     for block in x.chunks_exact(BLOCK) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in block {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = crate::weights::gguf_write::largest_magnitude(block);
         let reference = max / -8.0;
         let mut best = (f32::INFINITY, reference);
         if reference != 0.0 {

@@ -8,9 +8,7 @@ use burn::tensor::Device;
 use captioner::config::ModelConfig;
 use captioner::weights::gguf_pair::{plan, Part, Planned};
 use captioner::weights::{Stored, WeightSet};
-use captioner::{
-    Engine, Flow, ImageLayout, ModelFiles, Precision, QuantType, Request, SamplingOptions,
-};
+use captioner::{Engine, ModelFiles, Precision, QuantType};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,31 +28,6 @@ fn quantize(model: &Path, ty: &str, out: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn caption(engine: &Engine) -> (Vec<u32>, Vec<f32>) {
-    let bytes = std::fs::read(fixtures().join("images/photo_256x256.webp")).expect("image");
-    let processed = engine.preprocess(&bytes, None).expect("preprocess");
-    let layout = ImageLayout {
-        rows: processed.rows,
-        cols: processed.cols,
-    };
-    let ids = engine
-        .prompt_ids(None, "Can you describe this image?", &[layout])
-        .expect("ids");
-    let (logits, _) = engine
-        .prefill(&ids, std::slice::from_ref(&processed))
-        .expect("prefill");
-    let request = Request {
-        prompt: "Can you describe this image?".into(),
-        sampling: SamplingOptions::greedy(12),
-        ..Request::default()
-    };
-    let tokens = engine
-        .caption(&[&bytes], &request, &mut |_| Flow::Continue)
-        .expect("caption")
-        .tokens;
-    (tokens, tensor_values(logits))
 }
 
 #[test]
@@ -133,8 +106,8 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
             Precision::Uniform(quant),
         )
         .expect("on load");
-        let (pair_tokens, pair_logits) = caption(&pair);
-        let (load_tokens, load_logits) = caption(&on_load);
+        let (pair_tokens, pair_logits) = caption_tokens(&pair, "photo_256x256.webp", 12);
+        let (load_tokens, load_logits) = caption_tokens(&on_load, "photo_256x256.webp", 12);
         let diff = max_abs_diff(&pair_logits, &load_logits);
         eprintln!("{ty}: pair vs quantize-on-load logits max diff {diff:.2e}");
         // The vision embeddings are F16 in the file (exact for these bf16 weights but for

@@ -6,36 +6,15 @@
 mod common;
 
 use burn::tensor::{Device, DeviceKind};
-use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions};
+use captioner::{Engine, ModelFiles};
 use common::*;
 
-fn caption_tokens(model: &str, device: &Device, image: &str) -> (Vec<u32>, Vec<f32>) {
-    let engine = Engine::load(
+fn load(model: &str, device: &Device) -> Engine {
+    Engine::load(
         ModelFiles::from_path(&fixtures().join(model)).expect("files"),
         device,
     )
-    .expect("load");
-    let bytes = std::fs::read(fixtures().join("images").join(image)).expect("image");
-    let processed = engine.preprocess(&bytes, None).expect("preprocess");
-    let layout = captioner::ImageLayout {
-        rows: processed.rows,
-        cols: processed.cols,
-    };
-    let ids = engine
-        .prompt_ids(None, "Can you describe this image?", &[layout])
-        .expect("ids");
-    let (logits, _) = engine
-        .prefill(&ids, std::slice::from_ref(&processed))
-        .expect("prefill");
-    let request = Request {
-        prompt: "Can you describe this image?".into(),
-        sampling: SamplingOptions::greedy(16),
-        ..Request::default()
-    };
-    let generation = engine
-        .caption(&[&bytes], &request, &mut |_| Flow::Continue)
-        .expect("caption");
-    (generation.tokens, tensor_values(logits))
+    .expect("load")
 }
 
 #[test]
@@ -49,8 +28,8 @@ fn wgpu_matches_cpu_on_tiny_models() {
         ("tiny-a", "small_100x80.png"),
         ("tiny-b", "photo_256x256.webp"),
     ] {
-        let (cpu_tokens, cpu_logits) = caption_tokens(model, &Device::flex(), image);
-        let (gpu_tokens, gpu_logits) = caption_tokens(model, &gpu, image);
+        let (cpu_tokens, cpu_logits) = caption_tokens(&load(model, &Device::flex()), image, 16);
+        let (gpu_tokens, gpu_logits) = caption_tokens(&load(model, &gpu), image, 16);
         let diff = max_abs_diff(&cpu_logits, &gpu_logits);
         eprintln!("{model}: wgpu vs cpu last-logit max diff {diff:.2e}, tokens {gpu_tokens:?}");
         assert!(diff <= 1e-3, "{model}: logits differ by {diff}");

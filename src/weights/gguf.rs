@@ -1074,14 +1074,7 @@ impl Gguf {
     /// Like [`Gguf::llama_hf_tensor`], but a Q8_0 or Q4_0 matrix comes back as its packed
     /// blocks, untouched (rows un-permuted whole), instead of as f32.
     pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, Stored)> {
-        self.require_llama()?;
-        let layers = self.req_u64("llama.block_count")?;
-        let hf_name =
-            llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
-                architecture: "llama".into(),
-                names: vec![gguf_name.to_string()],
-            })?;
-        let heads = self.rope_heads(gguf_name)?;
+        let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
         Ok((hf_name, self.stored_impl(bytes, None, gguf_name, heads)?))
     }
 
@@ -1092,6 +1085,13 @@ impl Gguf {
         file: &Arc<Vec<u8>>,
         gguf_name: &str,
     ) -> Result<(String, Stored)> {
+        let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
+        let stored = self.stored_impl(file, Some(file), gguf_name, heads)?;
+        Ok((hf_name, stored))
+    }
+
+    /// The Hugging Face name of a llama tensor and the head count its rows were permuted by.
+    fn llama_name_and_heads(&self, gguf_name: &str) -> Result<(String, Option<usize>)> {
         self.require_llama()?;
         let layers = self.req_u64("llama.block_count")?;
         let hf_name =
@@ -1099,11 +1099,7 @@ impl Gguf {
                 architecture: "llama".into(),
                 names: vec![gguf_name.to_string()],
             })?;
-        let heads = self.rope_heads(gguf_name)?;
-        Ok((
-            hf_name,
-            self.stored_impl(file, Some(file), gguf_name, heads)?,
-        ))
+        Ok((hf_name, self.rope_heads(gguf_name)?))
     }
 
     /// The names of the file's tensors, in file order.

@@ -32,13 +32,7 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / BLOCK * 18);
     for block in x.chunks_exact(BLOCK) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in block {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = largest_magnitude(block);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -48,6 +42,18 @@ pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The value of largest magnitude (the first, on a tie), with its sign.
+pub fn largest_magnitude(block: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in block {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
 }
 
 struct TensorEntry {

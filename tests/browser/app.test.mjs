@@ -108,6 +108,23 @@ function assertLocal(requests) {
   }
 }
 
+/**
+ * Runs the embedding example at `query` on two pictures; asserts it finished and that its
+ * captions are the native ones (row 2 of the example is small_100x80.png alone, row 1
+ * photo_640x480.jpg). Resolves to the page's result, the page and its requests.
+ */
+async function embedMatches(query, native, label = query) {
+  const { page, requests } = await openPage(`/examples/embed.html?${query}`);
+  await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
+  await page.getByTestId('go').click();
+  const out = await waitForText(page, 'output', /^(done|failed)/);
+  assert.match(out, /^done/, `${label}: ${out}`);
+  const result = JSON.parse(await page.getByTestId('result').textContent());
+  assert.equal(result.caption, native[1].caption, label);
+  assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption], label);
+  return { result, page, requests };
+}
+
 const rowsOf = (text) => text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
 
 test('the page captions a JSONL with images like the native program, and the model comes from the cache the second time', async () => {
@@ -179,16 +196,8 @@ test('the page captions a JSONL with images like the native program, and the mod
 
 test('the embedding API captions an image and rows from an example page', async () => {
   const native = rowsOf(nativeOutput());
-  const { page, requests } = await openPage('/examples/embed.html?model=/fixtures/tiny-b/');
-  await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
-  await page.getByTestId('go').click();
-  const out = await waitForText(page, 'output', /^(done|failed)/);
-  assert.match(out, /^done/, out);
-  const result = JSON.parse(await page.getByTestId('result').textContent());
-  // Row 2 of the example is small_100x80.png alone with the default prompt.
-  assert.equal(result.caption, native[1].caption);
+  const { result, page, requests } = await embedMatches('model=/fixtures/tiny-b/', native);
   assert.equal(result.streamed, result.caption);
-  assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption]);
   assert.equal(result.rows[0].id, 'a');
   assertLocal(requests);
   await page.close();
@@ -198,14 +207,7 @@ test('quantized weights on WebGPU caption like native wgpu at the same quantizat
   for (const precision of ['q8_0', 'q4_0']) {
     const native = rowsOf(nativeOutput(['--device', 'gpu', '--precision', precision]));
     const unquantized = rowsOf(nativeOutput());
-    const { page } = await openPage(`/examples/embed.html?model=/fixtures/tiny-b/&precision=${precision}`);
-    await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
-    await page.getByTestId('go').click();
-    const out = await waitForText(page, 'output', /^(done|failed)/);
-    assert.match(out, /^done/, `${precision}: ${out}`);
-    const result = JSON.parse(await page.getByTestId('result').textContent());
-    assert.equal(result.caption, native[1].caption, precision);
-    assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption], precision);
+    const { page } = await embedMatches(`model=/fixtures/tiny-b/&precision=${precision}`, native, precision);
     // The weights really were quantized: some caption of the example differs from f32's.
     assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
     await page.close();
@@ -217,14 +219,7 @@ test('a GGUF pair written by captioner quantize loads from its URL and captions 
   captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pair, '--type', 'q4_0', '--name', 'tiny'],
     { stdio: 'ignore' });
   const native = rowsOf(nativeOutput(['--device', 'gpu'], pair));
-  const { page, requests } = await openPage('/examples/embed.html?model=/scratch/pair/tiny-Q4_0.gguf');
-  await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
-  await page.getByTestId('go').click();
-  const out = await waitForText(page, 'output', /^(done|failed)/);
-  assert.match(out, /^done/, out);
-  const result = JSON.parse(await page.getByTestId('result').textContent());
-  assert.equal(result.caption, native[1].caption);
-  assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption]);
+  const { page, requests } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf', native);
   // The text model and its mmproj, found by llama.cpp's naming, and nothing else.
   const model = requests
     .map((u) => new URL(u).pathname)

@@ -76,3 +76,33 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn tensor_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().expect("f32 tensor")
 }
+
+/// Greedy caption tokens of `image` (a fixture image's name) with the default prompt, and the
+/// logits after the prompt.
+pub fn caption_tokens(
+    engine: &captioner::Engine,
+    image: &str,
+    tokens: usize,
+) -> (Vec<u32>, Vec<f32>) {
+    use captioner::{Flow, ImageLayout, Request, SamplingOptions};
+    let prompt = "Can you describe this image?";
+    let bytes = std::fs::read(fixtures().join("images").join(image)).expect("image");
+    let processed = engine.preprocess(&bytes, None).expect("preprocess");
+    let layout = ImageLayout {
+        rows: processed.rows,
+        cols: processed.cols,
+    };
+    let ids = engine.prompt_ids(None, prompt, &[layout]).expect("ids");
+    let (logits, _) = engine
+        .prefill(&ids, std::slice::from_ref(&processed))
+        .expect("prefill");
+    let request = Request {
+        prompt: prompt.into(),
+        sampling: SamplingOptions::greedy(tokens),
+        ..Request::default()
+    };
+    let generation = engine
+        .caption(&[&bytes], &request, &mut |_| Flow::Continue)
+        .expect("caption");
+    (generation.tokens, tensor_values(logits))
+}
