@@ -117,6 +117,69 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
     }
 }
 
+/// A pair made by llama.cpp's own converter (`tools/make_llamacpp_pair.sh`: tiny-b, text model
+/// and `--mmproj`, `--outtype q8_0`) is read as llama.cpp wrote it: llama.cpp's Q8_0 is the
+/// reference quantizer, so its blocks, and the captions, equal quantizing tiny-b on load. The
+/// image processor comes from the `clip.vision.*` keys (the file has no `captioner.*` ones).
+#[test]
+fn llama_cpp_converter_pair_equals_quantizing_on_load() {
+    let cpu = Device::flex();
+    let dir = fixtures().join("llamacpp-pair");
+    let pair = Engine::load(ModelFiles::from_path(&dir).expect("pair files"), &cpu).expect("pair");
+    let model = fixtures().join("tiny-b");
+    let on_load = Engine::load_with(
+        ModelFiles::from_path(&model).expect("files"),
+        &cpu,
+        Precision::Uniform(QuantType::Q8_0),
+    )
+    .expect("on load");
+    for text in [
+        "Hello <image> world<end_of_utterance>",
+        "<row_1_col_2><global-img>x",
+    ] {
+        assert_eq!(
+            pair.prompter().encode(text).expect("encode"),
+            on_load.prompter().encode(text).expect("encode"),
+            "{text}"
+        );
+    }
+    let (pair_tokens, pair_logits) = caption_tokens(&pair, "photo_256x256.webp", 12);
+    let (load_tokens, load_logits) = caption_tokens(&on_load, "photo_256x256.webp", 12);
+    let diff = max_abs_diff(&pair_logits, &load_logits);
+    eprintln!("llama.cpp's pair vs quantize-on-load: logits max diff {diff:.2e}");
+    assert!(diff < 1e-4, "{diff}");
+    assert_eq!(pair_tokens, load_tokens);
+
+    let mut read = WeightSet::new();
+    let file = |name: &str| std::sync::Arc::new(std::fs::read(dir.join(name)).unwrap());
+    captioner::weights::gguf_pair::read_pair_weights(
+        &file("tiny-b-Q8_0.gguf"),
+        &file("mmproj-tiny-b-Q8_0.gguf"),
+        &mut read,
+    )
+    .expect("reads");
+    let mut source = WeightSet::new();
+    source
+        .read_safetensors(&std::fs::read(model.join("model.safetensors")).unwrap())
+        .unwrap();
+    let mut packed = 0;
+    for name in read.names().map(str::to_string).collect::<Vec<_>>() {
+        if let Some(Stored::Blocks(blocks)) = read.take(&name) {
+            let host = source.take(&name).expect("in tiny-b").into_host();
+            let ours = captioner::quant::BlockMatrix::quantize(
+                QuantType::Q8_0,
+                blocks.rows(),
+                blocks.cols(),
+                &host.data,
+            )
+            .unwrap();
+            assert!(blocks == ours, "{name}");
+            packed += 1;
+        }
+    }
+    assert!(packed >= 20, "{packed} packed tensors");
+}
+
 /// Exact bytes of every preset for SmolVLM-256M and -500M, from their shapes alone, plus the
 /// metadata a real pair carries (the tiny model has SmolVLM's very tokenizer).
 #[test]
@@ -127,7 +190,7 @@ fn size_table_for_published_shapes() {
         &std::fs::read_to_string(fixtures().join("tiny-b/config.json")).unwrap(),
     )
     .unwrap();
-    let tiny_plan = plan(&tiny, Precision::Uniform(QuantType::Q4_0));
+    let tiny_plan = plan(&tiny, Precision::Uniform(QuantType::Q4_0), false);
     let padded = |t: &Planned| t.bytes().div_ceil(32) * 32;
     let file_len = |f: &PathBuf| std::fs::metadata(f).unwrap().len() as usize;
     let overhead = |part: Part, file: &PathBuf| {
@@ -156,7 +219,7 @@ fn size_table_for_published_shapes() {
             Precision::Uniform(QuantType::Q4_0),
             Precision::Mixed,
         ] {
-            let planned = plan(&config, precision);
+            let planned = plan(&config, precision, false);
             let text: usize = planned
                 .iter()
                 .filter(|t| t.part == Part::Text)

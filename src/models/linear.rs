@@ -14,13 +14,18 @@ use std::sync::Arc;
 /// is far faster per element than re-reading blocks for hundreds of rows.
 const CPU_BLOCK_ROWS: usize = 8;
 
+/// The largest buffer a WebGPU device binds to a shader unless asked for more
+/// (`maxStorageBufferBindingSize`'s default): an f32 table past it is split.
+pub const MAX_BINDING_BYTES: usize = 128 << 20;
+
 /// A weight `y = x · Wᵀ` multiplies by.
 #[derive(Debug, Clone)]
 pub enum Weight {
-    /// f32, `[in, out]` (transposed once at load).
-    Dense(Tensor<2>),
+    /// f32, `[in, out]` (transposed once at load), as column blocks that each fit one GPU
+    /// binding (one block on the CPU, and for all but the largest tables).
+    Dense(Vec<Tensor<2>>),
     /// A burn quantized tensor `[out, in]` on a GPU backend.
-    Packed(Tensor<2>),
+    Packed(Box<Tensor<2>>),
     /// ggml blocks `[out, in]` in host memory, for the CPU backend.
     Blocks(Arc<BlockMatrix>),
 }
@@ -28,7 +33,33 @@ pub enum Weight {
 impl Weight {
     /// From a PyTorch-layout `[out, in]` host tensor.
     pub fn dense(host: HostTensor, device: &Device) -> Self {
-        Weight::Dense(host.transposed().to_device(device))
+        let limit = if is_cpu(device) {
+            usize::MAX
+        } else {
+            MAX_BINDING_BYTES
+        };
+        Self::dense_split(host, device, limit)
+    }
+
+    /// [`Weight::dense`] with the `[in, out]` matrix cut into column blocks of at most
+    /// `max_bytes` each.
+    pub fn dense_split(host: HostTensor, device: &Device, max_bytes: usize) -> Self {
+        let (rows, cols) = (host.shape[0], host.shape[1]);
+        let per_block = (max_bytes / (4 * cols.max(1))).max(1);
+        if per_block >= rows {
+            return Weight::Dense(vec![host.transposed().to_device(device)]);
+        }
+        // Rows of `[out, in]` are the columns of `[in, out]`: each block is a run of them.
+        let blocks = host
+            .data
+            .chunks(per_block * cols)
+            .map(|chunk| {
+                HostTensor::new(vec![chunk.len() / cols, cols], chunk.to_vec())
+                    .transposed()
+                    .to_device(device)
+            })
+            .collect();
+        Weight::Dense(blocks)
     }
 
     pub fn packed(blocks: BlockMatrix, device: &Device) -> Self {
@@ -41,13 +72,13 @@ impl Weight {
         if is_cpu(device) {
             Weight::Blocks(blocks)
         } else {
-            Weight::Packed(Tensor::from_data(blocks.to_burn(), device))
+            Weight::Packed(Box::new(Tensor::from_data(blocks.to_burn(), device)))
         }
     }
 
     fn out_features(&self) -> usize {
         match self {
-            Weight::Dense(w) => w.dims()[1],
+            Weight::Dense(blocks) => blocks.iter().map(|w| w.dims()[1]).sum(),
             Weight::Packed(w) => w.dims()[0],
             Weight::Blocks(b) => b.rows(),
         }
@@ -56,8 +87,14 @@ impl Weight {
     /// `x` `[m, in]` -> `[m, out]`.
     fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
-            Weight::Dense(w) => x.matmul(w.clone()),
-            Weight::Packed(w) => x.matmul(w.clone().transpose()),
+            Weight::Dense(blocks) => match blocks.as_slice() {
+                [w] => x.matmul(w.clone()),
+                _ => Tensor::cat(
+                    blocks.iter().map(|w| x.clone().matmul(w.clone())).collect(),
+                    1,
+                ),
+            },
+            Weight::Packed(w) => x.matmul(w.as_ref().clone().transpose()),
             Weight::Blocks(b) => {
                 let [m, k] = x.dims();
                 let device = x.device();
@@ -120,6 +157,8 @@ impl Linear {
 #[allow(clippy::large_enum_variant)]
 pub enum Embedding {
     Dense(Tensor<2>),
+    /// f32 rows in host memory, copied on lookup: a table too large for one GPU binding.
+    Host(Arc<HostTensor>),
     /// Packed rows, dequantized on lookup (host memory, on every backend).
     Blocks(Arc<BlockMatrix>),
 }
@@ -133,6 +172,15 @@ impl Embedding {
                 let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
                 let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [len]), device);
                 table.clone().select(0, ids)
+            }
+            Embedding::Host(table) => {
+                let dim = table.shape[1];
+                let mut rows = Vec::with_capacity(len * dim);
+                for &id in ids {
+                    let start = id as usize * dim;
+                    rows.extend_from_slice(&table.data[start..start + dim]);
+                }
+                Tensor::from_data(TensorData::new(rows, [len, dim]), device)
             }
             Embedding::Blocks(b) => {
                 let dim = b.cols();
@@ -151,6 +199,35 @@ impl Embedding {
 mod tests {
     use super::*;
     use crate::quant::QuantType;
+
+    #[test]
+    fn split_dense_weight_matches_one_block() {
+        let device = Device::flex();
+        let (out, inp) = (10, 6);
+        let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.37).sin()).collect();
+        let whole = Linear::new(
+            Weight::dense(HostTensor::new(vec![out, inp], w.clone()), &device),
+            None,
+        );
+        // Blocks of 3 output columns (3 * 6 * 4 bytes), the last one of 1.
+        let split = Weight::dense_split(HostTensor::new(vec![out, inp], w), &device, 3 * inp * 4);
+        assert!(matches!(&split, Weight::Dense(blocks) if blocks.len() == 4));
+        let split = Linear::new(split, None);
+        let x = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..2 * inp).map(|i| i as f32 - 5.0).collect::<Vec<_>>(),
+                [1, 2, inp],
+            ),
+            &device,
+        );
+        let a: Vec<f32> = whole
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = split.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn block_linear_matches_dense_on_both_paths() {

@@ -56,10 +56,11 @@ impl Planned {
 
 /// Every tensor of the model's GGUF file(s) at `precision`, in file order. Vectors stay F32,
 /// and so does a matrix whose rows are not whole blocks. The vision tower's patch and position
-/// embeddings are F16: llama.cpp's converter keeps them F32, but at SmolVLM-256M's size the
-/// 2.75 MB saved is what brings the q4_0 pair under 150 MB, and F16 holds a bf16 checkpoint's
-/// values exactly except below F16's normal range (|x| < 6.1e-5).
-pub fn plan(config: &ModelConfig, precision: Precision) -> Vec<Planned> {
+/// embeddings are F16 (exact for a bf16 checkpoint's values but below F16's normal range,
+/// |x| < 6.1e-5): at SmolVLM-256M's size the 2.75 MB saved is what brings the q4_0 pair under
+/// 150 MB. llama.cpp adds the position embeddings to f32 activations and cannot take them as
+/// F16; `for_llama_cpp` keeps them F32, as its converter does (1.6 MB more).
+pub fn plan(config: &ModelConfig, precision: Precision, for_llama_cpp: bool) -> Vec<Planned> {
     let mut out = Vec::new();
     let (text, text_prefix) = match config {
         ModelConfig::Idefics3(c) => (&c.text, "model.text_model"),
@@ -67,6 +68,7 @@ pub fn plan(config: &ModelConfig, precision: Precision) -> Vec<Planned> {
     };
     let mut add = |part: Part, gguf_name: String, hf_name: String, shape: Vec<usize>| {
         let ty = match shape.as_slice() {
+            [_, _] if for_llama_cpp && hf_name.contains(".position_embedding.") => GgmlType::F32,
             [_, _, ..] if hf_name.contains(".embeddings.") => GgmlType::F16,
             [_, cols] if BlockMatrix::fits(*cols) => match precision.for_matrix(&hf_name) {
                 Some(QuantType::Q8_0) => GgmlType::Q8_0,
@@ -219,7 +221,12 @@ pub struct Pair {
 }
 
 /// Writes `files` (a Hugging Face folder with safetensors) as a GGUF pair at `precision`.
-pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Result<Pair> {
+pub fn write_pair(
+    files: &ModelFiles,
+    precision: Precision,
+    for_llama_cpp: bool,
+    name: &str,
+) -> Result<Pair> {
     let Weights::Safetensors(buffers) = &files.weights else {
         return Err(Error::Invalid(
             "quantize reads a Hugging Face folder (config.json and safetensors)".into(),
@@ -234,7 +241,7 @@ pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Resul
     if text.tie_word_embeddings {
         weights.take("lm_head.weight");
     }
-    let pair = write_pair_with(files, precision, name, &mut |t: &Planned| {
+    let pair = write_pair_with(files, precision, for_llama_cpp, name, &mut |t: &Planned| {
         let host = weights
             .take(&t.hf_name)
             .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?
@@ -260,7 +267,12 @@ pub fn write_pair(files: &ModelFiles, precision: Precision, name: &str) -> Resul
 /// A pair of `files`' config, tokenizer and settings whose tensors are random: a synthetic
 /// model with a published model's exact shapes, for benchmarks (its captions are noise).
 /// Matrices are N(0, 0.02) as in the models' initialisation, norm weights 1, biases 0.
-pub fn write_random_pair(files: &ModelFiles, precision: Precision, seed: u64) -> Result<Pair> {
+pub fn write_random_pair(
+    files: &ModelFiles,
+    precision: Precision,
+    for_llama_cpp: bool,
+    seed: u64,
+) -> Result<Pair> {
     let mut state = seed | 1;
     let mut uniform = move || {
         state ^= state << 13;
@@ -268,21 +280,27 @@ pub fn write_random_pair(files: &ModelFiles, precision: Precision, seed: u64) ->
         state ^= state << 17;
         ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
-    write_pair_with(files, precision, "synthetic", &mut |t: &Planned| {
-        let n: usize = t.shape.iter().product();
-        let norm = t.hf_name.contains("norm");
-        Ok(if t.shape.len() == 1 {
-            vec![if norm { 1.0 } else { 0.0 }; n]
-        } else {
-            (0..n)
-                .map(|_| {
-                    // Box-Muller.
-                    let (u, v) = (uniform(), uniform());
-                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
-                })
-                .collect()
-        })
-    })
+    write_pair_with(
+        files,
+        precision,
+        for_llama_cpp,
+        "synthetic",
+        &mut |t: &Planned| {
+            let n: usize = t.shape.iter().product();
+            let norm = t.hf_name.contains("norm");
+            Ok(if t.shape.len() == 1 {
+                vec![if norm { 1.0 } else { 0.0 }; n]
+            } else {
+                (0..n)
+                    .map(|_| {
+                        // Box-Muller.
+                        let (u, v) = (uniform(), uniform());
+                        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
+                    })
+                    .collect()
+            })
+        },
+    )
 }
 
 /// Writes the pair of `files`' config at `precision`, each tensor's values (f32, PyTorch
@@ -290,13 +308,14 @@ pub fn write_random_pair(files: &ModelFiles, precision: Precision, seed: u64) ->
 pub fn write_pair_with(
     files: &ModelFiles,
     precision: Precision,
+    for_llama_cpp: bool,
     name: &str,
     values: &mut dyn FnMut(&Planned) -> Result<Vec<f32>>,
 ) -> Result<Pair> {
     let config = ModelConfig::from_json(&files.config_json)?;
     let raw: Value = serde_json::from_str(&files.config_json)
         .map_err(|e| Error::config("config.json", e.to_string()))?;
-    let planned = plan(&config, precision);
+    let planned = plan(&config, precision, for_llama_cpp);
     let (text_cfg, text_raw) = match &config {
         ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
         ModelConfig::Llama(c) => (c, &raw),
@@ -413,6 +432,9 @@ fn llama_metadata(w: &mut GgufWriter, c: &TextConfig) {
         "llama.attention.layer_norm_rms_epsilon",
         GgufValue::F32(c.rms_norm_eps as f32),
     );
+    // llama.cpp assumes hidden / heads per head unless told (SmolVLM-256M: 576 / 9 = 64).
+    w.metadata("llama.attention.key_length", u32v(c.head_dim));
+    w.metadata("llama.attention.value_length", u32v(c.head_dim));
     w.metadata("llama.vocab_size", u32v(c.vocab_size));
     w.metadata("llama.rope.dimension_count", u32v(c.head_dim));
 }
@@ -489,15 +511,43 @@ fn tokenizer_metadata(
     w.metadata("tokenizer.ggml.tokens", GgufValue::Array(texts));
     w.metadata("tokenizer.ggml.token_type", GgufValue::Array(types));
     w.metadata("tokenizer.ggml.merges", GgufValue::Array(merges));
-    for (key, name) in [
-        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
-        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
-        ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+    // As llama.cpp's converter: the special tokens tokenizer_config.json names (SmolVLM's eos
+    // is `<end_of_utterance>`), else the config's ids.
+    let tokenizer_config: Value = files
+        .tokenizer_config_json
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    let id_of = |text: &str| -> Option<u64> {
+        vocab.get(text).and_then(Value::as_u64).or_else(|| {
+            json["added_tokens"]
+                .as_array()?
+                .iter()
+                .find(|t| t["content"] == text)?["id"]
+                .as_u64()
+        })
+    };
+    for (key, token, id_field) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token", "eos_token_id"),
+        (
+            "tokenizer.ggml.unknown_token_id",
+            "unk_token",
+            "unk_token_id",
+        ),
+        (
+            "tokenizer.ggml.padding_token_id",
+            "pad_token",
+            "pad_token_id",
+        ),
     ] {
-        if let Some(id) = text_raw[name]
-            .as_u64()
-            .filter(|&id| (id as usize) < c.vocab_size)
-        {
+        let named = &tokenizer_config[token];
+        let text = named.as_str().or_else(|| named["content"].as_str());
+        let id = text
+            .and_then(id_of)
+            .or_else(|| text_raw[id_field].as_u64())
+            .filter(|&id| (id as usize) < c.vocab_size);
+        if let Some(id) = id {
             w.metadata(key, GgufValue::U32(id as u32));
         }
     }

@@ -9,7 +9,7 @@ pub mod gguf_write;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
-use crate::models::linear::{Embedding, Linear, Weight};
+use crate::models::linear::{Embedding, Linear, Weight, MAX_BINDING_BYTES};
 use crate::quant::{BlockMatrix, Precision};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -238,7 +238,13 @@ impl<'a> Loader<'a> {
             other => {
                 let host = other.into_host();
                 let head = Weight::dense(host.clone(), self.device);
-                (Embedding::Dense(host.to_device(self.device)), head)
+                let too_big = host.data.len() * 4 > MAX_BINDING_BYTES;
+                let table = if too_big && !crate::models::linear::is_cpu(self.device) {
+                    Embedding::Host(Arc::new(host))
+                } else {
+                    Embedding::Dense(host.to_device(self.device))
+                };
+                (table, head)
             }
         }
     }
