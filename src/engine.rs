@@ -78,8 +78,15 @@ impl Engine {
         {
             Weights::Safetensors(buffers) => {
                 let mut set = WeightSet::new();
+                // Quantizing as it loads, a tensor is widened to f32 only when its turn comes;
+                // an f32 model is widened up front, which frees the file's bytes sooner.
+                let quantizing = matches!(precision, Precision::Uniform(_) | Precision::Mixed);
                 for b in buffers {
-                    set.read_safetensors(&b)?;
+                    if quantizing {
+                        set.read_safetensors_shared(Arc::new(b))?;
+                    } else {
+                        set.read_safetensors(&b)?;
+                    }
                 }
                 set
             }

@@ -107,7 +107,7 @@ impl Precision {
         match self {
             Precision::F32 => None,
             Precision::Auto => match stored {
-                Stored::Float(_) => None,
+                Stored::Float(_) | Stored::Raw(_) => None,
                 Stored::Blocks(b) => Some(b.ty()),
                 Stored::Dequantized(_) => Some(QuantType::Q8_0),
             },
@@ -437,7 +437,7 @@ pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
                 let inv = -(8.0 + 0.1 * step as f32) / max;
                 let (mut xq, mut qq) = (0f32, 0f32);
                 for &v in block {
-                    let q = (v * inv).round().clamp(-8.0, 7.0);
+                    let q = code4(v, inv) as f32;
                     xq += v * q;
                     qq += q * q;
                 }
@@ -462,7 +462,7 @@ pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
         } else {
             0.0
         };
-        let q = |v: f32| ((v * id).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+        let q = |v: f32| (code4(v, id) + 8) as u8;
         for j in 0..BLOCK / 2 {
             out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
         }
@@ -470,15 +470,20 @@ pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Squared error of a Q4_0 block quantized with scale `d` (codes rounded to nearest).
+/// The 4-bit code of `v` at inverse scale `inv`, rounded half up and clamped to `[-8, 7]`, as
+/// llama.cpp's reference does it (`trunc(x + 8.5)`): a float-to-int cast, where `round()`
+/// would be a library call per value on baseline x86-64.
+#[inline]
+fn code4(v: f32, inv: f32) -> i32 {
+    (v * inv + 8.5).clamp(0.0, 15.0) as i32 - 8
+}
+
+/// Squared error of a Q4_0 block quantized with scale `d`.
 fn block_error(block: &[f32], d: f32) -> f32 {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     block
         .iter()
-        .map(|&v| {
-            let q = (v * id).round().clamp(-8.0, 7.0);
-            (v - d * q).powi(2)
-        })
+        .map(|&v| (v - d * code4(v, id) as f32).powi(2))
         .sum()
 }
 

@@ -55,6 +55,8 @@ pub enum Stored {
     /// Another quantized format, dequantized on read: re-quantizing it loses little, and
     /// keeping it as f32 would cost four bytes a weight.
     Dequantized(HostTensor),
+    /// Exact floats still in the file's bytes (bf16/f16/f32), widened when taken.
+    Raw(safetensors::RawTensor),
 }
 
 impl Stored {
@@ -62,6 +64,7 @@ impl Stored {
         match self {
             Stored::Float(t) | Stored::Dequantized(t) => t.shape.clone(),
             Stored::Blocks(b) => vec![b.rows(), b.cols()],
+            Stored::Raw(r) => r.shape.clone(),
         }
     }
 
@@ -70,6 +73,7 @@ impl Stored {
         match self {
             Stored::Float(t) | Stored::Dequantized(t) => t,
             Stored::Blocks(b) => HostTensor::new(vec![b.rows(), b.cols()], b.dequantize()),
+            Stored::Raw(r) => r.into_host(),
         }
     }
 }

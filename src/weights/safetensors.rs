@@ -1,7 +1,71 @@
 //! Hugging Face safetensors from an in-memory buffer (the browser has no filesystem).
 //! bf16, f16 and f32 tensors are widened to f32 on load.
 
-use super::{HostTensor, WeightSet};
+use super::{HostTensor, Stored, WeightSet};
+use std::fmt;
+use std::sync::Arc;
+
+/// The element types a safetensors tensor may have here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawDtype {
+    F32,
+    BF16,
+    F16,
+}
+
+impl RawDtype {
+    /// The little-endian values of `raw` as f32 (exact for all three).
+    pub fn widen(self, raw: &[u8]) -> Vec<f32> {
+        match self {
+            RawDtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            RawDtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            RawDtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+}
+
+/// A tensor still in its file's bytes.
+#[derive(Clone)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    dtype: RawDtype,
+    file: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl RawTensor {
+    pub fn into_host(self) -> HostTensor {
+        let data = self
+            .dtype
+            .widen(&self.file[self.start..self.start + self.len]);
+        HostTensor::new(self.shape, data)
+    }
+}
+
+impl PartialEq for RawTensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape
+            && self.dtype == other.dtype
+            && self.file[self.start..self.start + self.len]
+                == other.file[other.start..other.start + other.len]
+    }
+}
+
+impl fmt::Debug for RawTensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawTensor({:?} {:?})", self.dtype, self.shape)
+    }
+}
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 
@@ -14,18 +78,9 @@ impl WeightSet {
         for (name, view) in file.tensors() {
             let raw = view.data();
             let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
+                Dtype::F32 => RawDtype::F32.widen(raw),
+                Dtype::BF16 => RawDtype::BF16.widen(raw),
+                Dtype::F16 => RawDtype::F16.widen(raw),
                 other => {
                     return Err(Error::Safetensors(format!(
                         "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
@@ -33,6 +88,41 @@ impl WeightSet {
                 }
             };
             self.insert(name, HostTensor::new(view.shape().to_vec(), data));
+        }
+        Ok(())
+    }
+
+    /// Like [`WeightSet::read_safetensors`], but each tensor stays in `file` until the loader
+    /// takes it, and is widened to f32 only then: a model quantized as it loads never holds
+    /// more than one f32 tensor at a time.
+    pub fn read_safetensors_shared(&mut self, file: Arc<Vec<u8>>) -> Result<()> {
+        let header =
+            SafeTensors::deserialize(&file).map_err(|e| Error::Safetensors(e.to_string()))?;
+        let mut found = Vec::new();
+        for (name, view) in header.tensors() {
+            let dtype = match view.dtype() {
+                Dtype::F32 => RawDtype::F32,
+                Dtype::BF16 => RawDtype::BF16,
+                Dtype::F16 => RawDtype::F16,
+                other => {
+                    return Err(Error::Safetensors(format!(
+                        "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
+                    )))
+                }
+            };
+            let start = view.data().as_ptr() as usize - file.as_ptr() as usize;
+            found.push((name, view.shape().to_vec(), dtype, start, view.data().len()));
+        }
+        drop(header);
+        for (name, shape, dtype, start, len) in found {
+            let raw = RawTensor {
+                shape,
+                dtype,
+                file: file.clone(),
+                start,
+                len,
+            };
+            self.insert_stored(name, Stored::Raw(raw));
         }
         Ok(())
     }
@@ -70,6 +160,22 @@ mod tests {
         let set = WeightSet::from_safetensors(&file(Dtype::F16, &f16, vec![1, 3])).unwrap();
         assert_eq!(set.tensors["w"].shape(), vec![1, 3]);
         assert_eq!(set.tensors["w"].clone().into_host().data, vals);
+    }
+
+    #[test]
+    fn shared_tensors_widen_when_taken() {
+        let vals = [1.5f32, -2.0, 0.25, 8.0];
+        let bf: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let mut set = WeightSet::new();
+        set.read_safetensors_shared(Arc::new(file(Dtype::BF16, &bf, vec![2, 2])))
+            .unwrap();
+        let stored = set.take("w").unwrap();
+        assert!(matches!(stored, Stored::Raw(_)));
+        assert_eq!(stored.shape(), vec![2, 2]);
+        assert_eq!(stored.into_host().data, vals);
     }
 
     #[test]
