@@ -431,28 +431,34 @@ pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
     for block in x.chunks_exact(BLOCK) {
         let max = crate::weights::gguf_write::largest_magnitude(block);
         let reference = max / -8.0;
-        let mut best = (f32::INFINITY, reference);
+        // The squared error of codes `q` at scale `d` is Σx² − 2d·Σxq + d²·Σq²: one pass over
+        // the block per candidate gives both sums (in f64, so near-equal candidates rank right).
+        let xx: f64 = block.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let sums = |inv: f32| {
+            block.iter().fold((0f64, 0f64), |(xq, qq), &v| {
+                let q = f64::from(code4(v, inv));
+                (xq + f64::from(v) * q, qq + q * q)
+            })
+        };
+        let error = |d: f32, (xq, qq): (f64, f64)| {
+            let d = f64::from(d);
+            xx - 2.0 * d * xq + d * d * qq
+        };
+        // The reference pair first: its own codes and its scale as stored.
+        let d_ref = f16::from_f32(reference).to_f32();
+        let mut best = (f64::INFINITY, d_ref);
         if reference != 0.0 {
+            best.0 = error(d_ref, sums(1.0 / reference));
             for step in -9..=9 {
-                let inv = -(8.0 + 0.1 * step as f32) / max;
-                let (mut xq, mut qq) = (0f32, 0f32);
-                for &v in block {
-                    let q = code4(v, inv) as f32;
-                    xq += v * q;
-                    qq += q * q;
-                }
+                let (xq, qq) = sums(-(8.0 + 0.1 * step as f32) / max);
                 if qq == 0.0 {
                     continue;
                 }
-                let d = f16::from_f32(xq / qq).to_f32();
-                let err = block_error(block, d);
+                let d = f16::from_f32((xq / qq) as f32).to_f32();
+                let err = error(d, (xq, qq));
                 if err < best.0 {
                     best = (err, d);
                 }
-            }
-            let d_ref = f16::from_f32(reference).to_f32();
-            if block_error(block, d_ref) <= best.0 {
-                best.1 = d_ref;
             }
         }
         let d = f16::from_f32(best.1);
@@ -476,15 +482,6 @@ pub fn quantize_q4_0_fitted(x: &[f32]) -> Vec<u8> {
 #[inline]
 fn code4(v: f32, inv: f32) -> i32 {
     (v * inv + 8.5).clamp(0.0, 15.0) as i32 - 8
-}
-
-/// Squared error of a Q4_0 block quantized with scale `d`.
-fn block_error(block: &[f32], d: f32) -> f32 {
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    block
-        .iter()
-        .map(|&v| (v - d * code4(v, id) as f32).powi(2))
-        .sum()
 }
 
 fn scale(block: &[u8]) -> f32 {
