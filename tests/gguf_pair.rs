@@ -65,24 +65,7 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
             &mut read,
         )
         .expect("reads the pair");
-        let mut packed = 0;
-        for name in read.names().map(str::to_string).collect::<Vec<_>>() {
-            let Some(Stored::Blocks(blocks)) = read.take(&name) else {
-                continue;
-            };
-            let host = source.take(&name).expect("in the original").into_host();
-            let fresh = captioner::quant::BlockMatrix::quantize(
-                quant,
-                blocks.rows(),
-                blocks.cols(),
-                &host.data,
-            )
-            .expect("quantizes");
-            assert_eq!(blocks.ty(), quant, "{name}");
-            assert!(blocks.bytes() == fresh.bytes(), "{name}: blocks differ");
-            packed += 1;
-            source.insert(name, host);
-        }
+        let packed = blocks_equal_fresh(&mut read, &mut source, quant);
         // tiny-b: 3 text layers x 7 matrices, the embeddings, the head? (tied: no), the
         // connector, and the vision MLP's fc2 (its other matrices are 48 wide: not whole blocks).
         assert_eq!(packed, 3 * 7 + 1 + 1 + 2, "{ty}: packed tensors");
@@ -90,16 +73,7 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
         // The pair alone is a whole model: same prompt ids, and the captions of quantizing on load.
         let pair =
             Engine::load(ModelFiles::from_path(&out).expect("pair files"), &cpu).expect("pair");
-        for text in [
-            "Hello <image> world<end_of_utterance>",
-            "<row_1_col_2><global-img>x",
-        ] {
-            assert_eq!(
-                pair.prompter().encode(text).expect("encode"),
-                original.prompter().encode(text).expect("encode"),
-                "{text}"
-            );
-        }
+        assert_same_encoding(&pair, &original);
         let on_load = Engine::load_with(
             ModelFiles::from_path(&model).expect("files"),
             &cpu,
@@ -133,16 +107,7 @@ fn llama_cpp_converter_pair_equals_quantizing_on_load() {
         Precision::Uniform(QuantType::Q8_0),
     )
     .expect("on load");
-    for text in [
-        "Hello <image> world<end_of_utterance>",
-        "<row_1_col_2><global-img>x",
-    ] {
-        assert_eq!(
-            pair.prompter().encode(text).expect("encode"),
-            on_load.prompter().encode(text).expect("encode"),
-            "{text}"
-        );
-    }
+    assert_same_encoding(&pair, &on_load);
     let (pair_tokens, pair_logits) = caption_tokens(&pair, "photo_256x256.webp", 12);
     let (load_tokens, load_logits) = caption_tokens(&on_load, "photo_256x256.webp", 12);
     let diff = max_abs_diff(&pair_logits, &load_logits);
@@ -162,21 +127,7 @@ fn llama_cpp_converter_pair_equals_quantizing_on_load() {
     source
         .read_safetensors(&std::fs::read(model.join("model.safetensors")).unwrap())
         .unwrap();
-    let mut packed = 0;
-    for name in read.names().map(str::to_string).collect::<Vec<_>>() {
-        if let Some(Stored::Blocks(blocks)) = read.take(&name) {
-            let host = source.take(&name).expect("in tiny-b").into_host();
-            let ours = captioner::quant::BlockMatrix::quantize(
-                QuantType::Q8_0,
-                blocks.rows(),
-                blocks.cols(),
-                &host.data,
-            )
-            .unwrap();
-            assert!(blocks == ours, "{name}");
-            packed += 1;
-        }
-    }
+    let packed = blocks_equal_fresh(&mut read, &mut source, QuantType::Q8_0);
     assert!(packed >= 20, "{packed} packed tensors");
 }
 
@@ -245,6 +196,44 @@ fn size_table_for_published_shapes() {
     }
     // The default browser package: SmolVLM-256M at q4_0, at most 150 MB.
     assert!(q4_256m <= 150_000_000, "{q4_256m} bytes");
+}
+
+/// Every packed tensor of `read` has the blocks of quantizing `source`'s tensor to `quant` now;
+/// returns how many there were.
+fn blocks_equal_fresh(read: &mut WeightSet, source: &mut WeightSet, quant: QuantType) -> usize {
+    let mut packed = 0;
+    for name in read.names().map(str::to_string).collect::<Vec<_>>() {
+        let Some(Stored::Blocks(blocks)) = read.take(&name) else {
+            continue;
+        };
+        let host = source.take(&name).expect("in the original").into_host();
+        let fresh = captioner::quant::BlockMatrix::quantize(
+            quant,
+            blocks.rows(),
+            blocks.cols(),
+            &host.data,
+        )
+        .expect("quantizes");
+        assert_eq!(blocks.ty(), quant, "{name}");
+        assert!(blocks == fresh, "{name}: blocks differ");
+        packed += 1;
+        source.insert(name, host);
+    }
+    packed
+}
+
+/// Both models' tokenizers give the same ids, special tokens included.
+fn assert_same_encoding(a: &Engine, b: &Engine) {
+    for text in [
+        "Hello <image> world<end_of_utterance>",
+        "<row_1_col_2><global-img>x",
+    ] {
+        assert_eq!(
+            a.prompter().encode(text).expect("encode"),
+            b.prompter().encode(text).expect("encode"),
+            "{text}"
+        );
+    }
 }
 
 fn tempdir() -> PathBuf {

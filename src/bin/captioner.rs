@@ -200,7 +200,7 @@ impl Common {
 
 fn quantize(args: Quantize) -> Result<ExitCode> {
     use captioner::config::ModelConfig;
-    use captioner::weights::gguf_pair::{plan, write_pair, Part, Planned};
+    use captioner::weights::gguf_pair::{plan, planned_bytes, write_pair};
     if matches!(args.precision, Precision::Auto) {
         bail!("--type must be q8_0, q4_0, mixed or f32");
     }
@@ -232,14 +232,7 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
     for (ty, (params, bytes)) in &by_type {
         println!("  {ty:>5}: {params:>11} weights, {bytes:>11} bytes");
     }
-    let part = |p: Part| -> usize {
-        planned
-            .iter()
-            .filter(|t| t.part == p)
-            .map(Planned::bytes)
-            .sum()
-    };
-    let (text, mmproj) = (part(Part::Text), part(Part::Mmproj));
+    let (text, mmproj) = planned_bytes(&planned);
     println!(
         "  text model {text} bytes, mmproj {mmproj} bytes, total {} bytes ({:.1} MB)",
         text + mmproj,
