@@ -55,11 +55,11 @@ impl Planned {
 }
 
 /// Every tensor of the model's GGUF file(s) at `precision`, in file order. Vectors stay F32,
-/// and so does a matrix whose rows are not whole blocks. The vision tower's patch and position
-/// embeddings are F16 (exact for a bf16 checkpoint's values but below F16's normal range,
-/// |x| < 6.1e-5): at SmolVLM-256M's size the 2.75 MB saved is what brings the q4_0 pair under
-/// 150 MB. llama.cpp adds the position embeddings to f32 activations and cannot take them as
-/// F16; `for_llama_cpp` keeps them F32, as its converter does (1.6 MB more).
+/// and so does a matrix whose rows are not whole blocks. The vision patch embedding is F16
+/// (exact for a bf16 checkpoint's values but below F16's normal range, |x| < 6.1e-5) and the
+/// position table Q8_0, as [`Precision`] holds it: at SmolVLM-256M's size these 2 MB are what
+/// bring the default pair under 150 MB. llama.cpp adds the position table to f32 activations
+/// and cannot take it packed; `for_llama_cpp` keeps it F32, as its converter does (2.3 MB more).
 pub fn plan(config: &ModelConfig, precision: Precision, for_llama_cpp: bool) -> Vec<Planned> {
     let mut out = Vec::new();
     let (text, text_prefix) = match config {
@@ -69,7 +69,7 @@ pub fn plan(config: &ModelConfig, precision: Precision, for_llama_cpp: bool) -> 
     let mut add = |part: Part, gguf_name: String, hf_name: String, shape: Vec<usize>| {
         let ty = match shape.as_slice() {
             [_, _] if for_llama_cpp && hf_name.contains(".position_embedding.") => GgmlType::F32,
-            [_, _, ..] if hf_name.contains(".embeddings.") => GgmlType::F16,
+            [_, _, ..] if hf_name.contains(".patch_embedding.") => GgmlType::F16,
             [_, cols] if BlockMatrix::fits(*cols) => match precision.for_matrix(&hf_name) {
                 Some(QuantType::Q8_0) => GgmlType::Q8_0,
                 Some(QuantType::Q4_0) => GgmlType::Q4_0,

@@ -209,6 +209,15 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// A small `[rows, cols]` table added to activations (not multiplied), on the device as
+    /// f32 holding the values of the form [`Precision`] picks for it: a file stores it packed,
+    /// and quantizing on load gives the very numbers such a file would.
+    pub fn table(&mut self, name: &str, [rows, cols]: [usize; 2]) -> Tensor<2> {
+        self.matrix(name, rows, cols)
+            .into_host()
+            .to_device(self.device)
+    }
+
     /// A weight `[out, in]` (PyTorch layout) on the device, in the form it will be multiplied in.
     pub fn weight(&mut self, name: &str, d_out: usize, d_in: usize) -> Weight {
         match self.matrix(name, d_out, d_in) {

@@ -31,7 +31,7 @@ impl Embeddings {
         Self {
             // Tiny and read once per patch: kept f32.
             patch_embedding: Linear::new(Weight::dense(conv, l.device()), Some(bias)),
-            position_embedding: l.tensor(&format!("{p}.position_embedding.weight"), [positions, d]),
+            position_embedding: l.table(&format!("{p}.position_embedding.weight"), [positions, d]),
             patch_size: ps,
             patches_per_side: c.patches_per_side(),
         }
