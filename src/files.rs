@@ -31,6 +31,15 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// Bytes of the weight files (what a download mostly is).
+    pub fn weights_bytes(&self) -> usize {
+        match &self.weights {
+            Weights::Safetensors(buffers) => buffers.iter().map(Vec::len).sum(),
+            Weights::Gguf(bytes) => bytes.len(),
+            Weights::GgufPair { text, mmproj } => text.len() + mmproj.len(),
+        }
+    }
+
     /// A GGUF text model: config, tokenizer and chat template come from its metadata.
     pub fn from_gguf(bytes: Vec<u8>) -> Result<Self> {
         let gguf = Gguf::parse(&bytes)?;

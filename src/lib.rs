@@ -16,6 +16,7 @@
 //! ```
 
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;

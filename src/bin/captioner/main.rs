@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "captioner",
@@ -61,6 +63,9 @@ enum Command {
     },
     /// Write a Hugging Face folder as llama.cpp's GGUF pair (text model + mmproj), quantized.
     Quantize(Quantize),
+    /// Measure load, preprocessing, vision, prefill and decode speed and memory, as a table
+    /// and JSON (see BENCHMARKS.md).
+    Bench(bench::Bench),
 }
 
 #[derive(Args)]
@@ -71,7 +76,7 @@ struct Quantize {
     /// The folder the GGUF file(s) are written to.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// q8_0, q4_0, or mixed (q8_0 embeddings, LM head and connector; q4_0 elsewhere).
+    /// q8_0, q4_0, or mixed (q4_0 with the text model's value projections at q8_0).
     #[arg(long = "type", default_value = "mixed", value_parser = parse_precision)]
     precision: Precision,
     /// The file name stem (default: the model folder's name).
@@ -85,8 +90,8 @@ struct Quantize {
     /// processor settings only). Its captions are noise.
     #[arg(long)]
     random_weights: bool,
-    /// Keep the vision position embeddings F32, as llama.cpp needs them to run the mmproj
-    /// (1.6 MB more for SmolVLM; by default they are F16).
+    /// Keep the vision position table F32, as llama.cpp needs it to run the mmproj (2.3 MB
+    /// more for SmolVLM; by default it is Q8_0).
     #[arg(long)]
     llama_cpp: bool,
 }
@@ -155,7 +160,8 @@ struct Common {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
     /// How to hold the weights: auto (as the files have them), f32, q8_0, q4_0 or mixed
-    /// (q8_0 embeddings and connector, q4_0 elsewhere). Safetensors are quantized on load.
+    /// (q4_0 with the text model's value projections at q8_0). Safetensors are quantized on
+    /// load.
     #[arg(long, default_value = "auto", value_parser = parse_precision)]
     precision: Precision,
     /// Print tokens as they are generated.
@@ -303,6 +309,7 @@ fn main() -> Result<ExitCode> {
     let (engine, request, image, common) = match cli.command {
         Command::CaptionJsonl(args) => return caption_jsonl(args),
         Command::Quantize(args) => return quantize(args),
+        Command::Bench(args) => return bench::run(args),
         Command::Caption {
             model,
             image,
@@ -378,16 +385,7 @@ fn main() -> Result<ExitCode> {
 
 /// The process's peak resident memory (Linux: `VmHWM`), for `--verbose`.
 fn peak_memory() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(format!("{:.1} MB (RSS)", kb * 1024.0 / 1e6))
+    captioner::bench::peak_rss_bytes().map(|b| format!("{:.1} MB (RSS)", b as f64 / 1e6))
 }
 
 fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
