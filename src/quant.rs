@@ -271,7 +271,9 @@ impl BlockMatrix {
         // Fitting Q4_0 scales tries 20 candidates per block: worth every core when loading.
         let threads = threads_for(data.len()).min(rows.max(1));
         let chunk = rows.div_ceil(threads).max(1) * cols;
-        let parts = parallel_map(data.chunks(chunk.max(1)), |rows| ty.quantize_row(rows));
+        let parts = parallel_map(data.chunks(chunk.max(1)).collect(), |rows| {
+            ty.quantize_row(rows)
+        });
         Self::from_blocks(ty, rows, cols, parts.concat())
     }
 
@@ -333,39 +335,33 @@ impl BlockMatrix {
 
     /// `x · Wᵀ` for `x` `[m, cols]` (row-major): `[m, rows]`, read straight from the blocks.
     ///
-    /// Each block's codes are widened once and used for all `m` inputs; the scale multiplies
-    /// the block's partial sum, as ggml's dot products do. Rows are split over the CPU's
-    /// threads natively (wasm has one).
+    /// The scale multiplies each block's partial sums, as ggml's dot products do; see
+    /// [`kernel`] for the loop. Rows are shared out over the CPU's threads natively (wasm has
+    /// one).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.cols);
-        let mut y = vec![0.0f32; m * self.rows];
-        // Work in row-major `[rows, m]` chunks, transposed into `y` at the end, so each thread
-        // owns a contiguous slice.
+        // Work in row-major `[rows, m]`, transposed into `y` at the end, so each thread owns a
+        // contiguous slice of output and of blocks.
         let mut out = vec![0.0f32; self.rows * m];
-        let threads = threads_for(self.rows * self.cols * m);
-        let per = self.rows.div_ceil(threads);
-        let work = |first: usize, out: &mut [f32]| {
-            let mut codes = [0f32; BLOCK];
-            let size = self.ty.block_bytes();
-            for (i, out) in out.chunks_exact_mut(m).enumerate() {
-                let blocks = self.row_blocks(first + i);
-                for (b, block) in blocks.chunks_exact(size).enumerate() {
-                    let d = scale(block);
-                    for (c, q) in codes.iter_mut().zip(unpack(self.ty, block)) {
-                        *c = q;
-                    }
-                    for (r, acc) in out.iter_mut().enumerate() {
-                        let xs = &x[r * self.cols + b * BLOCK..r * self.cols + (b + 1) * BLOCK];
-                        *acc += d * dot32(&codes, xs);
-                    }
-                }
-            }
+        let row_bytes = self.row_bytes();
+        let bytes = self.bytes();
+        let run = |first: usize, out: &mut [f32]| {
+            let rows = out.len() / m;
+            let blocks = &bytes[first * row_bytes..(first + rows) * row_bytes];
+            kernel::dot_rows(self.ty, blocks, x, m, self.cols, out);
         };
+        let threads = threads_for(self.rows * self.cols * m);
         if threads == 1 {
-            work(0, &mut out);
+            run(0, &mut out);
         } else {
-            parallel_chunks(&mut out, per * m, |k, chunk| work(k * per, chunk));
+            // A few chunks per thread, so a thread that is slowed down does not hold up the rest.
+            let per = self.rows.div_ceil(threads * 4).max(16);
+            parallel_chunks(&mut out, per * m, |k, chunk| run(k * per, chunk));
         }
+        if m == 1 {
+            return out;
+        }
+        let mut y = vec![0.0f32; m * self.rows];
         for (c, row) in out.chunks_exact(m).enumerate() {
             for (r, v) in row.iter().enumerate() {
                 y[r * self.rows + c] = *v;
@@ -496,7 +492,7 @@ fn code4(v: f32, inv: f32) -> i32 {
 }
 
 fn scale(block: &[u8]) -> f32 {
-    f16::from_le_bytes([block[0], block[1]]).to_f32()
+    kernel::f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
 }
 
 /// The 32 codes of a block, as the integers the scale multiplies.
@@ -515,18 +511,6 @@ fn unpack(ty: QuantType, block: &[u8]) -> impl Iterator<Item = f32> + '_ {
     })
 }
 
-/// A 32-long dot product with eight partial sums, which the compiler turns into SIMD lanes.
-#[inline]
-fn dot32(a: &[f32; BLOCK], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    acc.iter().sum()
-}
-
 /// How many threads a product of `work` multiply-adds is worth.
 fn threads_for(work: usize) -> usize {
     #[cfg(not(target_arch = "wasm32"))]
@@ -539,45 +523,153 @@ fn threads_for(work: usize) -> usize {
     1
 }
 
-/// Runs `f(k, chunk)` on each `len`-long chunk of `out` on its own thread.
-fn parallel_chunks(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// Runs `f(k, chunk)` on each `len`-long chunk of `out`, on rayon's threads natively.
+fn parallel_chunks(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
-    std::thread::scope(|s| {
-        for (k, chunk) in out.chunks_mut(len).enumerate() {
-            let f = &f;
-            s.spawn(move || f(k, chunk));
-        }
-    });
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(k, chunk)| f(k, chunk));
+    }
     #[cfg(target_arch = "wasm32")]
     for (k, chunk) in out.chunks_mut(len).enumerate() {
         f(k, chunk);
     }
 }
 
-/// `f` of each item, each on its own thread (natively), in order.
-fn parallel_map<'a, I, T>(items: I, f: impl Fn(&'a [f32]) -> T + Sync) -> Vec<T>
-where
-    I: Iterator<Item = &'a [f32]>,
-    T: Send,
-{
+/// `f` of each item, in order, on rayon's threads natively.
+fn parallel_map<'a, T: Send>(
+    items: Vec<&'a [f32]>,
+    f: impl Fn(&'a [f32]) -> T + Sync + Send,
+) -> Vec<T> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        std::thread::scope(|s| {
-            let f = &f;
-            let handles: Vec<_> = items.map(|item| s.spawn(move || f(item))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
     }
     #[cfg(target_arch = "wasm32")]
-    items.map(f).collect()
+    items.into_iter().map(f).collect()
+}
+
+/// The CPU's block dot products. One loop, compiled twice: for the baseline target, and with
+/// AVX2 and FMA where the CPU has them (checked at run time), which gives eight-wide fused
+/// multiply-adds. Each block's 32 codes are widened to f32 once per input row, multiplied with
+/// the input in eight lanes, and the lanes are scaled by the block's scale and accumulated; the
+/// lanes are summed once per output.
+mod kernel {
+    use super::{QuantType, BLOCK};
+
+    pub fn dot_rows(
+        ty: QuantType,
+        blocks: &[u8],
+        x: &[f32],
+        m: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            unsafe { dot_rows_avx2(ty, blocks, x, m, cols, out) };
+            return;
+        }
+        match ty {
+            QuantType::Q8_0 => dot_rows_with::<false, false>(blocks, x, m, cols, out),
+            QuantType::Q4_0 => dot_rows_with::<true, false>(blocks, x, m, cols, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows_avx2(
+        ty: QuantType,
+        blocks: &[u8],
+        x: &[f32],
+        m: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        match ty {
+            QuantType::Q8_0 => dot_rows_with::<false, true>(blocks, x, m, cols, out),
+            QuantType::Q4_0 => dot_rows_with::<true, true>(blocks, x, m, cols, out),
+        }
+    }
+
+    /// `out[i * m + r]` = row `i` of the blocks · row `r` of `x`.
+    #[inline(always)]
+    fn dot_rows_with<const Q4: bool, const FMA: bool>(
+        blocks: &[u8],
+        x: &[f32],
+        m: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        let size = if Q4 { 2 + BLOCK / 2 } else { 2 + BLOCK };
+        let row_bytes = cols / BLOCK * size;
+        let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+        for (row, out) in blocks.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+            for (r, o) in out.iter_mut().enumerate() {
+                let xr = &x[r * cols..(r + 1) * cols];
+                let mut acc = [0f32; 8];
+                for (block, xb) in row.chunks_exact(size).zip(xr.chunks_exact(BLOCK)) {
+                    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                    let mut codes = [0f32; BLOCK];
+                    if Q4 {
+                        for j in 0..BLOCK / 2 {
+                            codes[j] = ((block[2 + j] & 0x0F) as i32 - 8) as f32;
+                            codes[j + BLOCK / 2] = ((block[2 + j] >> 4) as i32 - 8) as f32;
+                        }
+                    } else {
+                        for j in 0..BLOCK {
+                            codes[j] = block[2 + j] as i8 as f32;
+                        }
+                    }
+                    let mut part = [0f32; 8];
+                    for (c, xs) in codes.chunks_exact(8).zip(xb.chunks_exact(8)) {
+                        for l in 0..8 {
+                            part[l] = madd(c[l], xs[l], part[l]);
+                        }
+                    }
+                    for l in 0..8 {
+                        acc[l] = madd(d, part[l], acc[l]);
+                    }
+                }
+                *o = acc.iter().sum();
+            }
+        }
+    }
+
+    /// An f16's value as f32, exactly: bit arithmetic for normal numbers (every scale but zero
+    /// in practice), the `half` crate for the rest. (`half` alone is a library call per block
+    /// on a CPU without F16C in the baseline target.)
+    #[inline(always)]
+    pub fn f16_to_f32(bits: u16) -> f32 {
+        let exp = (bits >> 10) & 0x1F;
+        if exp == 0 || exp == 0x1F {
+            return half::f16::from_bits(bits).to_f32();
+        }
+        let sign = u32::from(bits & 0x8000) << 16;
+        let mantissa = u32::from(bits & 0x3FF) << 13;
+        f32::from_bits(sign | ((u32::from(exp) + 112) << 23) | mantissa)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_scales_widen_exactly() {
+        for bits in 0..=u16::MAX {
+            let ours = kernel::f16_to_f32(bits);
+            let reference = f16::from_bits(bits).to_f32();
+            assert!(
+                ours.to_bits() == reference.to_bits() || (ours.is_nan() && reference.is_nan()),
+                "{bits:#06x}: {ours} vs {reference}"
+            );
+        }
+    }
     use crate::weights::gguf::{dequantize, GgmlType};
 
     fn values(n: usize, seed: u64) -> Vec<f32> {

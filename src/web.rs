@@ -158,27 +158,8 @@ impl Captioner {
             .unwrap_or("auto")
             .parse()
             .map_err(js_error)?;
-        let mut named = Vec::new();
-        for pair in files.iter() {
-            let pair: Array = pair
-                .dyn_into()
-                .map_err(|_| js_error("each file must be a [name, bytes] pair"))?;
-            let name = pair
-                .get(0)
-                .as_string()
-                .ok_or_else(|| js_error("a file name must be a string"))?;
-            named.push((name, bytes_of(&pair.get(1))));
-        }
-        drop(files);
-        let burn_device = match device.as_str() {
-            "webgpu" => webgpu_device().await?,
-            "cpu" => Device::flex(),
-            other => {
-                return Err(js_error(format!(
-                    "unknown device '{other}': use 'webgpu' or 'cpu'"
-                )))
-            }
-        };
+        let named = named_files(files)?;
+        let burn_device = burn_device(&device).await?;
         let model = ModelFiles::from_named(named).map_err(js_error)?;
         let engine = Engine::load_with(model, &burn_device, precision).map_err(js_error)?;
         Ok(Captioner {
@@ -224,6 +205,99 @@ impl Captioner {
     pub fn cancel(&self) {
         self.cancel.set(true);
     }
+}
+
+/// `[[name, Uint8Array], ...]` as names and bytes (the array is dropped as it is read).
+fn named_files(files: Array) -> Result<Vec<(String, Vec<u8>)>, JsValue> {
+    let mut named = Vec::new();
+    for pair in files.iter() {
+        let pair: Array = pair
+            .dyn_into()
+            .map_err(|_| js_error("each file must be a [name, bytes] pair"))?;
+        let name = pair
+            .get(0)
+            .as_string()
+            .ok_or_else(|| js_error("a file name must be a string"))?;
+        named.push((name, bytes_of(&pair.get(1))));
+    }
+    Ok(named)
+}
+
+async fn burn_device(device: &str) -> Result<Device, JsValue> {
+    match device {
+        "webgpu" => webgpu_device().await,
+        "cpu" => Ok(Device::flex()),
+        other => Err(js_error(format!(
+            "unknown device '{other}': use 'webgpu' or 'cpu'"
+        ))),
+    }
+}
+
+/// Benchmark settings from JS (`www/bench.js`); absent ones take `bench::Options`' defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct BenchSettings {
+    runs: Option<usize>,
+    warmup: Option<usize>,
+    prefill_tokens: Option<usize>,
+    contexts: Option<Vec<usize>>,
+    decode_tokens: Option<usize>,
+    caption_tokens: Option<usize>,
+    longest_edge: Option<u32>,
+    /// `"smolvlm-256m"` or `"smolvlm-500m"`: random weights with those shapes, the tokenizer
+    /// from `files`.
+    synthetic: Option<String>,
+}
+
+/// Measures a model the way `captioner bench` does (see `crate::bench`) and resolves to its
+/// report. `files` as for [`Captioner::load`]; `image` an encoded image (default: a generated
+/// 1024x768 one, as natively); `precision` as there,
+/// or for a synthetic model the form it is built in (`"f32"`, `"q8_0"`, `"q4_0"`, `"mixed"`).
+#[wasm_bindgen]
+pub async fn bench(
+    files: Array,
+    device: String,
+    precision: String,
+    image: Option<Uint8Array>,
+    settings: JsValue,
+) -> Result<JsValue, JsValue> {
+    let settings: BenchSettings = if settings.is_undefined() || settings.is_null() {
+        BenchSettings::default()
+    } else {
+        serde_wasm_bindgen::from_value(settings).map_err(|e| js_error(format!("options: {e}")))?
+    };
+    let d = crate::bench::Options::default();
+    let options = crate::bench::Options {
+        runs: settings.runs.unwrap_or(d.runs),
+        warmup: settings.warmup.unwrap_or(d.warmup),
+        prefill_tokens: settings.prefill_tokens.unwrap_or(d.prefill_tokens),
+        contexts: settings.contexts.unwrap_or(d.contexts),
+        decode_tokens: settings.decode_tokens.unwrap_or(d.decode_tokens),
+        caption_tokens: settings.caption_tokens.unwrap_or(d.caption_tokens),
+        longest_edge: settings.longest_edge.or(d.longest_edge),
+    };
+    let precision: Precision = precision.parse().map_err(js_error)?;
+    let image = match image {
+        Some(bytes) => bytes.to_vec(),
+        None => crate::bench::test_image(1024, 768).map_err(js_error)?,
+    };
+    let files = ModelFiles::from_named(named_files(files)?).map_err(js_error)?;
+    let device_handle = burn_device(&device).await?;
+    let (name, files, load_as) = match &settings.synthetic {
+        Some(shape) => {
+            let shape = crate::bench::Shape::published(shape)
+                .ok_or_else(|| js_error(format!("unknown synthetic shape '{shape}'")))?;
+            let files =
+                crate::bench::synthetic_model(&shape, files, precision, 42).map_err(js_error)?;
+            (format!("synthetic {}", shape.name), files, Precision::Auto)
+        }
+        None => ("model".to_string(), files, precision),
+    };
+    let mut report = crate::bench::run(&name, files, &device_handle, load_as, &image, &options)
+        .await
+        .map_err(js_error)?;
+    report.precision = precision.name();
+    to_js(&report)
 }
 
 async fn webgpu_device() -> Result<Device, JsValue> {

@@ -1,0 +1,82 @@
+// www/bench.html in headless Chromium (WebGPU on SwiftShader), in its smallest configuration so
+// it cannot rot: every precision gives a report with every stage, and the GPU holds packed
+// weights in fewer bytes than f32 ones. The figures themselves go in BENCHMARKS.md.
+//
+// Needs: `www/pkg/` built (scripts/test.sh does it), Chromium at /usr/bin/chromium.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../../tools/serve.mjs';
+
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+let server;
+let origin;
+let browser;
+let scratch;
+
+before(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'captioner-bench-'));
+  ({ server, url: origin } = await serve({
+    root: join(repo, 'www'),
+    mounts: { '/fixtures/': join(repo, 'tests/fixtures') },
+  }));
+  browser = await chromium.launchPersistentContext(join(scratch, 'profile'), {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    ignoreDefaultArgs: true,
+    args: ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--enable-unsafe-webgpu', '--remote-debugging-pipe', '--no-startup-window'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+const positive = (x, what) => assert.ok(Number.isFinite(x) && x > 0, `${what} = ${x}`);
+
+function checkStat(s, what, runs) {
+  positive(s.median, what);
+  assert.ok(s.min <= s.median && s.median <= s.max, `${what}: ${JSON.stringify(s)}`);
+  assert.equal(s.samples.length, runs, `${what}: warm-up runs are not counted`);
+}
+
+test('bench.html measures every stage at each precision on WebGPU', async () => {
+  const page = await browser.newPage();
+  const query = new URLSearchParams({
+    model: '/fixtures/tiny-b/', precision: 'f32,q4_0', device: 'webgpu', runs: '1', warmup: '1',
+    contexts: '4,12', prefill: '8', decode: '3', caption: '4', edge: '64', run: '1',
+  });
+  await page.goto(`${origin}/bench.html?${query}`);
+  const doc = await page.evaluate(() => window.benchResult);
+  assert.equal(doc.error, undefined, doc.error);
+  assert.equal(doc.reports.length, 2);
+  for (const [r, precision] of doc.reports.map((r, i) => [r, ['f32', 'q4_0'][i]])) {
+    assert.equal(r.precision, precision);
+    assert.match(r.device, /WebGPU/);
+    positive(r.load_ms, 'load_ms');
+    assert.ok(r.first_caption_ms > r.load_ms);
+    checkStat(r.preprocess_ms, 'preprocess_ms', 1);
+    checkStat(r.vision_ms_per_tile, 'vision_ms_per_tile', 1);
+    checkStat(r.prefill_tokens_per_s, 'prefill', 1);
+    assert.deepEqual(r.decode.map((d) => d.context), [4, 12]);
+    for (const d of r.decode) checkStat(d.tokens_per_s, `decode @ ${d.context}`, 1);
+    positive(r.gpu_memory.after_load_in_use, 'GPU bytes after load');
+    assert.ok(r.gpu_memory.peak_reserved >= r.gpu_memory.after_load_in_use);
+  }
+  // Packed 4-bit weights take fewer GPU bytes than f32 ones.
+  const [f32, q4] = doc.reports.map((r) => r.gpu_memory.after_load_in_use);
+  console.log(`GPU bytes after load: f32 ${f32}, q4_0 ${q4}`);
+  assert.ok(q4 < f32, `q4_0 ${q4} vs f32 ${f32} bytes on the GPU`);
+  // The page shows the table and offers the JSON.
+  assert.match(await page.getByTestId('table').innerText(), /decode @ 12 ctx/);
+  assert.equal(await page.locator('#download').isHidden(), false);
+  await page.close();
+});
