@@ -32,6 +32,8 @@ pub mod rows;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 pub mod weights;
+#[cfg(not(target_arch = "wasm32"))]
+mod workers;
 
 pub use batch::{Batch, ImageSource, Progress, RowResult};
 pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};

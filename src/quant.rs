@@ -523,14 +523,25 @@ fn threads_for(work: usize) -> usize {
     1
 }
 
-/// Runs `f(k, chunk)` on each `len`-long chunk of `out`, on rayon's threads natively.
+/// Runs `f(k, chunk)` on each `len`-long chunk of `out`, on the kernel's helper threads
+/// natively (see [`crate::workers`]).
 fn parallel_chunks(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        use rayon::prelude::*;
-        out.par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(k, chunk)| f(k, chunk));
+        struct Out(*mut f32);
+        // SAFETY: each item writes its own chunk; the chunks do not overlap.
+        unsafe impl Sync for Out {}
+        let total = out.len();
+        let base = Out(out.as_mut_ptr());
+        let base = &base;
+        crate::workers::for_each(total.div_ceil(len), &|k| {
+            let start = k * len;
+            let end = (start + len).min(total);
+            // SAFETY: `start..end` lies in `out` and is this item's alone; `out` is borrowed
+            // mutably until `for_each` returns, which is after every item has finished.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+            f(k, chunk);
+        });
     }
     #[cfg(target_arch = "wasm32")]
     for (k, chunk) in out.chunks_mut(len).enumerate() {
