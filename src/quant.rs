@@ -579,32 +579,38 @@ mod kernel {
         cols: usize,
         out: &mut [f32],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            unsafe { dot_rows_avx2(ty, blocks, x, m, cols, out) };
-            return;
-        }
         match ty {
-            QuantType::Q8_0 => dot_rows_with::<false, false>(blocks, x, m, cols, out),
-            QuantType::Q4_0 => dot_rows_with::<true, false>(blocks, x, m, cols, out),
+            QuantType::Q8_0 => dot_rows_on_this_cpu::<false>(blocks, x, m, cols, out),
+            QuantType::Q4_0 => dot_rows_on_this_cpu::<true>(blocks, x, m, cols, out),
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_rows_avx2(
-        ty: QuantType,
+    fn dot_rows_on_this_cpu<const Q4: bool>(
         blocks: &[u8],
         x: &[f32],
         m: usize,
         cols: usize,
         out: &mut [f32],
     ) {
-        match ty {
-            QuantType::Q8_0 => dot_rows_with::<false, true>(blocks, x, m, cols, out),
-            QuantType::Q4_0 => dot_rows_with::<true, true>(blocks, x, m, cols, out),
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            unsafe { dot_rows_avx2::<Q4>(blocks, x, m, cols, out) };
+            return;
         }
+        dot_rows_with::<Q4, false>(blocks, x, m, cols, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows_avx2<const Q4: bool>(
+        blocks: &[u8],
+        x: &[f32],
+        m: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        dot_rows_with::<Q4, true>(blocks, x, m, cols, out)
     }
 
     /// `out[i * m + r]` = row `i` of the blocks · row `r` of `x`.
