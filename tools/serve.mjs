@@ -56,8 +56,14 @@ export function contentSecurityPolicy(modelUrl) {
   ].join('; ');
 }
 
-/** Starts serving; resolves to `{server, url}`. `mounts` maps URL prefixes to folders. */
-export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1' }) {
+/**
+ * Starts serving; resolves to `{server, url}`. `mounts` maps URL prefixes to folders. `isolated`
+ * adds the cross-origin isolation headers (COOP/COEP) that shared-memory threads in the page
+ * need: tools/bench_wllama.mjs runs wllama's multi-threaded build that way. `policy: false`
+ * leaves out the Content-Security-Policy (the same script serves wllama's page, which starts
+ * its worker from a blob: URL).
+ */
+export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1', isolated = false, policy = true }) {
   const table = [...Object.entries(mounts), ['/', root]]
     .map(([prefix, dir]) => [prefix, resolve(dir)])
     .sort((a, b) => b[0].length - a[0].length);
@@ -80,7 +86,12 @@ export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1' }) {
         'x-content-type-options': 'nosniff',
         'referrer-policy': 'no-referrer',
       };
-      if (/\.(html|js)$/.test(file)) {
+      if (isolated) {
+        headers['cross-origin-opener-policy'] = 'same-origin';
+        headers['cross-origin-embedder-policy'] = 'require-corp';
+        headers['cross-origin-resource-policy'] = 'same-origin';
+      }
+      if (policy && /\.(html|js)$/.test(file)) {
         headers['content-security-policy'] = contentSecurityPolicy(requested.searchParams.get('model'));
       }
       res.writeHead(200, headers);
