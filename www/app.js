@@ -28,6 +28,7 @@ const state = {
 
 const params = new URLSearchParams(location.search);
 ui.modelUrl.value = params.get('model') ?? DEFAULT_MODEL_URL;
+if (['auto', 'webgpu', 'cpu'].includes(params.get('device'))) ui.device.value = params.get('device');
 
 function setStatus(el, text) {
   el.textContent = text;

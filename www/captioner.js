@@ -37,10 +37,10 @@ export class Captioner {
   /**
    * Loads a model: `modelUrl` (a model folder's base URL; default SmolVLM-256M-Instruct on the
    * Hugging Face hub) or `files` (the folder's files, picked by the user). `device` is
-   * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU when available). `precision` is how the weights are
-   * held: `'auto'` (as the files have them), `'f32'`, `'q8_0'`, `'q4_0'` or `'mixed'`; a
-   * safetensors folder is quantized as it loads. `onProgress({phase, loaded, total,
-   * bytesPerSecond, file})` reports the download.
+   * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU on a GPU; the CPU where WebGPU is missing or has
+   * only a software adapter). `precision` is how the weights are held: `'auto'` (as the files
+   * have them), `'f32'`, `'q8_0'`, `'q4_0'` or `'mixed'`; a safetensors folder is quantized as
+   * it loads. `onProgress({phase, loaded, total, bytesPerSecond, file})` reports the download.
    */
   static async load({ modelUrl, files, device = 'auto', precision = 'auto', onProgress } = {}) {
     const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };

@@ -129,7 +129,7 @@ const rowsOf = (text) => text.split('\n').filter((l) => l.trim()).map((l) => JSO
 
 test('the page captions a JSONL with images like the native program, and the model comes from the cache the second time', async () => {
   const native = rowsOf(nativeOutput());
-  const { page, requests, errors } = await openPage('/?model=/fixtures/tiny-b/');
+  const { page, requests, errors } = await openPage('/?model=/fixtures/tiny-b/&device=webgpu');
   const status = await waitForText(page, 'model-status', /Model ready|could not/);
   assert.match(status, /Model ready on WebGPU/, status);
 
@@ -197,6 +197,9 @@ test('the page captions a JSONL with images like the native program, and the mod
 test('the embedding API captions an image and rows from an example page', async () => {
   const native = rowsOf(nativeOutput());
   const { result, page, requests } = await embedMatches('model=/fixtures/tiny-b/', native);
+  // `auto` on SwiftShader, a software adapter, runs on the CPU and says why.
+  assert.equal(result.device, 'cpu');
+  assert.match(result.deviceNote, /software/);
   assert.equal(result.streamed, result.caption);
   assert.equal(result.rows[0].id, 'a');
   assertLocal(requests);
@@ -207,7 +210,7 @@ test('quantized weights on WebGPU caption like native wgpu at the same quantizat
   for (const precision of ['q8_0', 'q4_0']) {
     const native = rowsOf(nativeOutput(['--device', 'gpu', '--precision', precision]));
     const unquantized = rowsOf(nativeOutput());
-    const { page } = await embedMatches(`model=/fixtures/tiny-b/&precision=${precision}`, native, precision);
+    const { page } = await embedMatches(`model=/fixtures/tiny-b/&precision=${precision}&device=webgpu`, native, precision);
     // The weights really were quantized: some caption of the example differs from f32's.
     assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
     await page.close();
@@ -219,7 +222,7 @@ test('a GGUF pair written by captioner quantize loads from its URL and captions 
   captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pair, '--type', 'q4_0', '--name', 'tiny'],
     { stdio: 'ignore' });
   const native = rowsOf(nativeOutput(['--device', 'gpu'], pair));
-  const { page, requests } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf', native);
+  const { page, requests } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf&device=webgpu', native);
   // The text model and its mmproj, found by llama.cpp's naming, and nothing else.
   const model = requests
     .map((u) => new URL(u).pathname)

@@ -13,6 +13,7 @@ $('go').addEventListener('click', async () => {
     const captioner = await Captioner.load({
       modelUrl: model ? new URL(model, location.href).href : undefined, // default: the hub
       precision: params.get('precision') ?? 'auto', // or 'q8_0', 'q4_0', 'mixed', 'f32'
+      device: params.get('device') ?? 'auto', // or 'webgpu', 'cpu'
       onProgress: (p) => (output.textContent = `loading: ${p.phase} ${p.loaded ?? ''}`),
     });
     const greedy = { temperature: 0, maxTokens: 8 };
@@ -25,7 +26,8 @@ $('go').addEventListener('click', async () => {
     const input = [{ id: 'a', image: files[0].name }, { id: 'b', image: [files[1].name] }];
     for await (const row of captioner.captionRows(input, files, greedy)) rows.push(row);
     captioner.dispose();
-    $('result').textContent = JSON.stringify({ caption, streamed: streamed.trim(), rows });
+    const { device, deviceNote } = captioner;
+    $('result').textContent = JSON.stringify({ caption, streamed: streamed.trim(), rows, device, deviceNote });
     output.textContent = 'done';
   } catch (e) {
     output.textContent = `failed: ${e.message}`;
