@@ -289,7 +289,9 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
 
 test('cancel pauses after the current row, and Run goes on to the same file', async () => {
   const native = rowsOf(nativeOutput());
-  const { page } = await openPage('/?model=/fixtures/tiny-b/');
+  // On WebGPU: SwiftShader is slow enough that the run is still going when Cancel is clicked
+  // (on the CPU path the 12 rows can finish first).
+  const { page } = await openPage('/?model=/fixtures/tiny-b/&device=webgpu');
   await waitForText(page, 'model-status', /Model ready/);
   await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await page.getByTestId('temperature').fill('0');
