@@ -20,7 +20,7 @@ import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { serve } from './serve.mjs';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -66,13 +66,7 @@ const wllamaServer = await serve({
 const appServer = await serve({ root: join(repo, 'www'), mounts: { '/gguf/': dirname(gguf) } });
 
 const scratch = mkdtempSync(join(tmpdir(), 'bench-wllama-profile-'));
-const browser = await chromium.launchPersistentContext(scratch, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  ignoreDefaultArgs: true,
-  args: ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--enable-unsafe-webgpu', '--remote-debugging-pipe', '--no-startup-window'],
-});
+const browser = await launchChromium(scratch);
 const timeout = Number(args.timeout) * 1000;
 
 async function pageResult(url, global) {
@@ -91,8 +85,9 @@ async function pageResult(url, global) {
 const rows = [];
 const documents = { wllama: [], captioner: [] };
 try {
-  const version = await (await browser.newPage()).evaluate(() => navigator.userAgent);
-  console.error(`Chromium: ${version}`);
+  const first = await browser.newPage();
+  console.error(`Chromium: ${await first.evaluate(() => navigator.userAgent)}`);
+  await first.close();
   for (const backend of args.wllama.split(',').filter(Boolean)) {
     console.error(`== wllama, ${backend}`);
     const query = new URLSearchParams({ ...common, model: `/gguf/${basename(gguf)}`, gpu: backend === 'webgpu' ? '1' : '0' });

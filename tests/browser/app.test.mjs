@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../../tools/chromium.mjs';
 import { serve } from '../../tools/serve.mjs';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -39,25 +39,7 @@ before(async () => {
 });
 
 /** Headless Chromium with a fresh profile; WebGPU (SwiftShader) only when asked. */
-function launch(profile, { webgpu }) {
-  return chromium.launchPersistentContext(join(scratch, profile), {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    ignoreDefaultArgs: true,
-    acceptDownloads: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      ...(webgpu ? ['--enable-unsafe-webgpu'] : []),
-      '--remote-debugging-pipe',
-      '--no-startup-window',
-    ],
-  });
-}
+const launch = (profile, { webgpu }) => launchChromium(join(scratch, profile), { webgpu });
 
 after(async () => {
   await browser?.close();

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../../tools/chromium.mjs';
 import { serve } from '../../tools/serve.mjs';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -25,13 +25,7 @@ before(async () => {
     root: join(repo, 'www'),
     mounts: { '/fixtures/': join(repo, 'tests/fixtures') },
   }));
-  browser = await chromium.launchPersistentContext(join(scratch, 'profile'), {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    ignoreDefaultArgs: true,
-    args: ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--enable-unsafe-webgpu', '--remote-debugging-pipe', '--no-startup-window'],
-  });
+  browser = await launchChromium(join(scratch, 'profile'));
 });
 
 after(async () => {
