@@ -1,9 +1,11 @@
 //! Linear layers and embedding tables whose weights may be f32 or packed blocks.
 //!
 //! Where a packed weight lives depends on the backend: on a GPU it is a burn quantized tensor
-//! (burn's quantized matmul streams it), on the CPU it stays in host memory as ggml blocks and
-//! [`BlockMatrix::matmul`] reads them. Neither keeps an f32 copy.
+//! (a few rows of `x` go through our [`matvec`] kernel, more through burn's quantized matmul),
+//! on the CPU it stays in host memory as ggml blocks and [`BlockMatrix::matmul`] reads them.
+//! Neither keeps an f32 copy.
 
+use super::matvec;
 use crate::quant::BlockMatrix;
 use crate::weights::HostTensor;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -94,7 +96,10 @@ impl Weight {
                     1,
                 ),
             },
-            Weight::Packed(w) => x.matmul(w.as_ref().clone().transpose()),
+            Weight::Packed(w) => match matvec::matvec(&x, w, matvec::Split::GPU) {
+                Some(y) => y,
+                None => x.matmul(w.as_ref().clone().transpose()),
+            },
             Weight::Blocks(b) => {
                 let [m, k] = x.dims();
                 let device = x.device();

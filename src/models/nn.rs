@@ -1,6 +1,7 @@
 //! Building blocks shared by the vision tower and the text decoder, written to compute exactly
 //! what their PyTorch counterparts compute (same operation order where it matters for floats).
 
+use super::linear::is_cpu;
 use crate::weights::Loader;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -99,6 +100,10 @@ impl Rope {
     }
 }
 
+/// Query rows (query heads sharing a K/V head × new positions) up to which a GPU computes
+/// attention without its matmul; see [`attention`].
+const SMALL_ROWS: usize = 8;
+
 /// Scaled dot-product attention with grouped-query sharing.
 ///
 /// `q` is `[batch, heads, q_len, head_dim]`, `k`/`v` are `[batch, kv_heads, kv_len, head_dim]`.
@@ -109,17 +114,34 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     let [b, heads, q_len, head_dim] = q.dims();
     let kv_heads = k.dims()[1];
     let group = heads / kv_heads;
-    let q = q.reshape([b, kv_heads, group * q_len, head_dim]);
+    let rows = group * q_len;
+    let q = q.reshape([b, kv_heads, rows, head_dim]);
     let scale = (head_dim as f64).powf(-0.5);
-    let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    // A GPU's tiled matmul pads a few query rows out to whole tiles, which made the two
+    // products of a decode step the slowest kernels of it (lavapipe: ~95 ms each at 256
+    // positions). For a few rows, broadcast multiply-and-sum does the same arithmetic with the
+    // backend's elementwise and reduction kernels. The CPU keeps its matmul.
+    let few_rows = rows <= SMALL_ROWS && !is_cpu(&q.device());
+    let mut scores = if few_rows {
+        // [b, kv, rows, 1, d] · [b, kv, 1, len, d], summed over d.
+        (q.unsqueeze_dim::<5>(3) * k.unsqueeze_dim::<5>(2)).sum_dims_squeeze::<4, _>(&[4])
+    } else {
+        q.matmul(k.swap_dims(2, 3))
+    } * scale;
     if let Some(mask) = mask {
         let kv_len = mask.dims()[1];
         let mask = mask
             .reshape([1, 1, 1, q_len, kv_len])
             .repeat_dim(2, group)
-            .reshape([1, 1, group * q_len, kv_len]);
+            .reshape([1, 1, rows, kv_len]);
         scores = scores + mask;
     }
     let probs = softmax(scores, 3);
-    probs.matmul(v).reshape([b, heads, q_len, head_dim])
+    let out = if few_rows {
+        // [b, kv, rows, len, 1] · [b, kv, 1, len, d], summed over len.
+        (probs.unsqueeze_dim::<5>(4) * v.unsqueeze_dim::<5>(2)).sum_dims_squeeze::<4, _>(&[3])
+    } else {
+        probs.matmul(v)
+    };
+    out.reshape([b, heads, q_len, head_dim])
 }

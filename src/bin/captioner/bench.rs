@@ -52,6 +52,10 @@ pub struct Bench {
     /// Write the JSON report here (`-`: stdout, and the table goes to stderr).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// On a GPU, multiply packed weights by one to eight rows with burn's tiled quantized
+    /// matmul instead of Captioner's fused kernel: the before of a before/after.
+    #[arg(long)]
+    no_gpu_matvec: bool,
     /// Internal: run one precision and write its report as JSON to --json.
     #[arg(long, hide = true)]
     child: bool,
@@ -108,6 +112,9 @@ impl Bench {
             ("--longest-edge", self.longest_edge as usize),
         ] {
             args.extend([flag.to_string(), value.to_string()]);
+        }
+        if self.no_gpu_matvec {
+            args.push("--no-gpu-matvec".into());
         }
         if let Some(s) = &self.synthetic {
             args.extend(["--synthetic".to_string(), s.clone()]);
@@ -203,6 +210,12 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
             (format!("synthetic {}", shape.name), files, precision)
         }
         None => (args.model.display().to_string(), files, precision),
+    };
+    let name = if args.no_gpu_matvec {
+        captioner::models::matvec::set_enabled(false);
+        format!("{name}, burn matmul for packed m <= 8")
+    } else {
+        name
     };
     let load_precision = match args.synthetic {
         Some(_) => Precision::Auto,
