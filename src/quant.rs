@@ -33,6 +33,19 @@ pub enum QuantType {
 }
 
 impl QuantType {
+    /// The burn quantization scheme a GPU holds these blocks in ([`BlockMatrix::to_burn`]):
+    /// codes packed into u32 words, one f32 scale per [`BLOCK`] elements of a row.
+    pub fn burn_scheme(self) -> QuantScheme {
+        let value = match self {
+            QuantType::Q8_0 => QuantValue::Q8F,
+            QuantType::Q4_0 => QuantValue::Q4F,
+        };
+        QuantScheme::default()
+            .with_value(value)
+            .with_store(QuantStore::PackedU32(0))
+            .per_block([1, BLOCK as u8], ScaleDtype::F32)
+    }
+
     /// Bytes per block of [`BLOCK`] elements.
     pub fn block_bytes(self) -> usize {
         match self {
@@ -379,14 +392,7 @@ impl BlockMatrix {
     /// `shader-f16` feature, which many WebGPU devices (SwiftShader among them) lack. That
     /// costs 2 bytes per 32 weights.
     pub fn to_burn(&self) -> TensorData {
-        let value = match self.ty {
-            QuantType::Q8_0 => QuantValue::Q8F,
-            QuantType::Q4_0 => QuantValue::Q4F,
-        };
-        let scheme = QuantScheme::default()
-            .with_value(value)
-            .with_store(QuantStore::PackedU32(0))
-            .per_block([1, BLOCK as u8], ScaleDtype::F32);
+        let scheme = self.ty.burn_scheme();
         let n_blocks = self.rows * self.cols / BLOCK;
         let size = self.ty.block_bytes();
         let value_bytes = match self.ty {
