@@ -117,10 +117,10 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     let rows = group * q_len;
     let q = q.reshape([b, kv_heads, rows, head_dim]);
     let scale = (head_dim as f64).powf(-0.5);
-    // A GPU's tiled matmul pads a few query rows out to whole tiles, which made the two
-    // products of a decode step the slowest kernels of it (lavapipe: ~95 ms each at 256
-    // positions). For a few rows, broadcast multiply-and-sum does the same arithmetic with the
-    // backend's elementwise and reduction kernels. The CPU keeps its matmul.
+    // A GPU's tiled matmul pads a few query rows out to whole tiles. For a few rows,
+    // broadcast multiply-and-sum does the same arithmetic with the backend's elementwise and
+    // reduction kernels (its own effect on lavapipe was not measured apart from the packed
+    // matvec's; see BENCHMARKS.md). The CPU keeps its matmul, and with it its numerics.
     let few_rows = rows <= SMALL_ROWS && !is_cpu(&q.device());
     let mut scores = if few_rows {
         // [b, kv, rows, 1, d] · [b, kv, 1, len, d], summed over d.

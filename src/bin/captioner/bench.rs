@@ -211,12 +211,11 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
         }
         None => (args.model.display().to_string(), files, precision),
     };
-    let name = if args.no_gpu_matvec {
+    let mut name = name;
+    if args.no_gpu_matvec {
         captioner::models::matvec::set_enabled(false);
-        format!("{name}, burn matmul for packed m <= 8")
-    } else {
-        name
-    };
+        name.push_str(", burn matmul for packed m <= 8");
+    }
     let load_precision = match args.synthetic {
         Some(_) => Precision::Auto,
         None => precision,
