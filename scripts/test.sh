@@ -10,11 +10,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-# The browser tests' engine: the wasm32 build (dev profile: dependencies are optimised anyway,
-# see Cargo.toml) and its wasm-bindgen glue in www/pkg/.
+# The browser tests' engine: both wasm32 builds (dev profile: dependencies are optimised anyway,
+# see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and www/pkg-threads/.
 WASM_PROFILE=dev scripts/build-web.sh
-echo "== cargo clippy (wasm32: the browser binding)"
-CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm" cargo clippy --target wasm32-unknown-unknown --lib --no-default-features -- -D warnings
+echo "== cargo clippy (wasm32: the browser binding, both builds)"
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm" cargo clippy --target wasm32-unknown-unknown --lib --no-default-features --features webgpu -- -D warnings
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR-wasm-threads" \
+  RUSTFLAGS="$CAPTIONER_WASM_THREADS_RUSTFLAGS" \
+  cargo clippy --target wasm32-unknown-unknown --lib --no-default-features --features threads -Z build-std=panic_abort,std -- -D warnings
 echo "== tests"
 # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
 export CAPTIONER_TEST_WGPU=1

@@ -32,7 +32,6 @@ pub mod rows;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 pub mod weights;
-#[cfg(not(target_arch = "wasm32"))]
 mod workers;
 
 pub use batch::{Batch, ImageSource, Progress, RowResult};

@@ -20,7 +20,7 @@ use burn::tensor::{DType, TensorData};
 use half::f16;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Elements per block in both formats.
 pub const BLOCK: usize = 32;
@@ -519,54 +519,50 @@ fn unpack(ty: QuantType, block: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 /// How many threads a product of `work` multiply-adds is worth.
 fn threads_for(work: usize) -> usize {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        if work >= 1 << 16 {
-            return crate::workers::threads();
-        }
+    if work >= 1 << 16 {
+        crate::workers::threads()
+    } else {
+        1
     }
-    let _ = work;
-    1
 }
 
-/// Runs `f(k, chunk)` on each `len`-long chunk of `out`, on the kernel's helper threads
-/// natively (see [`crate::workers`]).
+/// Runs `f(k, chunk)` on each `len`-long chunk of `out`, on the kernel's helper threads (see
+/// [`crate::workers`]).
 fn parallel_chunks(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        struct Out(*mut f32);
-        // SAFETY: each item writes its own chunk; the chunks do not overlap.
-        unsafe impl Sync for Out {}
-        let total = out.len();
-        let base = Out(out.as_mut_ptr());
-        let base = &base;
-        crate::workers::for_each(total.div_ceil(len), &|k| {
-            let start = k * len;
-            let end = (start + len).min(total);
-            // SAFETY: `start..end` lies in `out` and is this item's alone; `out` is borrowed
-            // mutably until `for_each` returns, which is after every item has finished.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-            f(k, chunk);
-        });
-    }
-    #[cfg(target_arch = "wasm32")]
-    for (k, chunk) in out.chunks_mut(len).enumerate() {
+    struct Out(*mut f32);
+    // SAFETY: each item writes its own chunk; the chunks do not overlap.
+    unsafe impl Sync for Out {}
+    let total = out.len();
+    let base = Out(out.as_mut_ptr());
+    let base = &base;
+    crate::workers::for_each(total.div_ceil(len), &|k| {
+        let start = k * len;
+        let end = (start + len).min(total);
+        // SAFETY: `start..end` lies in `out` and is this item's alone; `out` is borrowed
+        // mutably until `for_each` returns, which is after every item has finished.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
         f(k, chunk);
-    }
+    });
 }
 
-/// `f` of each item, in order, on rayon's threads natively.
+/// `f` of each item, in order, on the kernel's helper threads.
 fn parallel_map<'a, T: Send>(
     items: Vec<&'a [f32]>,
     f: impl Fn(&'a [f32]) -> T + Sync + Send,
 ) -> Vec<T> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        items.into_par_iter().map(f).collect()
-    }
-    #[cfg(target_arch = "wasm32")]
-    items.into_iter().map(f).collect()
+    let results: Vec<Mutex<Option<T>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    crate::workers::for_each(items.len(), &|i| {
+        let value = f(items[i]);
+        *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("for_each runs every item")
+        })
+        .collect()
 }
 
 /// The CPU's block dot products. One loop, compiled twice: for the baseline target, and with

@@ -5,6 +5,9 @@
 //! helpers instead spin for a short while after a product, so the next one finds them awake;
 //! then they park until a caller unparks them. The calling thread always works too, and never
 //! waits for a helper that has not started, so a job finishes even if no helper ever comes.
+//!
+//! Natively the helpers are OS threads; in the browser's threaded build, Web Workers (see
+//! [`start_helpers`]); in the browser build without threads there are none.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
@@ -12,6 +15,8 @@ use std::sync::OnceLock;
 use std::thread::Thread;
 
 /// How long an idle helper spins before it parks (each round is one `spin_loop` hint).
+// (The browser build without threads has no helpers.)
+#[cfg_attr(all(target_arch = "wasm32", not(feature = "threads")), allow(dead_code))]
 const SPIN_ROUNDS: u32 = 20_000;
 
 struct Job<'a> {
@@ -52,20 +57,55 @@ pub fn threads() -> usize {
 }
 
 fn helpers() -> &'static [Thread] {
-    HELPERS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (1..cores)
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("captioner-kernel".into())
-                    .spawn(helper)
-                    .ok()
-                    .map(|h| h.thread().clone())
-            })
-            .collect()
-    })
+    HELPERS.get_or_init(start_helpers)
 }
 
+/// Natively, one helper per core beyond the caller's.
+#[cfg(not(target_arch = "wasm32"))]
+fn start_helpers() -> Vec<Thread> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (1..cores)
+        .filter_map(|_| {
+            std::thread::Builder::new()
+                .name("captioner-kernel".into())
+                .spawn(helper)
+                .ok()
+                .map(|h| h.thread().clone())
+        })
+        .collect()
+}
+
+/// In the browser a thread is a Web Worker on the shared memory, and only JavaScript can start
+/// one: [`crate::web::init_threads`] has wasm-bindgen-rayon start a pool, and each of its
+/// threads becomes a helper for good (the pool runs nothing else). Without a pool, or in the
+/// build without threads, the caller works alone.
+#[cfg(target_arch = "wasm32")]
+fn start_helpers() -> Vec<Thread> {
+    #[cfg(feature = "threads")]
+    {
+        let pool = POOL_THREADS.load(SeqCst);
+        (0..pool)
+            .filter_map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                rayon::spawn(move || {
+                    if tx.send(std::thread::current()).is_ok() {
+                        helper();
+                    }
+                });
+                // The engine runs in a dedicated worker, where blocking is allowed.
+                rx.recv().ok()
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "threads"))]
+    Vec::new()
+}
+
+/// The size of the Web Worker pool JavaScript started (0: none), set before it starts.
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg_attr(all(target_arch = "wasm32", not(feature = "threads")), allow(dead_code))]
 fn helper() {
     let mut idle = 0u32;
     loop {

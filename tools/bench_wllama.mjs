@@ -8,7 +8,7 @@
 //
 // wllama runs multi-threaded (its page is served cross-origin isolated, threads = the machine's
 // cores) on the wasm CPU backend, and on WebGPU with every layer offloaded. Captioner runs as
-// shipped: www/ as tools/serve.mjs serves it, built by scripts/build-web.sh (release, for
+// shipped: www/ as tools/serve.mjs serves it (cross-origin isolated: its CPU path is threaded too), built by scripts/build-web.sh (release, for
 // figures; the test suite's dev build also works). Chromium gets the flags the browser tests use
 // plus --enable-unsafe-webgpu (on a machine without a GPU, WebGPU is SwiftShader's).
 //
@@ -62,8 +62,9 @@ const wllamaServer = await serve({
   isolated: true,
   policy: false,
 });
-// Captioner's app exactly as shipped.
-const appServer = await serve({ root: join(repo, 'www'), mounts: { '/gguf/': dirname(gguf) } });
+// Captioner's app exactly as shipped: cross-origin isolated, as tools/serve.mjs serves it, so
+// its CPU engine runs on every core too (www/engine.js).
+const appServer = await serve({ root: join(repo, 'www'), mounts: { '/gguf/': dirname(gguf) }, isolated: true });
 
 const scratch = mkdtempSync(join(tmpdir(), 'bench-wllama-profile-'));
 const browser = await launchChromium(scratch);
@@ -111,7 +112,7 @@ try {
     documents.captioner.push(doc);
     const r = doc.reports[0];
     rows.push({
-      name: `Captioner ${device === 'cpu' ? 'wasm CPU, 1 thread' : 'WebGPU'}, ${r.precision}`,
+      name: `Captioner ${device === 'cpu' ? `wasm CPU, ${r.kernel_threads} thread${r.kernel_threads > 1 ? 's' : ''}` : 'WebGPU'}, ${r.precision}`,
       prefill: r.prefill_tokens_per_s.median,
       decode: r.decode.map((d) => d.tokens_per_s.median),
     });

@@ -46,7 +46,9 @@ export function contentSecurityPolicy(modelUrl) {
   return [
     "default-src 'self'",
     "script-src 'self' 'wasm-unsafe-eval'",
-    "worker-src 'self'",
+    // blob: for the threaded engine's helper workers, which wasm-bindgen-rayon starts from a
+    // copy of its own (same-origin) script.
+    "worker-src 'self' blob:",
     "img-src 'self' blob: data:",
     "style-src 'self'",
     `connect-src ${connect.join(' ')}`,
@@ -59,7 +61,7 @@ export function contentSecurityPolicy(modelUrl) {
 /**
  * Starts serving; resolves to `{server, url}`. `mounts` maps URL prefixes to folders. `isolated`
  * adds the cross-origin isolation headers (COOP/COEP) that shared-memory threads in the page
- * need: tools/bench_wllama.mjs runs wllama's multi-threaded build that way. `policy: false`
+ * need: the app's threaded CPU engine (www/engine.js) and wllama's multi-threaded build. `policy: false`
  * leaves out the Content-Security-Policy (the same script serves wllama's page, which starts
  * its worker from a blob: URL).
  */
@@ -123,6 +125,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     }
   }
   const here = fileURLToPath(new URL('..', import.meta.url));
-  const { url } = await serve({ root: join(here, 'www'), mounts, port });
+  // Cross-origin isolated, so the CPU engine gets its threads (www/engine.js).
+  const { url } = await serve({ root: join(here, 'www'), mounts, port, isolated: true });
   console.log(`Captioner is served at ${url}/ (Ctrl-C to stop)`);
 }

@@ -87,10 +87,11 @@ async function loadModel() {
     const c = state.captioner;
     setStatus(
       ui.modelStatus,
-      `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : 'the CPU'}` +
+      `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : `the CPU (${c.threads} thread${c.threads === 1 ? '' : 's'})`}` +
         `${c.precision !== 'auto' ? `, weights ${c.precision}` : ''}` +
         `${c.fromCache ? ' (from this browser’s storage, no download)' : ''}.` +
-        (c.deviceNote ? ` ${c.deviceNote}.` : ''),
+        (c.deviceNote ? ` ${c.deviceNote}.` : '') +
+        (c.threadNote ? ` ${c.threadNote[0].toUpperCase()}${c.threadNote.slice(1)}.` : ''),
     );
   } catch (e) {
     setStatus(ui.modelStatus, `The model could not be loaded: ${e.message}`);

@@ -1,21 +1,23 @@
 // Runs one benchmark (one model at one precision) and posts its report. The page starts a
 // fresh worker per precision, so each run starts from empty memory.
 
-import init, { bench } from './pkg/captioner.js';
+import { loadEngine } from './engine.js';
 import { fromUrl } from './model-store.js';
 
 self.onmessage = async ({ data: { model, device, precision, settings } }) => {
   try {
-    await init();
+    // As the app runs it: the threaded build where the page is cross-origin isolated.
+    const { pkg, threads } = await loadEngine({ cpu: device === 'cpu' });
     const { files } = await fromUrl(model);
-    const report = await bench(
+    const report = await pkg.bench(
       files.map((f) => [f.name, f.bytes]),
       device,
       precision,
       undefined,
       settings,
     );
-    self.postMessage({ report });
+    // The CPU kernel's threads (the report's own fields are the native bench's).
+    self.postMessage({ report: { ...report, kernel_threads: threads } });
   } catch (e) {
     self.postMessage({ error: String(e?.message ?? e) });
   }

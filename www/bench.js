@@ -55,6 +55,7 @@ function show(reports) {
   const rows = [
     ['precision', (r) => r.precision],
     ['model size', (r) => mb(r.model_bytes)],
+    ['CPU kernel threads', (r) => String(r.kernel_threads ?? 1)],
     ['load', (r) => `${r.load_ms.toFixed(0)} ms`],
     ['first caption (incl. load)', (r) => `${r.first_caption_ms.toFixed(0)} ms, ${r.first_caption_tokens} tok`],
     ['preprocess', (r) => fmt(r.preprocess_ms, 'ms')],

@@ -92,9 +92,16 @@ export declare class Captioner {
   static load(options?: LoadOptions): Promise<Captioner>;
   readonly device: 'webgpu' | 'cpu';
   readonly deviceNote: string;
+  /** On the CPU, the threads its kernel runs on (several only where the page is cross-origin
+   * isolated); null on WebGPU. */
+  readonly threads: number | null;
+  /** Why the CPU runs on one thread, when it does ('' otherwise). */
+  readonly threadNote: string;
   readonly precision: 'auto' | 'f32' | 'q8_0' | 'q4_0' | 'mixed';
   readonly fromCache: boolean;
   caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
+  /** Answers a text prompt with the model's text part alone (no image). */
+  chat(prompt: string, options?: Omit<CaptionOptions, 'prompt' | 'longestEdge'>): Promise<string>;
   captionRows(
     rows: Array<Record<string, unknown> | string> | string,
     filesByPath: FilesByPath,

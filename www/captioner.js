@@ -54,6 +54,8 @@ export class Captioner {
       const info = await captioner.#request({ type: 'load', source, device, precision }, { onProgress });
       captioner.device = info.device;
       captioner.deviceNote = info.note;
+      captioner.threads = info.threads;
+      captioner.threadNote = info.threadNote;
       captioner.fromCache = info.fromCache;
       captioner.precision = info.precision;
     } catch (e) {
@@ -70,6 +72,14 @@ export class Captioner {
   caption(image, { onToken, ...options } = {}) {
     const images = Array.isArray(image) ? image : [image];
     return this.#request({ type: 'caption', images, options }, { onToken });
+  }
+
+  /**
+   * Answers a text prompt with the model's text part alone (no image); resolves to the answer.
+   * Options: as for caption (without prompt and longestEdge).
+   */
+  chat(prompt, { onToken, ...options } = {}) {
+    return this.#request({ type: 'chat', prompt, options }, { onToken });
   }
 
   /**

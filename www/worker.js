@@ -1,11 +1,15 @@
 // The engine's home: a module Web Worker running the wasm build, so the page never freezes.
-// Messages in: load, caption, rows, cancel, set-captions. Messages out carry the request's id.
+// Messages in: load, caption, chat, rows, cancel, set-captions, pending-lines. Messages out
+// carry the request's id.
 
-import init, { Captioner, Rows, outputWithoutModel, setCaption } from './pkg/captioner.js';
+import { loadEngine } from './engine.js';
 import { fromFiles, fromUrl } from './model-store.js';
 
-const ready = init();
 let engine = null;
+// The exports of the build `engine` came from (engine.js picks it by device), or null.
+let pkg = null;
+/** The build the loaded engine runs on, else the plain one: for work that needs no model. */
+const anyBuild = async () => pkg ?? (await loadEngine()).pkg;
 let cancelled = false;
 
 const post = (message) => self.postMessage(message);
@@ -17,6 +21,8 @@ self.onmessage = async ({ data: msg }) => {
         return await load(msg);
       case 'caption':
         return await caption(msg);
+      case 'chat':
+        return await chat(msg);
       case 'rows':
         return await rows(msg);
       case 'set-captions':
@@ -57,7 +63,6 @@ async function pickDevice(wanted) {
 }
 
 async function load({ id, source, device, precision }) {
-  await ready;
   const progress = (p) => post({ type: 'progress', id, progress: p });
   let files;
   let fromCache = false;
@@ -67,10 +72,12 @@ async function load({ id, source, device, precision }) {
     files = await fromFiles(source.files);
   }
   const chosen = await pickDevice(device ?? 'auto');
+  const build = await loadEngine({ cpu: chosen.device === 'cpu' });
   progress({ phase: 'building' });
   engine?.free();
   engine = null;
-  engine = await Captioner.load(
+  pkg = build.pkg;
+  engine = await pkg.Captioner.load(
     files.map((f) => [f.name, f.bytes]),
     chosen.device,
     precision ?? 'auto',
@@ -81,6 +88,9 @@ async function load({ id, source, device, precision }) {
     value: {
       device: chosen.device,
       note: chosen.note,
+      // Threads only matter on the CPU.
+      threads: chosen.device === 'cpu' ? build.threads : null,
+      threadNote: chosen.device === 'cpu' ? build.note : '',
       fromCache,
       acceptsImages: engine.acceptsImages,
       precision: precision ?? 'auto',
@@ -101,6 +111,13 @@ async function caption({ id, images, options }) {
   const text = await e.caption(bytes, options ?? {}, (piece) =>
     post({ type: 'token', id, text: piece }),
   );
+  post({ type: 'result', id, value: text });
+}
+
+async function chat({ id, prompt, options }) {
+  const e = requireEngine();
+  cancelled = false;
+  const text = await e.chat(prompt, options ?? {}, (piece) => post({ type: 'token', id, text: piece }));
   post({ type: 'result', id, value: text });
 }
 
@@ -142,7 +159,7 @@ function fileFinder(entries) {
 async function rows({ id, lines, files, options, start = 0, resumedRows = 0 }) {
   const e = requireEngine();
   cancelled = false;
-  const run = new Rows(options ?? {});
+  const run = new pkg.Rows(options ?? {});
   run.setTotal(lines.filter((l) => l.trim() !== '').length);
   run.resume(start, resumedRows);
   const readImage = fileFinder(files);
@@ -164,9 +181,9 @@ async function rows({ id, lines, files, options, start = 0, resumedRows = 0 }) {
 
 /** Output lines with hand-edited captions: `[{line, caption}]` to lines. */
 async function setCaptions({ id, edits, captionKey, errorKey }) {
-  await ready;
+  const build = await anyBuild();
   const value = edits.map(({ line, caption }) =>
-    setCaption(line, caption, captionKey ?? 'caption', errorKey ?? 'error'),
+    build.setCaption(line, caption, captionKey ?? 'caption', errorKey ?? 'error'),
   );
   post({ type: 'result', id, value });
 }
@@ -174,7 +191,7 @@ async function setCaptions({ id, edits, captionKey, errorKey }) {
 /** Output lines for lines a run has not reached: `[{index, line}]` to lines (or null when
  * the line still needs a caption). */
 async function pendingLines({ id, lines, options }) {
-  await ready;
-  const value = lines.map(({ index, line }) => outputWithoutModel(line, index + 1, options ?? {}) ?? null);
+  const build = await anyBuild();
+  const value = lines.map(({ index, line }) => build.outputWithoutModel(line, index + 1, options ?? {}) ?? null);
   post({ type: 'result', id, value });
 }

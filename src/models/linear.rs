@@ -1,11 +1,10 @@
 //! Linear layers and embedding tables whose weights may be f32 or packed blocks.
 //!
 //! Where a packed weight lives depends on the backend: on a GPU it is a burn quantized tensor
-//! (a few rows of `x` go through our [`matvec`] kernel, more through burn's quantized matmul),
+//! (a few rows of `x` go through our [`super::matvec`] kernel, more through burn's quantized matmul),
 //! on the CPU it stays in host memory as ggml blocks and [`BlockMatrix::matmul`] reads them.
 //! Neither keeps an f32 copy.
 
-use super::matvec;
 use crate::quant::BlockMatrix;
 use crate::weights::HostTensor;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -96,7 +95,7 @@ impl Weight {
                     1,
                 ),
             },
-            Weight::Packed(w) => match matvec::matvec(&x, w, matvec::Split::GPU) {
+            Weight::Packed(w) => match gpu_matvec(&x, w) {
                 Some(y) => y,
                 None => x.matmul(w.as_ref().clone().transpose()),
             },
@@ -125,6 +124,18 @@ impl Weight {
 }
 
 /// Whether `device` is burn's CPU backend.
+/// Our fused kernel for a packed weight times a few rows ([`super::matvec`]), where the build
+/// has a GPU; `None` leaves the product to burn.
+#[cfg(any(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn gpu_matvec(x: &Tensor<2>, w: &Tensor<2>) -> Option<Tensor<2>> {
+    super::matvec::matvec(x, w, super::matvec::Split::GPU)
+}
+
+#[cfg(not(any(not(target_arch = "wasm32"), feature = "webgpu")))]
+fn gpu_matvec(_: &Tensor<2>, _: &Tensor<2>) -> Option<Tensor<2>> {
+    None
+}
+
 pub fn is_cpu(device: &Device) -> bool {
     *device == Device::flex()
 }

@@ -31,9 +31,11 @@ let scratch;
 
 before(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'captioner-browser-'));
+  // As tools/serve.mjs serves the app: cross-origin isolated (threads for the CPU engine).
   ({ server, url: origin } = await serve({
     root: join(repo, 'www'),
     mounts: { '/fixtures/': fixtures, '/scratch/': scratch },
+    isolated: true,
   }));
   browser = await launch('profile', { webgpu: true });
 });
@@ -244,7 +246,7 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
     await page.getByTestId('model-files').setInputFiles(readdirSync(modelDir).map((f) => join(modelDir, f)));
     await page.getByTestId('load-model').click();
     const status = await waitForText(page, 'model-status', /Model ready|could not/);
-    assert.match(status, /Model ready on the CPU/, status);
+    assert.match(status, /Model ready on the CPU \(\d+ threads?\)/, status);
     assert.match(status, /no WebGPU|no usable GPU adapter/, status);
 
     await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));

@@ -51,6 +51,8 @@ test('bench_wllama.mjs runs wllama and Captioner on the same GGUF and prints rat
     const [doc] = JSON.parse(readFileSync(join(out, 'captioner.json'), 'utf8'));
     const [r] = doc.reports;
     assert.match(r.device, /flex/);
+    // Served as the app is (cross-origin isolated), the CPU kernel runs on every core.
+    assert.equal(r.kernel_threads, doc.machine.threads);
     checkStat(r.prefill_tokens_per_s, 'Captioner prefill');
     assert.deepEqual(r.decode.map((d) => d.context), [4, 12]);
     for (const d of r.decode) checkStat(d.tokens_per_s, `Captioner decode @ ${d.context}`);

@@ -1,0 +1,46 @@
+// Loads the engine's wasm build into a worker. Two builds ship (scripts/build-web.sh):
+//   pkg/          WebGPU, and the CPU on one thread;
+//   pkg-threads/  the CPU only, its kernel on several threads: Web Workers sharing the module's
+//                 memory. Browsers allow that only in a cross-origin isolated context (COOP and
+//                 COEP headers), and WebGPU's objects cannot be shared between threads, so this
+//                 build has no WebGPU.
+// Both export the same API. Each build is loaded at most once per worker.
+
+const builds = new Map();
+
+/**
+ * The build for running on the CPU (`cpu: true`: the threaded one where the context allows it)
+ * or on WebGPU. Resolves to `{pkg, threads, note}`: the module's exports, the threads the CPU
+ * kernel got (the calling worker included), and why it got only one, if it did.
+ */
+export function loadEngine({ cpu = false, threads = self.navigator.hardwareConcurrency ?? 1 } = {}) {
+  if (!cpu || threads <= 1) return build('single', () => single(''));
+  if (!self.crossOriginIsolated) {
+    return build('single', () => single('')).then((b) => ({
+      ...b,
+      note: 'the page is not cross-origin isolated, so the CPU runs on one thread',
+    }));
+  }
+  return build('threads', async () => {
+    try {
+      const pkg = await import('./pkg-threads/captioner.js');
+      await pkg.default();
+      // The calling worker works too: it needs threads - 1 helpers.
+      await pkg.initThreads(threads - 1);
+      return { pkg, threads: pkg.kernelThreads(), note: '' };
+    } catch (e) {
+      return single(`the threaded engine did not start (${e?.message ?? e}), so the CPU runs on one thread`);
+    }
+  });
+}
+
+function build(name, start) {
+  if (!builds.has(name)) builds.set(name, start());
+  return builds.get(name);
+}
+
+async function single(note) {
+  const pkg = await import('./pkg/captioner.js');
+  await pkg.default();
+  return { pkg, threads: 1, note };
+}
