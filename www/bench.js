@@ -82,7 +82,10 @@ async function run() {
     const model = new URL($('model').value, location.href).href;
     for (const precision of $('precision').value.split(',').map((p) => p.trim())) {
       $('status').textContent = `Running ${precision}…`;
-      reports.push(await runOne({ model, device: $('device').value, precision, settings: settings() }));
+      // `?threads=N` caps the CPU kernel's threads (1: the single-threaded build), for a
+      // before/after in one session; by default it gets every core the page allows.
+      const threads = params.has('threads') ? Number(params.get('threads')) : undefined;
+      reports.push(await runOne({ model, device: $('device').value, precision, threads, settings: settings() }));
       show(reports);
     }
     const doc = { captioner: 'browser', machine: await machine(), options: settings(), reports };
