@@ -24,8 +24,8 @@ pub fn start() {
 }
 
 /// Starts `threads` Web Workers for the CPU kernel (threaded build only; see
-/// [`crate::workers`]). Call it once, before loading a model; the page must be cross-origin
-/// isolated, since the workers share this module's memory.
+/// [`crate::workers`]). Call it once and wait for it before loading a model; the page must be
+/// cross-origin isolated, since the workers share this module's memory.
 #[cfg(feature = "threads")]
 #[wasm_bindgen(js_name = initThreads)]
 pub async fn init_threads(threads: usize) -> Result<(), JsValue> {
@@ -35,7 +35,8 @@ pub async fn init_threads(threads: usize) -> Result<(), JsValue> {
 }
 
 /// How many threads the CPU kernel runs on: the caller and its helpers (1 in the build
-/// without threads, or before [`init_threads`]).
+/// without threads). The helpers are fixed the first time the kernel or this asks for them,
+/// so in the threaded build call it after [`init_threads`] has resolved.
 #[wasm_bindgen(js_name = kernelThreads)]
 pub fn kernel_threads() -> usize {
     crate::workers::threads()
