@@ -16,7 +16,10 @@ use std::thread::Thread;
 
 /// How long an idle helper spins before it parks (each round is one `spin_loop` hint).
 // (The browser build without threads has no helpers.)
-#[cfg_attr(all(target_arch = "wasm32", not(feature = "threads")), allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "threads")),
+    allow(dead_code)
+)]
 const SPIN_ROUNDS: u32 = 20_000;
 
 struct Job<'a> {
@@ -105,7 +108,10 @@ fn start_helpers() -> Vec<Thread> {
 #[cfg(all(target_arch = "wasm32", feature = "threads"))]
 pub static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-#[cfg_attr(all(target_arch = "wasm32", not(feature = "threads")), allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "threads")),
+    allow(dead_code)
+)]
 fn helper() {
     let mut idle = 0u32;
     loop {
