@@ -8,7 +8,7 @@
 
 mod common;
 
-use burn::tensor::{Device, DeviceKind, Tensor};
+use burn::tensor::{Device, Tensor};
 use captioner::{
     Engine, Flow, ImageLayout, ModelFiles, Precision, QuantType, Request, SamplingOptions,
 };
@@ -162,11 +162,9 @@ fn tiny_model_fidelity_per_preset() {
 
 #[test]
 fn wgpu_packed_matches_cpu_blocks() {
-    if std::env::var("CAPTIONER_TEST_WGPU").as_deref() != Ok("1") {
-        eprintln!("skipped: set CAPTIONER_TEST_WGPU=1 to run on the wgpu backend");
+    let Some(gpu) = wgpu_device() else {
         return;
-    }
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    };
     let image = Some("photo_256x256.webp");
     for precision in [PRESETS[0], PRESETS[1]] {
         let cpu_engine = tiny(precision, &Device::flex());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
 use captioner::{Engine, ModelFiles};
 use common::*;
 
@@ -19,11 +19,9 @@ fn load(model: &str, device: &Device) -> Engine {
 
 #[test]
 fn wgpu_matches_cpu_on_tiny_models() {
-    if std::env::var("CAPTIONER_TEST_WGPU").as_deref() != Ok("1") {
-        eprintln!("skipped: set CAPTIONER_TEST_WGPU=1 to run on the wgpu backend");
+    let Some(gpu) = wgpu_device() else {
         return;
-    }
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    };
     for (model, image) in [
         ("tiny-a", "small_100x80.png"),
         ("tiny-b", "photo_256x256.webp"),

@@ -7,7 +7,8 @@ import { fromUrl } from './model-store.js';
 self.onmessage = async ({ data: { model, device, precision, threads, settings } }) => {
   try {
     // As the app runs it: the threaded build where the page is cross-origin isolated.
-    const engine = await loadEngine({ cpu: device === 'cpu', ...(threads ? { threads } : {}) });
+    // (`threads` undefined: every core.)
+    const engine = await loadEngine({ cpu: device === 'cpu', threads });
     const { pkg } = engine;
     const { files } = await fromUrl(model);
     const report = await pkg.bench(

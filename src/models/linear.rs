@@ -1,9 +1,9 @@
 //! Linear layers and embedding tables whose weights may be f32 or packed blocks.
 //!
 //! Where a packed weight lives depends on the backend: on a GPU it is a burn quantized tensor
-//! (a few rows of `x` go through our [`super::matvec`] kernel, more through burn's quantized matmul),
-//! on the CPU it stays in host memory as ggml blocks and [`BlockMatrix::matmul`] reads them.
-//! Neither keeps an f32 copy.
+//! (a few rows of `x` go through our [`super::matvec`] kernel, more through burn's quantized
+//! matmul), on the CPU it stays in host memory as ggml blocks and [`BlockMatrix::matmul`] reads
+//! them. Neither keeps an f32 copy.
 
 use crate::quant::BlockMatrix;
 use crate::weights::HostTensor;
@@ -123,7 +123,6 @@ impl Weight {
     }
 }
 
-/// Whether `device` is burn's CPU backend.
 /// Our fused kernel for a packed weight times a few rows ([`super::matvec`]), where the build
 /// has a GPU; `None` leaves the product to burn.
 #[cfg(any(not(target_arch = "wasm32"), feature = "webgpu"))]
@@ -136,6 +135,7 @@ fn gpu_matvec(_: &Tensor<2>, _: &Tensor<2>) -> Option<Tensor<2>> {
     None
 }
 
+/// Whether `device` is burn's CPU backend.
 pub fn is_cpu(device: &Device) -> bool {
     *device == Device::flex()
 }

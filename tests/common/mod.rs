@@ -106,3 +106,16 @@ pub fn caption_tokens(
         .expect("caption");
     (generation.tokens, tensor_values(logits))
 }
+
+/// The wgpu device (Vulkan; lavapipe in CI) when `CAPTIONER_TEST_WGPU=1` (scripts/test.sh sets
+/// it), else `None` after saying the test is skipped: a machine without a Vulkan device cannot
+/// run these tests.
+pub fn wgpu_device() -> Option<burn::tensor::Device> {
+    if std::env::var("CAPTIONER_TEST_WGPU").as_deref() != Ok("1") {
+        eprintln!("skipped: set CAPTIONER_TEST_WGPU=1 to run on the wgpu backend");
+        return None;
+    }
+    Some(burn::tensor::Device::wgpu(
+        burn::tensor::DeviceKind::DefaultDevice,
+    ))
+}
