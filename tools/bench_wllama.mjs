@@ -7,10 +7,13 @@
 //                               [--wllama cpu,webgpu] [--prefill 128] [--contexts 32,256] [--decode 32]
 //
 // wllama runs multi-threaded (its page is served cross-origin isolated, threads = the machine's
-// cores) on the wasm CPU backend, and on WebGPU with every layer offloaded. Captioner runs as
-// shipped: www/ as tools/serve.mjs serves it (cross-origin isolated: its CPU path is threaded too), built by scripts/build-web.sh (release, for
-// figures; the test suite's dev build also works). Chromium gets the flags the browser tests use
-// plus --enable-unsafe-webgpu (on a machine without a GPU, WebGPU is SwiftShader's).
+// cores) on the wasm CPU backend, and on WebGPU with every layer offloaded. Each row is named
+// after where llama.cpp really put the model (its log's model buffers): ggml's WebGPU backend
+// needs `shader-f16`, and without it (SwiftShader) llama.cpp silently runs on the CPU. Captioner
+// runs as shipped: www/ as tools/serve.mjs serves it (cross-origin isolated: its CPU path is
+// threaded too), built by scripts/build-web.sh (release, for figures; the test suite's dev build
+// also works). Chromium gets the flags the browser tests use plus --enable-unsafe-webgpu (on a
+// machine without a GPU, WebGPU is SwiftShader's).
 //
 // Prints prefill and decode tokens/s with Captioner / wllama ratios; writes wllama.json,
 // captioner.json and table.txt to --out (default: a temporary folder).
@@ -72,7 +75,11 @@ const timeout = Number(args.timeout) * 1000;
 
 async function pageResult(url, global) {
   const page = await browser.newPage();
-  page.on('console', (m) => m.type() === 'error' && console.error(`  [page] ${m.text()}`));
+  // Failed fetches are named by URL (the console's line does not say which); Captioner's page
+  // probing for an `mmproj-` companion GGUF next to a text-only model is one, and expected.
+  page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource')
+    && console.error(`  [page] ${m.text()}`));
+  page.on('response', (r) => r.status() >= 400 && console.error(`  [page] ${r.status()} ${r.url()}`));
   try {
     await page.goto(url);
     const result = await page.evaluate((g) => window[g], global, { timeout });
@@ -95,7 +102,7 @@ try {
     const r = await pageResult(`${wllamaServer.url}/index.html?${query}`, 'wllamaResult');
     documents.wllama.push(r);
     rows.push({
-      name: `wllama ${r.backend}, ${r.threads} thread${r.threads > 1 ? 's' : ''}`,
+      name: `wllama ${r.backend}${r.webgpu_requested && r.backend !== 'WebGPU' ? ' (WebGPU asked)' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}`,
       prefill: r.prefill_tokens_per_s.median,
       decode: r.decode.map((d) => d.tokens_per_s.median),
       reference: true,
@@ -129,7 +136,7 @@ try {
 // The table: tokens/s, and each Captioner row's ratio to each wllama row.
 const contexts = args.contexts.split(',');
 const head = ['tokens/s', `prefill ${args.prefill}`, ...contexts.map((c) => `decode @ ${c}`)];
-const line = (cells) => cells[0].padEnd(36) + cells.slice(1).map((c) => String(c).padStart(14)).join('');
+const line = (cells) => cells[0].padEnd(46) + cells.slice(1).map((c) => String(c).padStart(14)).join('');
 const lines = [`${basename(gguf)}; ${documents.wllama[0]?.engine ?? ''}`, line(head)];
 for (const row of rows) lines.push(line([row.name, row.prefill.toFixed(1), ...row.decode.map((d) => d.toFixed(1))]));
 for (const ref of rows.filter((r) => r.reference)) {

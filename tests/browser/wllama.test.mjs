@@ -29,13 +29,24 @@ test('bench_wllama.mjs runs wllama and Captioner on the same GGUF and prints rat
   try {
     const stdout = execFileSync('node', [
       join(repo, 'tools/bench_wllama.mjs'), '--gguf', gguf, '--out', out, '--runs', '1', '--warmup', '1',
-      '--prefill', '8', '--contexts', '4,12', '--decode', '3', '--wllama', 'cpu', '--captioner', 'cpu:auto',
+      '--prefill', '8', '--contexts', '4,12', '--decode', '3', '--wllama', 'cpu,webgpu', '--captioner', 'cpu:auto',
     ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 15 * 60 * 1000 });
     console.log(stdout);
 
-    const [wllama] = JSON.parse(readFileSync(join(out, 'wllama.json'), 'utf8'));
+    const [wllama, wllamaGpu] = JSON.parse(readFileSync(join(out, 'wllama.json'), 'utf8'));
     assert.match(wllama.engine, /^wllama 3\.8\.1 \(llama\.cpp b\d+/);
     assert.equal(wllama.backend, 'wasm CPU');
+    assert.deepEqual(wllama.model_buffers, ['CPU']);
+    // Asked for WebGPU, wllama is named after where llama.cpp put the weights. ggml's WebGPU
+    // backend needs shader-f16; on an adapter without it (SwiftShader) llama.cpp quietly loads
+    // everything on the CPU, and the row must not be called WebGPU.
+    assert.equal(wllamaGpu.webgpu_requested, true);
+    assert.equal(wllamaGpu.backend === 'WebGPU', wllamaGpu.model_buffers.some((b) => b !== 'CPU'));
+    if (wllamaGpu.adapter && !wllamaGpu.adapter.shader_f16) {
+      assert.deepEqual(wllamaGpu.model_buffers, ['CPU']);
+      assert.equal(wllamaGpu.backend, 'wasm CPU');
+      assert.match(readFileSync(join(out, 'table.txt'), 'utf8'), /wllama wasm CPU \(WebGPU asked\)/);
+    }
     // Served cross-origin isolated, so wllama's threads are on.
     assert.equal(wllama.cross_origin_isolated, true);
     assert.ok(wllama.threads >= 1);

@@ -59,8 +59,24 @@ async function measure(wllama, what, promptTokens, newTokens, pick) {
   return { ...stat(samples), prompt_tokens: evaluated[0][0], generated_tokens: evaluated[0][1] };
 }
 
+// llama.cpp's own log, kept rather than printed: it is the only place that says where the model
+// really went. Asking for `n_gpu_layers` is not enough: when ggml's WebGPU backend cannot get a
+// device (it requires `shader-f16`, which SwiftShader lacks), llama.cpp loads everything on the
+// CPU without an error, so a "WebGPU" run would silently be a CPU run.
+const nativeLog = [];
+const keep = (...args) => nativeLog.push(args.map(String).join(' '));
+const logger = { debug: keep, log: keep, warn: keep, error: (...args) => { keep(...args); console.error(...args); } };
+
+// The buffer types llama.cpp put the weights in ("CPU", or a GPU backend's name), from lines like
+// "load_tensors:          CPU model buffer size =    92.10 MiB".
+function modelBuffers() {
+  const names = nativeLog.flatMap((line) => [...line.matchAll(/(\S+) model buffer size/g)].map((m) => m[1]));
+  return [...new Set(names)];
+}
+
 async function run() {
-  const wllama = new Wllama({ default: '/wllama/wasm/wllama.wasm' }, { suppressNativeLog: true });
+  const adapter = await navigator.gpu?.requestAdapter();
+  const wllama = new Wllama({ default: '/wllama/wasm/wllama.wasm' }, { suppressNativeLog: false, logger });
   const started = performance.now();
   await wllama.loadModelFromUrl(new URL(settings.model, location.href).href, {
     n_ctx: 1024,
@@ -68,7 +84,10 @@ async function run() {
     n_gpu_layers: settings.gpu ? 999 : 0,
   });
   const loadMs = performance.now() - started;
-  log(`loaded in ${loadMs.toFixed(0)} ms, WebGPU: ${settings.gpu}`);
+  const buffers = modelBuffers();
+  if (!buffers.length) throw new Error('llama.cpp logged no model buffer, so where the model runs is unknown');
+  const onGpu = buffers.some((name) => name !== 'CPU');
+  log(`loaded in ${loadMs.toFixed(0)} ms, WebGPU asked: ${settings.gpu}, model buffers: ${buffers.join(', ')}`);
   const prefill = await measure(wllama, `prefill ${settings.prefill}`, settings.prefill, 1, (t) => t.prompt_per_second);
   const decode = [];
   for (const context of settings.contexts) {
@@ -79,7 +98,11 @@ async function run() {
   await wllama.exit();
   return {
     engine: `wllama 3.8.1 (llama.cpp ${Wllama.getLibllamaVersion()})`,
-    backend: settings.gpu ? 'WebGPU' : 'wasm CPU',
+    // What ran, not what was asked for.
+    backend: onGpu ? 'WebGPU' : 'wasm CPU',
+    webgpu_requested: settings.gpu,
+    model_buffers: buffers,
+    adapter: adapter ? { fallback: adapter.isFallbackAdapter, shader_f16: adapter.features.has('shader-f16') } : null,
     threads,
     cross_origin_isolated: self.crossOriginIsolated,
     settings,
