@@ -102,7 +102,11 @@ async function run() {
     backend: onGpu ? 'WebGPU' : 'wasm CPU',
     webgpu_requested: settings.gpu,
     model_buffers: buffers,
-    adapter: adapter ? { fallback: adapter.isFallbackAdapter, shader_f16: adapter.features.has('shader-f16') } : null,
+    // Chromium 156 has `isFallbackAdapter` on `adapter.info` (as www/worker.js reads it), older
+    // browsers on the adapter.
+    adapter: adapter
+      ? { fallback: adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter, shader_f16: adapter.features.has('shader-f16') }
+      : null,
     threads,
     cross_origin_isolated: self.crossOriginIsolated,
     settings,
