@@ -5,6 +5,7 @@
 //! matmul), on the CPU it stays in host memory as ggml blocks and [`BlockMatrix::matmul`] reads
 //! them. Neither keeps an f32 copy.
 
+use super::bands;
 use crate::quant::BlockMatrix;
 use crate::weights::HostTensor;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -87,6 +88,33 @@ impl Weight {
 
     /// `x` `[m, in]` -> `[m, out]`.
     fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        if bands::BANDED && x.dims()[0] >= 2 * bands::MIN_BAND {
+            // The threaded browser build: bands of rows on every thread (see `bands`).
+            return self.matmul_banded(x, bands::MIN_BAND);
+        }
+        self.matmul_whole(x)
+    }
+
+    /// [`Weight::matmul`] in bands of at least `min_band` rows, one per thread. A packed
+    /// weight is dequantized once for all the bands.
+    fn matmul_banded(&self, x: Tensor<2>, min_band: usize) -> Tensor<2> {
+        let dequantized;
+        let weight = match self {
+            Weight::Blocks(b) => {
+                let w = TensorData::new(b.dequantize(), [b.rows(), b.cols()]);
+                dequantized =
+                    Weight::Dense(vec![Tensor::<2>::from_data(w, &x.device()).transpose()]);
+                &dequantized
+            }
+            _ => self,
+        };
+        bands::in_bands(x.dims()[0], min_band, 0, &|rows| {
+            weight.matmul_whole(x.clone().slice(rows))
+        })
+    }
+
+    /// [`Weight::matmul`] in one piece.
+    fn matmul_whole(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Weight::Dense(blocks) => match blocks.as_slice() {
                 [w] => x.matmul(w.clone()),
@@ -279,6 +307,41 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(diff < 1e-5, "m = {m}: {diff}");
+        }
+    }
+
+    /// The browser's threaded build cuts long products into row bands: they must add up to
+    /// the product itself, for an f32 and a packed weight.
+    #[test]
+    fn banded_products_are_the_product() {
+        let device = Device::flex();
+        let (out, inp, m) = (24, 64, 37);
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect();
+        let blocks = BlockMatrix::quantize(QuantType::Q8_0, out, inp, &w).unwrap();
+        let x: Vec<f32> = (0..m * inp)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [m, inp]), &device);
+        for weight in [
+            Weight::dense(HostTensor::new(vec![out, inp], w.clone()), &device),
+            Weight::packed(blocks, &device),
+        ] {
+            let whole: Vec<f32> = weight
+                .matmul_whole(x.clone())
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            let banded = weight.matmul_banded(x.clone(), 5);
+            assert_eq!(banded.dims(), [m, out]);
+            let banded: Vec<f32> = banded.into_data().try_to_vec().unwrap();
+            let diff = whole
+                .iter()
+                .zip(&banded)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "{weight:?}: {diff}");
         }
     }
 }

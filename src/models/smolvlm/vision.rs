@@ -3,6 +3,7 @@
 //! final LayerNorm. Names under `model.vision_model`.
 
 use crate::config::VisionConfig;
+use crate::models::bands;
 use crate::models::linear::{is_cpu, Linear, Weight};
 use crate::models::nn::{attention, gelu_tanh, LayerNorm};
 use crate::weights::Loader;
@@ -135,7 +136,11 @@ fn tile_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor
     if is_cpu(&q.device()) {
         // burn-flex's fused attention: over a tile's 1024 patches it walks the keys in blocks
         // with a running softmax (flash attention), so the 48 MB of scores per tile are never
-        // written out, and its (tile, head) pairs go to every core.
+        // written out. Natively flex's rayon spreads its (tile, head) pairs over the cores; the
+        // threaded browser build hands bands of heads to its threads.
+        if bands::BANDED {
+            return heads_in_bands(q, k, v, mask);
+        }
         let options = AttentionModuleOptions::default(); // scale 1/sqrt(head_dim)
         return fused_attention(q, k, v, None, mask.cloned(), options);
     }
@@ -143,6 +148,17 @@ fn tile_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor
         None => attention(q, k, v, None),
         Some(mask) => masked_attention(q, k, v, mask.clone()),
     }
+}
+
+/// The CPU's fused attention in bands of heads on every thread, for the browser's threaded
+/// build (see `bands`).
+fn heads_in_bands(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
+    let [tiles, heads, len, dim] = q.dims();
+    bands::in_bands(heads, 1, 1, &|h| {
+        let band = |t: &Tensor<4>| t.clone().slice([0..tiles, h.clone(), 0..len, 0..dim]);
+        let options = AttentionModuleOptions::default();
+        fused_attention(band(&q), band(&k), band(&v), None, mask.cloned(), options)
+    })
 }
 
 /// Attention where each tile masks its own padded key patches (`mask` `[tiles, 1, 1, len]`).
@@ -242,7 +258,7 @@ impl VisionTower {
 
 #[cfg(test)]
 mod tests {
-    use super::{masked_attention, position_ids, tile_attention};
+    use super::{heads_in_bands, masked_attention, position_ids, tile_attention};
     use burn::tensor::{Device, Tensor, TensorData};
     use rand::{Rng, SeedableRng};
 
@@ -269,12 +285,20 @@ mod tests {
             Tensor::<4>::from_data(TensorData::new(mask, [tiles, 1, 1, len]), &Device::flex());
         let none = Tensor::<4>::zeros([tiles, 1, 1, len], &Device::flex());
         for (mask, reference_mask) in [(None, none), (Some(&mask), mask.clone())] {
-            let ours = tile_attention(q.clone(), k.clone(), v.clone(), mask);
             let reference = masked_attention(q.clone(), k.clone(), v.clone(), reference_mask);
-            let diff: f32 = (ours - reference).abs().max().into_scalar();
+            let ours = tile_attention(q.clone(), k.clone(), v.clone(), mask);
+            let diff: f32 = (ours - reference.clone()).abs().max().into_scalar();
             assert!(
                 diff <= 1e-5,
                 "masked: {}, differs by {diff}",
+                mask.is_some()
+            );
+            // The threaded browser build's way, run here on this machine's threads.
+            let banded = heads_in_bands(q.clone(), k.clone(), v.clone(), mask);
+            let diff: f32 = (banded - reference).abs().max().into_scalar();
+            assert!(
+                diff <= 1e-5,
+                "in bands, masked: {}, differs by {diff}",
                 mask.is_some()
             );
         }
