@@ -244,6 +244,13 @@ mod tests {
     use super::*;
     use crate::quant::QuantType;
 
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
     #[test]
     fn split_dense_weight_matches_one_block() {
         let device = Device::flex();
@@ -301,11 +308,7 @@ mod tests {
                 .try_to_vec::<f32>()
                 .unwrap();
             let b: Vec<f32> = packed.forward(x).into_data().try_to_vec::<f32>().unwrap();
-            let diff = a
-                .iter()
-                .zip(&b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let diff = max_abs_diff(&a, &b);
             assert!(diff < 1e-5, "m = {m}: {diff}");
         }
     }
@@ -336,11 +339,7 @@ mod tests {
             let banded = weight.matmul_banded(x.clone(), 5);
             assert_eq!(banded.dims(), [m, out]);
             let banded: Vec<f32> = banded.into_data().try_to_vec().unwrap();
-            let diff = whole
-                .iter()
-                .zip(&banded)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let diff = max_abs_diff(&whole, &banded);
             assert!(diff < 1e-5, "{weight:?}: {diff}");
         }
     }
