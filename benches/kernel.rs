@@ -4,7 +4,8 @@
 //! a change to it shows without the noise of loading and of the other ops.
 //!
 //! `cargo bench --bench kernel` prints µs per product, the weight bytes read per second and
-//! multiply-adds per second. Under `cargo test` (no `--bench` argument) it runs a few products
+//! multiply-adds per second; then how fast each format quantizes an f32 matrix, which is what
+//! loading a file in any other format (Q4_1, K-quants, f16) at q8_0/q4_0 costs per weight. Under `cargo test` (no `--bench` argument) it runs a few products
 //! and checks them against the dequantized weights, so the harness cannot rot.
 
 use std::hint::black_box;
@@ -70,6 +71,38 @@ fn main() {
                 (rows * cols) as f64 / median / 1e9
             );
         }
+    }
+    quantize_speed(bench);
+}
+
+/// Quantizing one `gate/up 576` matrix on one thread (loading spreads matrices' rows over the
+/// helper threads; this is the per-thread rate).
+fn quantize_speed(bench: bool) {
+    let (rows, cols) = (1536, 576);
+    let weights = values(rows * cols, 11);
+    let runs = if bench { 20 } else { 1 };
+    println!(
+        "\n{:<14} {:>6} {:>10} {:>12}",
+        "quantize", "type", "ms/matrix", "M weights/s"
+    );
+    for ty in [QuantType::Q8_0, QuantType::Q4_0] {
+        let mut samples: Vec<f64> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                let blocks = captioner::quant::quantize_blocks(ty, black_box(&weights));
+                black_box(blocks);
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        println!(
+            "{:<14} {:>6} {:>10.2} {:>12.1}",
+            "gate/up 576",
+            ty.name(),
+            median * 1e3,
+            (rows * cols) as f64 / median / 1e6
+        );
     }
 }
 
