@@ -23,6 +23,8 @@ pub mod error;
 pub mod files;
 pub mod generate;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod heap;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod jsonl;
 pub mod models;
 pub mod preprocess;

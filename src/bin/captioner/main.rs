@@ -305,6 +305,9 @@ fn load(model: &std::path::Path, common: &Common) -> Result<Engine> {
 }
 
 fn main() -> Result<ExitCode> {
+    // Before any model is loaded: large tensors reuse freed heap memory instead of fresh pages
+    // per op (see the module's note).
+    captioner::heap::keep_freed_memory();
     let cli = Cli::parse();
     let (engine, request, image, common) = match cli.command {
         Command::CaptionJsonl(args) => return caption_jsonl(args),
