@@ -292,6 +292,7 @@ struct BenchSettings {
     contexts: Option<Vec<usize>>,
     decode_tokens: Option<usize>,
     caption_tokens: Option<usize>,
+    /// Pixels, or 0 for the processor's own setting (as `captioner bench --longest-edge 0`).
     longest_edge: Option<u32>,
     /// `"smolvlm-256m"` or `"smolvlm-500m"`: random weights with those shapes, the tokenizer
     /// from `files`.
@@ -323,7 +324,9 @@ pub async fn bench(
         contexts: settings.contexts.unwrap_or(d.contexts),
         decode_tokens: settings.decode_tokens.unwrap_or(d.decode_tokens),
         caption_tokens: settings.caption_tokens.unwrap_or(d.caption_tokens),
-        longest_edge: settings.longest_edge.or(d.longest_edge),
+        longest_edge: settings
+            .longest_edge
+            .map_or(d.longest_edge, crate::bench::Options::longest_edge_from),
     };
     let precision: Precision = precision.parse().map_err(js_error)?;
     let image = match image {

@@ -57,6 +57,14 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The `longest_edge` setting as both front ends take it (`--longest-edge`, bench.html's
+    /// `edge`): a number of pixels, or 0 for the processor's own setting (all its tiles).
+    pub fn longest_edge_from(pixels: u32) -> Option<u32> {
+        (pixels > 0).then_some(pixels)
+    }
+}
+
 /// Median, extremes and every sample of one measured quantity.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Stat {

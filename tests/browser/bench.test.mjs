@@ -74,3 +74,22 @@ test('bench.html measures every stage at each precision on WebGPU', async () => 
   assert.equal(await page.locator('#download').isHidden(), false);
   await page.close();
 });
+
+test("bench.html's edge=0 keeps the processor's own tiling, as `captioner bench --longest-edge 0`", async () => {
+  const page = await browser.newPage();
+  const tiles = {};
+  for (const edge of ['0', '64']) {
+    const query = new URLSearchParams({
+      model: '/fixtures/tiny-b/', precision: 'f32', device: 'cpu', runs: '1', warmup: '0',
+      contexts: '4', prefill: '4', decode: '2', caption: '2', edge, run: '1',
+    });
+    await page.goto(`${origin}/bench.html?${query}`);
+    const doc = await page.evaluate(() => window.benchResult);
+    assert.equal(doc.error, undefined, doc.error);
+    tiles[edge] = doc.reports[0].image_tiles;
+  }
+  // tiny-b's processor: longest edge 256 in tiles of 64, so the 1024x768 test image is 4 x 3
+  // tiles and the global one; at 64 it is one tile.
+  assert.deepEqual(tiles, { 0: 13, 64: 1 });
+  await page.close();
+});

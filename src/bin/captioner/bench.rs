@@ -76,7 +76,7 @@ impl Bench {
             contexts,
             decode_tokens: self.decode_tokens,
             caption_tokens: self.caption_tokens,
-            longest_edge: (self.longest_edge > 0).then_some(self.longest_edge),
+            longest_edge: Options::longest_edge_from(self.longest_edge),
         })
     }
 
