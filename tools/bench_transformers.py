@@ -8,6 +8,8 @@ The reference venv is the goldens' one (tools/requirements-goldens.txt: torch 2.
 vision tower and connector; prefill of 128 tokens; 32 greedy decode steps after 32 and after 256
 tokens of context, each step reading back the chosen id; warm-up runs excluded; medians.
 Captioner runs its CPU backend (`--devices cpu,gpu` adds wgpu on a real GPU).
+`--edge 0` measures vision on a whole photo instead: the test image at the processor's own size
+(13 tiles), PyTorch given as many tiles in one batch, both reported per tile.
 Prints the table with ratios Captioner / PyTorch and writes both reports as JSON.
 """
 
@@ -46,15 +48,16 @@ def token_ids(n, vocab):
 
 
 @torch.inference_mode()
-def bench_torch(runs, warmup):
+def bench_torch(runs, warmup, tiles):
     torch.manual_seed(0)
     config = Idefics3Config.from_dict(json.loads(SHAPE.read_text()))
     model = Idefics3ForConditionalGeneration(config).eval().float()
     vocab = config.text_config.vocab_size
     side = config.vision_config.image_size
-    pixels = torch.randn(1, 1, 3, side, side)
+    pixels = torch.randn(1, tiles, 3, side, side)
 
     vision = median_of(lambda: model.model.get_image_features(pixels), runs, warmup)
+    vision = {k: [x / tiles for x in v] if k == "samples" else v / tiles for k, v in vision.items()}
 
     def prefill(n):
         out = model(input_ids=token_ids(n, vocab), use_cache=True)
@@ -79,18 +82,20 @@ def bench_torch(runs, warmup):
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "tiles": tiles,
         "vision_ms_per_tile": {k: v * 1000 if k != "samples" else [x * 1000 for x in v] for k, v in vision.items()},
         "prefill_tokens_per_s": 128 / pre["median"],
         "decode_tokens_per_s": {c: d["median"] for c, d in decodes.items()},
     }
 
 
-def bench_captioner(binary, device, runs, warmup, out):
+def bench_captioner(binary, device, runs, warmup, edge, out):
     path = out / f"captioner-{device}.json"
     subprocess.run(
         [binary, "bench", "--model", str(REPO / "tests/fixtures/tiny-b"), "--synthetic", "smolvlm-256m",
          "--precision", "f32", "--device", device, "--runs", str(runs), "--warmup", str(warmup),
-         "--prefill-tokens", "128", "--contexts", "32,256", "--decode-tokens", "32", "--json", str(path)],
+         "--prefill-tokens", "128", "--contexts", "32,256", "--decode-tokens", "32",
+         "--longest-edge", str(edge), "--json", str(path)],
         check=True, stdout=sys.stderr)
     return json.loads(path.read_text())
 
@@ -104,15 +109,18 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     # gpu (wgpu) is worth it on a real GPU; on lavapipe a 256M vision tile takes minutes.
     p.add_argument("--devices", default="cpu")
+    p.add_argument("--edge", type=int, default=512, help="the image's longest edge; 0: the processor's own")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
 
-    ref = bench_torch(a.runs, a.warmup)
+    # Captioner first: its report says how many tiles the image became, and PyTorch gets as many.
+    ours = {d: bench_captioner(a.captioner, d, a.runs, a.warmup, a.edge, a.out) for d in a.devices.split(",")}
+    tiles = next(iter(ours.values()))["reports"][0]["image_tiles"]
+    ref = bench_torch(a.runs, a.warmup, tiles)
     (a.out / "torch.json").write_text(json.dumps(ref, indent=2))
-    ours = {d: bench_captioner(a.captioner, d, a.runs, a.warmup, a.out) for d in a.devices.split(",")}
 
     print(f"PyTorch {ref['torch']} eager f32, transformers {ref['transformers']}, {ref['threads']} threads; "
-          f"synthetic SmolVLM-256M shapes")
+          f"synthetic SmolVLM-256M shapes; vision over {tiles} tile(s) at once")
     cols = [("vision ms/tile", "lower")] + [("prefill tok/s", "higher")] + [(f"decode@{c} tok/s", "higher") for c in (32, 256)]
     print(f"{'':<26}" + "".join(f"{n:>18}" for n, _ in cols))
     ref_row = [ref["vision_ms_per_tile"]["median"], ref["prefill_tokens_per_s"]] + [ref["decode_tokens_per_s"][c] for c in (32, 256)]
