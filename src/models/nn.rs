@@ -1,9 +1,12 @@
 //! Building blocks shared by the vision tower and the text decoder, written to compute exactly
 //! what their PyTorch counterparts compute (same operation order where it matters for floats).
 
+use super::bands;
 use super::linear::is_cpu;
 use crate::weights::Loader;
 use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::module::attention as fused_attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Llama's RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`.
@@ -186,9 +189,58 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     out.reshape([b, heads, q_len, head_dim])
 }
 
+/// [`attention`] for a prompt on the CPU: `q_len` new positions after `kv_len - q_len` cached
+/// ones, each seeing the keys up to its own position (the mask [`attention`] would be given).
+///
+/// burn-flex's fused attention walks the keys in blocks with a running softmax (flash
+/// attention) and applies the causal limit itself, so the `[heads, q_len, kv_len]` scores are
+/// never written out; natively its rayon spreads the heads over the cores. In the browser's
+/// threaded build flex has no threads, and the explicit product ran on one, so there the query
+/// heads go to the kernel's threads in bands; each band gets its own copy of the K/V heads its
+/// query heads share (a few MB for a long prompt), so any split of the heads stands alone.
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let options = AttentionModuleOptions {
+        is_causal: true,
+        ..Default::default() // scale 1/sqrt(head_dim)
+    };
+    if !bands::BANDED {
+        return fused_attention(q, k, v, None, None, options);
+    }
+    causal_heads_in_bands(q, k, v, options)
+}
+
+fn causal_heads_in_bands(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    options: AttentionModuleOptions,
+) -> Tensor<4> {
+    let [b, heads, q_len, dim] = q.dims();
+    let [_, kv_heads, kv_len, _] = k.dims();
+    let group = heads / kv_heads;
+    // Query head `h` reads K/V head `h / group`, as in transformers' `repeat_kv`.
+    let per_query_head = |t: Tensor<4>| {
+        t.unsqueeze_dim::<5>(2)
+            .repeat_dim(2, group)
+            .reshape([b, heads, kv_len, dim])
+    };
+    let (k, v) = (per_query_head(k), per_query_head(v));
+    bands::in_bands(heads, 1, 1, &|h| {
+        let band = |t: &Tensor<4>, len: usize| t.clone().slice([0..b, h.clone(), 0..len, 0..dim]);
+        fused_attention(
+            band(&q, q_len),
+            band(&k, kv_len),
+            band(&v, kv_len),
+            None,
+            None,
+            options,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::gelu_tanh;
+    use super::{attention, causal_attention, causal_heads_in_bands, gelu_tanh};
     use burn::tensor::activation::gelu_approximate;
     use burn::tensor::{Device, Tensor, TensorData};
 
@@ -208,6 +260,64 @@ mod tests {
         for ((x, a), b) in values.iter().zip(&ours).zip(&burns) {
             let tolerance = 1e-6 * x.abs().max(1.0);
             assert!((a - b).abs() <= tolerance, "gelu({x}): {a} vs burn's {b}");
+        }
+    }
+
+    /// The CPU's fused causal attention, and its banded form for the threaded browser build
+    /// (run here on this machine's threads), against the explicit product with the causal mask
+    /// the text model builds: grouped heads, a prompt after cached positions, at a length where
+    /// flex writes the scores out and one where it takes its flash path.
+    #[test]
+    fn causal_attention_is_the_masked_formula() {
+        let device = Device::flex();
+        let (heads, kv_heads, dim, past) = (6, 2, 16, 40);
+        let mut seed = 11u64;
+        let mut random = |shape: [usize; 4]| {
+            let values: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+                })
+                .collect();
+            Tensor::<4>::from_data(TensorData::new(values, shape), &device)
+        };
+        for len in [300, 600] {
+            let total = past + len;
+            let q = random([1, heads, len, dim]);
+            let k = random([1, kv_heads, total, dim]);
+            let v = random([1, kv_heads, total, dim]);
+            let mask: Vec<f32> = (0..len)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j <= past + i {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::<2>::from_data(TensorData::new(mask, [len, total]), &device);
+            let reference = attention(q.clone(), k.clone(), v.clone(), Some(mask));
+            let fused = causal_attention(q.clone(), k.clone(), v.clone());
+            let banded = causal_heads_in_bands(
+                q,
+                k,
+                v,
+                super::AttentionModuleOptions {
+                    is_causal: true,
+                    ..Default::default()
+                },
+            );
+            for (name, ours) in [("fused", fused), ("in bands", banded)] {
+                let diff: f32 = (ours - reference.clone()).abs().max().into_scalar();
+                assert!(
+                    diff <= 1e-5,
+                    "{name}, {len} new positions: differs by {diff}"
+                );
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
+use crate::models::linear::is_cpu;
 use crate::models::linear::{Embedding, Linear};
-use crate::models::nn::{attention, RmsNorm, Rope};
+use crate::models::nn::{attention, causal_attention, RmsNorm, Rope};
 use crate::weights::Loader;
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
@@ -54,7 +55,12 @@ impl SelfAttention {
         let q = Rope::apply(q, &rope.cos, &rope.sin);
         let k = Rope::apply(k, &rope.cos, &rope.sin);
         let (k, v) = cache.append(k, v);
-        let out = attention(q, k, v, mask);
+        // `mask` is there for a prompt (several new positions) and is causal; the CPU applies
+        // that limit inside its fused attention instead of adding the mask to written-out scores.
+        let out = match mask {
+            Some(_) if is_cpu(&q.device()) => causal_attention(q, k, v),
+            mask => attention(q, k, v, mask),
+        };
         let out = out
             .swap_dims(1, 2)
             .reshape([b, len, self.heads * self.head_dim]);
