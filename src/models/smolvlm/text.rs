@@ -3,8 +3,7 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
-use crate::models::linear::is_cpu;
-use crate::models::linear::{Embedding, Linear};
+use crate::models::linear::{is_cpu, Embedding, Linear};
 use crate::models::nn::{attention, causal_attention, RmsNorm, Rope};
 use crate::weights::Loader;
 use burn::tensor::activation::silu;
