@@ -54,15 +54,9 @@ fn main() {
             for _ in 0..warmup {
                 black_box(matrix.matmul(black_box(&x), 1));
             }
-            let mut samples: Vec<f64> = (0..runs)
-                .map(|_| {
-                    let start = Instant::now();
-                    black_box(matrix.matmul(black_box(&x), 1));
-                    start.elapsed().as_secs_f64()
-                })
-                .collect();
-            samples.sort_by(f64::total_cmp);
-            let median = samples[samples.len() / 2];
+            let median = median_seconds(runs, || {
+                black_box(matrix.matmul(black_box(&x), 1));
+            });
             println!(
                 "{name:<14} {:>6} {:>10.2} {:>12.2} {:>10.2}",
                 ty.name(),
@@ -86,16 +80,9 @@ fn quantize_speed(bench: bool) {
         "quantize", "type", "ms/matrix", "M weights/s"
     );
     for ty in [QuantType::Q8_0, QuantType::Q4_0] {
-        let mut samples: Vec<f64> = (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                let blocks = captioner::quant::quantize_blocks(ty, black_box(&weights));
-                black_box(blocks);
-                start.elapsed().as_secs_f64()
-            })
-            .collect();
-        samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
+        let median = median_seconds(runs, || {
+            black_box(captioner::quant::quantize_blocks(ty, black_box(&weights)));
+        });
         println!(
             "{:<14} {:>6} {:>10.2} {:>12.1}",
             "gate/up 576",
@@ -104,6 +91,19 @@ fn quantize_speed(bench: bool) {
             (rows * cols) as f64 / median / 1e6
         );
     }
+}
+
+/// The median wall time of `runs` calls of `f`, in seconds.
+fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 /// The kernel's product equals the product with the dequantized weights (up to f32 rounding).

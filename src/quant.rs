@@ -459,18 +459,23 @@ fn fitted_blocks(x: &[f32]) -> Vec<u8> {
     for block in x.chunks_exact(BLOCK) {
         let block: &[f32; BLOCK] = block.try_into().expect("chunks_exact gives whole blocks");
         let d = fitted_q4_0_scale(block);
-        out.extend_from_slice(&d.to_le_bytes());
-        let id = if d.to_f32() != 0.0 {
-            1.0 / d.to_f32()
-        } else {
-            0.0
-        };
-        let q = |v: f32| (code4(v, id) + 8) as u8;
-        for j in 0..BLOCK / 2 {
-            out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
-        }
+        push_q4_0_block(&mut out, block, d);
     }
     out
+}
+
+/// Appends one Q4_0 block: the scale `d`, then the block's codes at that scale.
+fn push_q4_0_block(out: &mut Vec<u8>, block: &[f32], d: f16) {
+    out.extend_from_slice(&d.to_le_bytes());
+    let id = if d.to_f32() != 0.0 {
+        1.0 / d.to_f32()
+    } else {
+        0.0
+    };
+    let q = |v: f32| (code4(v, id) + 8) as u8;
+    for j in 0..BLOCK / 2 {
+        out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
+    }
 }
 
 /// The scale [`quantize_q4_0_fitted`] keeps for one block.
@@ -853,8 +858,9 @@ mod tests {
         }
     }
 
-    /// [`quantize_q4_0_fitted`] as first written: one plain loop per candidate, sums in order.
-    /// The fast version must choose the same scale and codes for every block.
+    /// [`quantize_q4_0_fitted`]'s choice of scale as first written: one plain loop per
+    /// candidate, sums in order. The fast version must choose the same scale for every block
+    /// (both write the block with `push_q4_0_block`).
     fn fitted_as_first_written(x: &[f32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(x.len() / BLOCK * QuantType::Q4_0.block_bytes());
         for block in x.chunks_exact(BLOCK) {
@@ -890,17 +896,7 @@ mod tests {
                     }
                 }
             }
-            let d = f16::from_f32(best.1);
-            out.extend_from_slice(&d.to_le_bytes());
-            let id = if d.to_f32() != 0.0 {
-                1.0 / d.to_f32()
-            } else {
-                0.0
-            };
-            let q = |v: f32| (code4(v, id) + 8) as u8;
-            for j in 0..BLOCK / 2 {
-                out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
-            }
+            push_q4_0_block(&mut out, block, f16::from_f32(best.1));
         }
         out
     }

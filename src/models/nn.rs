@@ -189,6 +189,24 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     out.reshape([b, heads, q_len, head_dim])
 }
 
+/// The additive causal mask `[len, start + len]` for `len` new positions after `start` cached
+/// ones: position `start + i` sees keys `0..=start + i`.
+pub fn causal_mask(start: usize, len: usize, device: &Device) -> Tensor<2> {
+    let total = start + len;
+    let data: Vec<f32> = (0..len)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= start + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, [len, total]), device)
+}
+
 /// [`attention`] for a prompt on the CPU: `q_len` new positions after `kv_len - q_len` cached
 /// ones, each seeing the keys up to its own position (the mask [`attention`] would be given).
 ///
@@ -240,7 +258,7 @@ fn causal_heads_in_bands(
 
 #[cfg(test)]
 mod tests {
-    use super::{attention, causal_attention, causal_heads_in_bands, gelu_tanh};
+    use super::{attention, causal_attention, causal_heads_in_bands, causal_mask, gelu_tanh};
     use burn::tensor::activation::gelu_approximate;
     use burn::tensor::{Device, Tensor, TensorData};
 
@@ -288,18 +306,7 @@ mod tests {
             let q = random([1, heads, len, dim]);
             let k = random([1, kv_heads, total, dim]);
             let v = random([1, kv_heads, total, dim]);
-            let mask: Vec<f32> = (0..len)
-                .flat_map(|i| {
-                    (0..total).map(move |j| {
-                        if j <= past + i {
-                            0.0
-                        } else {
-                            f32::NEG_INFINITY
-                        }
-                    })
-                })
-                .collect();
-            let mask = Tensor::<2>::from_data(TensorData::new(mask, [len, total]), &device);
+            let mask = causal_mask(past, len, &device);
             let reference = attention(q.clone(), k.clone(), v.clone(), Some(mask));
             let fused = causal_attention(q.clone(), k.clone(), v.clone());
             let banded = causal_heads_in_bands(

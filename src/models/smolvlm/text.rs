@@ -4,10 +4,10 @@
 
 use crate::config::TextConfig;
 use crate::models::linear::{is_cpu, Embedding, Linear};
-use crate::models::nn::{attention, causal_attention, RmsNorm, Rope};
+use crate::models::nn::{attention, causal_attention, causal_mask, RmsNorm, Rope};
 use crate::weights::Loader;
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 #[derive(Debug)]
 pub struct SelfAttention {
@@ -239,22 +239,8 @@ impl TextModel {
         let start = cache.len;
         let (cos, sin) = self.rope.tables(start, len, &device);
         let rope = RopeTables { cos, sin };
-        // Causal mask for a multi-token step: position start+i sees keys 0..=start+i.
-        let mask = (len > 1).then(|| {
-            let total = start + len;
-            let data: Vec<f32> = (0..len)
-                .flat_map(|i| {
-                    (0..total).map(move |j| {
-                        if j <= start + i {
-                            0.0
-                        } else {
-                            f32::NEG_INFINITY
-                        }
-                    })
-                })
-                .collect();
-            Tensor::<2>::from_data(TensorData::new(data, [len, total]), &device)
-        });
+        // A multi-token step needs the causal mask.
+        let mask = (len > 1).then(|| causal_mask(start, len, &device));
         let mut h = embeds;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             h = layer.forward(h, &rope, layer_cache, mask.clone());
