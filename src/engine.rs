@@ -9,7 +9,7 @@ use crate::models::smolvlm::text::{KvCache, TextModel};
 use crate::models::smolvlm::SmolVlm;
 use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
 use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
-use crate::quant::Precision;
+use crate::weights::Precision;
 use crate::weights::{Loader, WeightSet};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::sync::Arc;

@@ -1,5 +1,9 @@
 //! One error type for the library. Every failure a user can cause (a bad model folder, a bad
 //! image, a prompt that does not fit) is a value that says what went wrong and where.
+//!
+//! This module is the bottom of the crate: it knows no other module. A layer with an error type
+//! of its own (`weights::gguf::GgufError`, `preprocess::PreprocessError`) converts it into
+//! [`Error`] where it is defined, and the typed value stays reachable as the source.
 
 use thiserror::Error;
 
@@ -22,13 +26,13 @@ pub enum Error {
     #[error("safetensors: {0}")]
     Safetensors(String),
 
-    /// A GGUF buffer could not be parsed.
+    /// A GGUF buffer could not be parsed (a `weights::gguf::GgufError`).
     #[error("gguf: {0}")]
-    Gguf(#[from] crate::weights::gguf::GgufError),
+    Gguf(#[source] Cause),
 
-    /// An image could not be decoded or preprocessed.
+    /// An image could not be decoded or preprocessed (a `preprocess::PreprocessError`).
     #[error("image: {0}")]
-    Image(#[from] crate::preprocess::PreprocessError),
+    Image(#[source] Cause),
 
     /// Tokenizer or chat-template failure.
     #[error("prompt: {0}")]
@@ -50,6 +54,9 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// A lower layer's own error, kept typed for `downcast_ref`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,17 +2,11 @@
 //! expansion of each `<image>` into its tile layout, and the tokenizer (`tokenizer.json`).
 
 use crate::error::{Error, Result};
+// The preprocessor decides the grid; the prompt spells it out in image tokens.
+pub use crate::preprocess::ImageLayout;
 use minijinja::{context, Environment};
 use serde_json::{json, Value};
 use tokenizers::Tokenizer;
-
-/// The grid an image was cut into: `rows` x `cols` tiles plus a global tile, or (0, 0) for a
-/// single unsplit tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageLayout {
-    pub rows: usize,
-    pub cols: usize,
-}
 
 /// How the chat template expects message contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

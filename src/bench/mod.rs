@@ -18,7 +18,7 @@ use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
-use crate::quant::Precision;
+use crate::weights::Precision;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;

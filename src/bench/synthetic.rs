@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
-use crate::quant::Precision;
 use crate::weights::gguf_pair::{pair_files, write_random_pair};
+use crate::weights::Precision;
 
 /// A model's shapes: its `config.json` and the processor settings that go with it.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 
 use super::bands;
 use crate::quant::BlockMatrix;
-use crate::weights::HostTensor;
+use crate::weights::{HostTensor, Loader, Stored};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 
@@ -33,6 +33,15 @@ pub enum Weight {
 }
 
 impl Weight {
+    /// The weight `name`, `[out, in]` (PyTorch layout), on the device in the form it will be
+    /// multiplied in (the loader's precision picks it).
+    pub fn load(l: &mut Loader, name: &str, d_out: usize, d_in: usize) -> Self {
+        match l.matrix(name, d_out, d_in) {
+            Stored::Blocks(b) => Weight::packed(b, l.device()),
+            other => Weight::dense(other.into_host(), l.device()),
+        }
+    }
+
     /// From a PyTorch-layout `[out, in]` host tensor.
     pub fn dense(host: HostTensor, device: &Device) -> Self {
         let limit = if is_cpu(device) {
@@ -180,6 +189,13 @@ impl Linear {
         Self { weight, bias }
     }
 
+    /// The layer `prefix` (`weight` `[out, in]`, optional `bias`).
+    pub fn load(l: &mut Loader, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Self {
+        let weight = Weight::load(l, &format!("{prefix}.weight"), d_out, d_in);
+        let bias = bias.then(|| l.tensor(&format!("{prefix}.bias"), [d_out]));
+        Linear::new(weight, bias)
+    }
+
     /// Applies the layer over the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
@@ -208,6 +224,32 @@ pub enum Embedding {
 }
 
 impl Embedding {
+    /// The table `name`, `[vocab, dim]`, and the LM head that shares it (for a tied head).
+    pub fn load(l: &mut Loader, name: &str, vocab: usize, dim: usize) -> (Self, Weight) {
+        let device = l.device().clone();
+        match l.matrix(name, vocab, dim) {
+            Stored::Blocks(b) => {
+                // On a GPU the table is the only thing left on the host: give it a buffer of
+                // its own so the file it was read from can be freed.
+                let b = if is_cpu(&device) { b } else { b.into_owned() };
+                let b = Arc::new(b);
+                let head = Weight::packed_shared(b.clone(), &device);
+                (Embedding::Blocks(b), head)
+            }
+            other => {
+                let host = other.into_host();
+                let head = Weight::dense(host.clone(), &device);
+                let too_big = host.data.len() * 4 > MAX_BINDING_BYTES;
+                let table = if too_big && !is_cpu(&device) {
+                    Embedding::Host(Arc::new(host))
+                } else {
+                    Embedding::Dense(host.to_device(&device))
+                };
+                (table, head)
+            }
+        }
+    }
+
     /// Rows `ids`, `[len, dim]`.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
         let len = ids.len();

@@ -51,6 +51,14 @@ pub use resize::{resize_lanczos, resize_pil, ResampleFilter};
 /// transformers' `MAX_IMAGE_SIZE` cap applied after the longest-edge resize.
 pub const MAX_IMAGE_SIZE: u32 = 4096;
 
+/// The grid an image was cut into: `rows` x `cols` tiles plus a global tile, or (0, 0) for a
+/// single unsplit tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLayout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
 /// What can go wrong between image bytes and pixel values.
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
@@ -83,6 +91,12 @@ pub enum PreprocessError {
     InvalidSize { width: u64, height: u64 },
 }
 
+impl From<PreprocessError> for crate::Error {
+    fn from(e: PreprocessError) -> Self {
+        crate::Error::Image(Box::new(e))
+    }
+}
+
 /// Model input for one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedImage {
@@ -102,8 +116,8 @@ pub struct ProcessedImage {
 
 impl ProcessedImage {
     /// The tile grid, as the prompt's `<image>` expansion needs it.
-    pub fn layout(&self) -> crate::prompt::ImageLayout {
-        crate::prompt::ImageLayout {
+    pub fn layout(&self) -> ImageLayout {
+        ImageLayout {
             rows: self.rows,
             cols: self.cols,
         }

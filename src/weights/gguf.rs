@@ -153,6 +153,12 @@ pub enum GgufError {
     Unsupported(String),
 }
 
+impl From<GgufError> for crate::Error {
+    fn from(e: GgufError) -> Self {
+        crate::Error::Gguf(Box::new(e))
+    }
+}
+
 type Result<T> = std::result::Result<T, GgufError>;
 
 /// A metadata value.

@@ -11,11 +11,12 @@
 
 use super::gguf::{GgmlType, Gguf, GgufError, GgufValue};
 use super::gguf_write::GgufWriter;
+use super::Precision;
 use super::WeightSet;
 use crate::config::{Idefics3Config, ModelConfig, TextConfig};
 use crate::error::{Error, Result};
 use crate::files::{ModelFiles, Weights};
-use crate::quant::{BlockMatrix, Precision, QuantType, BLOCK};
+use crate::quant::{BlockMatrix, QuantType, BLOCK};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 

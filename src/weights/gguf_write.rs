@@ -1,6 +1,6 @@
 //! Writing GGUF (version 3): metadata, a tensor table and aligned tensor data, with llama.cpp's
-//! reference quantizers for Q8_0 and Q4_0, so the files Captioner writes are the ones
-//! llama.cpp's own tools would write from the same numbers.
+//! reference quantizers for Q8_0 and Q4_0 (`quant::reference`), so the files Captioner writes
+//! are the ones llama.cpp's own tools would write from the same numbers.
 
 use super::gguf::{GgmlType, GgufError, GgufValue};
 use half::f16;
@@ -9,52 +9,11 @@ use std::io::{self, Write};
 /// Tensor data starts at, and each tensor is padded to, a multiple of this (GGUF's default).
 pub const ALIGNMENT: usize = 32;
 
+// The reference quantizers are the quantization layer's; tests and tools reach them here too.
+pub use crate::quant::reference::{largest_magnitude, quantize_q4_0, quantize_q8_0};
+
 /// Elements per Q8_0 / Q4_0 block.
 const BLOCK: usize = 32;
-
-/// Q8_0 (llama.cpp `quantize_row_q8_0_ref`): per block of 32, `d = max|x| / 127` stored as f16,
-/// and `q = round(x / d)` as i8.
-pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / BLOCK * 34);
-    for block in x.chunks_exact(BLOCK) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
-    }
-    out
-}
-
-/// Q4_0 (llama.cpp `quantize_row_q4_0_ref`): per block of 32, `d = m / -8` where `m` is the
-/// value of largest magnitude (so it maps exactly to -8), and `q = min(15, trunc(x / d + 8.5))`;
-/// element `j` goes in the low nibble of byte `j`, element `j + 16` in its high nibble.
-pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / BLOCK * 18);
-    for block in x.chunks_exact(BLOCK) {
-        let max = largest_magnitude(block);
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
-        for j in 0..BLOCK / 2 {
-            out.push(q(block[j]) | (q(block[j + BLOCK / 2]) << 4));
-        }
-    }
-    out
-}
-
-/// The value of largest magnitude (the first, on a tie), with its sign.
-pub fn largest_magnitude(block: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in block {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
 
 struct TensorEntry {
     name: String,

@@ -6,14 +6,16 @@
 pub mod gguf;
 pub mod gguf_pair;
 pub mod gguf_write;
+pub mod model_files;
+pub mod precision;
 pub mod safetensors;
 
+pub use precision::{mixed_type, Precision};
+
 use crate::error::{Error, Result};
-use crate::models::linear::{Embedding, Linear, Weight, MAX_BINDING_BYTES};
-use crate::quant::{BlockMatrix, Precision};
+use crate::quant::BlockMatrix;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// A tensor in host memory, f32, in PyTorch layout (row-major, outermost dimension first).
 #[derive(Debug, Clone, PartialEq)]
@@ -216,50 +218,6 @@ impl<'a> Loader<'a> {
         self.matrix(name, rows, cols)
             .into_host()
             .to_device(self.device)
-    }
-
-    /// A weight `[out, in]` (PyTorch layout) on the device, in the form it will be multiplied in.
-    pub fn weight(&mut self, name: &str, d_out: usize, d_in: usize) -> Weight {
-        match self.matrix(name, d_out, d_in) {
-            Stored::Blocks(b) => Weight::packed(b, self.device),
-            other => Weight::dense(other.into_host(), self.device),
-        }
-    }
-
-    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, optional `bias`).
-    pub fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Linear {
-        let weight = self.weight(&format!("{prefix}.weight"), d_out, d_in);
-        let bias = bias.then(|| self.tensor(&format!("{prefix}.bias"), [d_out]));
-        Linear::new(weight, bias)
-    }
-
-    /// An embedding table `[vocab, dim]`, and, when `tied`, the LM head that shares it.
-    pub fn embedding(&mut self, name: &str, vocab: usize, dim: usize) -> (Embedding, Weight) {
-        match self.matrix(name, vocab, dim) {
-            Stored::Blocks(b) => {
-                // On a GPU the table is the only thing left on the host: give it a buffer of
-                // its own so the file it was read from can be freed.
-                let b = if crate::models::linear::is_cpu(self.device) {
-                    b
-                } else {
-                    b.into_owned()
-                };
-                let b = Arc::new(b);
-                let head = Weight::packed_shared(b.clone(), self.device);
-                (Embedding::Blocks(b), head)
-            }
-            other => {
-                let host = other.into_host();
-                let head = Weight::dense(host.clone(), self.device);
-                let too_big = host.data.len() * 4 > MAX_BINDING_BYTES;
-                let table = if too_big && !crate::models::linear::is_cpu(self.device) {
-                    Embedding::Host(Arc::new(host))
-                } else {
-                    Embedding::Dense(host.to_device(self.device))
-                };
-                (table, head)
-            }
-        }
     }
 
     /// Succeeds only when every tensor asked for was there with its shape and none is left over.

@@ -20,7 +20,8 @@ impl Connector {
         scale: usize,
     ) -> Self {
         Self {
-            proj: l.linear(
+            proj: Linear::load(
+                l,
                 &format!("{p}.modality_projection.proj"),
                 vision_hidden * scale * scale,
                 text_hidden,

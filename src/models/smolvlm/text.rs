@@ -3,7 +3,7 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
-use crate::models::linear::{is_cpu, Embedding, Linear};
+use crate::models::linear::{is_cpu, Embedding, Linear, Weight};
 use crate::models::nn::{attention, causal_attention, causal_mask, RmsNorm, Rope};
 use crate::weights::Loader;
 use burn::tensor::activation::silu;
@@ -28,10 +28,10 @@ impl SelfAttention {
             c.num_key_value_heads * c.head_dim,
         );
         Self {
-            q_proj: l.linear(&format!("{p}.q_proj"), h, q, false),
-            k_proj: l.linear(&format!("{p}.k_proj"), h, kv, false),
-            v_proj: l.linear(&format!("{p}.v_proj"), h, kv, false),
-            o_proj: l.linear(&format!("{p}.o_proj"), q, h, false),
+            q_proj: Linear::load(l, &format!("{p}.q_proj"), h, q, false),
+            k_proj: Linear::load(l, &format!("{p}.k_proj"), h, kv, false),
+            v_proj: Linear::load(l, &format!("{p}.v_proj"), h, kv, false),
+            o_proj: Linear::load(l, &format!("{p}.o_proj"), q, h, false),
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
@@ -78,9 +78,9 @@ impl Mlp {
     fn load(l: &mut Loader, p: &str, c: &TextConfig) -> Self {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Self {
-            gate_proj: l.linear(&format!("{p}.gate_proj"), h, i, false),
-            up_proj: l.linear(&format!("{p}.up_proj"), h, i, false),
-            down_proj: l.linear(&format!("{p}.down_proj"), i, h, false),
+            gate_proj: Linear::load(l, &format!("{p}.gate_proj"), h, i, false),
+            up_proj: Linear::load(l, &format!("{p}.up_proj"), h, i, false),
+            down_proj: Linear::load(l, &format!("{p}.down_proj"), i, h, false),
         }
     }
 
@@ -187,7 +187,8 @@ pub struct TextModel {
 impl TextModel {
     /// `prefix` holds `embed_tokens`, `layers`, `norm`; `lm_head` is the head's name (unless tied).
     pub fn load(l: &mut Loader, prefix: &str, lm_head: &str, c: &TextConfig) -> Self {
-        let (embed_tokens, tied_head) = l.embedding(
+        let (embed_tokens, tied_head) = Embedding::load(
+            l,
             &format!("{prefix}.embed_tokens.weight"),
             c.vocab_size,
             c.hidden_size,
@@ -198,7 +199,7 @@ impl TextModel {
             l.ignore(&format!("{lm_head}.weight"));
             tied_head
         } else {
-            l.weight(&format!("{lm_head}.weight"), c.vocab_size, c.hidden_size)
+            Weight::load(l, &format!("{lm_head}.weight"), c.vocab_size, c.hidden_size)
         };
         Self {
             embed_tokens,

@@ -109,10 +109,10 @@ impl SelfAttention {
     fn load(l: &mut Loader, p: &str, c: &VisionConfig) -> Self {
         let d = c.hidden_size;
         Self {
-            q_proj: l.linear(&format!("{p}.q_proj"), d, d, true),
-            k_proj: l.linear(&format!("{p}.k_proj"), d, d, true),
-            v_proj: l.linear(&format!("{p}.v_proj"), d, d, true),
-            out_proj: l.linear(&format!("{p}.out_proj"), d, d, true),
+            q_proj: Linear::load(l, &format!("{p}.q_proj"), d, d, true),
+            k_proj: Linear::load(l, &format!("{p}.k_proj"), d, d, true),
+            v_proj: Linear::load(l, &format!("{p}.v_proj"), d, d, true),
+            out_proj: Linear::load(l, &format!("{p}.out_proj"), d, d, true),
             heads: c.num_attention_heads,
         }
     }
@@ -190,8 +190,8 @@ impl EncoderLayer {
             self_attn: SelfAttention::load(l, &format!("{p}.self_attn"), c),
             layer_norm2: LayerNorm::load(l, &format!("{p}.layer_norm2"), d, eps),
             mlp: Mlp {
-                fc1: l.linear(&format!("{p}.mlp.fc1"), d, i, true),
-                fc2: l.linear(&format!("{p}.mlp.fc2"), i, d, true),
+                fc1: Linear::load(l, &format!("{p}.mlp.fc1"), d, i, true),
+                fc2: Linear::load(l, &format!("{p}.mlp.fc2"), i, d, true),
             },
         }
     }

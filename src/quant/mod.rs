@@ -14,6 +14,8 @@
 //!   weights;
 //! - embedding rows are dequantized on lookup.
 
+pub mod reference;
+
 use crate::error::{Error, Result};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, TensorData};
@@ -68,10 +70,10 @@ impl QuantType {
 }
 
 /// Quantizes whole blocks on the calling thread: Q8_0 with llama.cpp's reference quantizer (see
-/// [`crate::weights::gguf_write`]), Q4_0 with [`quantize_q4_0_fitted`].
+/// [`reference`]), Q4_0 with [`quantize_q4_0_fitted`].
 pub fn quantize_blocks(ty: QuantType, x: &[f32]) -> Vec<u8> {
     match ty {
-        QuantType::Q8_0 => crate::weights::gguf_write::quantize_q8_0(x),
+        QuantType::Q8_0 => reference::quantize_q8_0(x),
         QuantType::Q4_0 => quantize_q4_0_fitted(x),
     }
 }
@@ -92,93 +94,6 @@ impl FromStr for QuantType {
                 "unknown quantization type '{other}' (expected q8_0 or q4_0)"
             ))),
         }
-    }
-}
-
-/// How a model's matrices are held once loaded. Vectors (norms, biases) and the vision patch
-/// embedding (a convolution kernel, rows of 16) always stay f32: they are a fraction of a
-/// percent of the weights. The vision position table takes Q8_0 whenever a preset quantizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// As the file has them: floats stay f32 (the reference numbers), Q8_0/Q4_0 blocks stay
-    /// packed, and other quantized formats (Q4_1, K-quants, ...) are re-quantized to Q8_0.
-    #[default]
-    Auto,
-    /// Every matrix in f32 (a quantized file is dequantized).
-    F32,
-    /// Every matrix in this format, quantized on load unless the file already has it so.
-    Uniform(QuantType),
-    /// The default package (`captioner quantize --type mixed`): Q4_0, with the few matrices
-    /// that buy the most fidelity per byte at Q8_0 (see [`mixed_type`]).
-    Mixed,
-}
-
-impl Precision {
-    /// The packed format for matrix `name` as stored, or `None` for f32. A matrix already in
-    /// the chosen format is kept as it is, so a file is never quantized twice.
-    pub fn target(self, name: &str, stored: &crate::weights::Stored) -> Option<QuantType> {
-        use crate::weights::Stored;
-        match self {
-            Precision::F32 => None,
-            Precision::Auto => match stored {
-                Stored::Float(_) | Stored::Raw(_) => None,
-                Stored::Blocks(b) => Some(b.ty()),
-                Stored::Dequantized(_) => Some(QuantType::Q8_0),
-            },
-            Precision::Uniform(_) | Precision::Mixed => self.for_matrix(name),
-        }
-    }
-
-    /// The packed format for float matrix `name`, or `None` for f32.
-    pub fn for_matrix(self, name: &str) -> Option<QuantType> {
-        match self {
-            Precision::Auto | Precision::F32 => None,
-            _ if name.contains(".position_embedding.") => Some(QuantType::Q8_0),
-            Precision::Uniform(ty) => Some(ty),
-            Precision::Mixed => Some(mixed_type(name)),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Precision::Auto => "auto".into(),
-            Precision::F32 => "f32".into(),
-            Precision::Uniform(ty) => ty.name().into(),
-            Precision::Mixed => "mixed".into(),
-        }
-    }
-}
-
-impl FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Precision::Auto),
-            "f32" => Ok(Precision::F32),
-            "mixed" => Ok(Precision::Mixed),
-            other => other.parse().map(Precision::Uniform).map_err(|_| {
-                Error::Invalid(format!(
-                    "unknown precision '{other}' (expected auto, f32, q8_0, q4_0 or mixed)"
-                ))
-            }),
-        }
-    }
-}
-
-/// The `mixed` preset's choice for one matrix, by its Hugging Face name: Q8_0 for the text
-/// model's value projections, Q4_0 for everything else.
-///
-/// Chosen by measurement on real weights (SmolLM2-135M, 134 teacher-forced positions, mean KL
-/// to f32 at pure Q4_0: 0.426). Moving one role to Q8_0 gave: `v_proj` 0.325 for 3.3 M
-/// weights, `down_proj` 0.268 for 26.5 M, the embedding table (and tied head) 0.349 for
-/// 28.3 M; `q_proj`, `o_proj`, `gate_proj` and `up_proj` barely moved it. Per byte `v_proj`
-/// wins fivefold, and at SmolVLM-256M's size it is what fits under 150 MB. The vision tower
-/// stays at Q4_0: its `v_proj` alone would cost 3.5 MB.
-pub fn mixed_type(name: &str) -> QuantType {
-    if name.contains("self_attn.v_proj") && !name.contains("vision_model") {
-        QuantType::Q8_0
-    } else {
-        QuantType::Q4_0
     }
 }
 
@@ -489,7 +404,7 @@ fn push_q4_0_block(out: &mut Vec<u8>, block: &[f32], d: f16) {
 /// does not depend on the machine, and a test holds it to the plain loop's bytes.
 #[inline(always)]
 fn fitted_q4_0_scale(block: &[f32; BLOCK]) -> f16 {
-    let max = crate::weights::gguf_write::largest_magnitude(block);
+    let max = reference::largest_magnitude(block);
     let reference = max / -8.0;
     // The reference pair first: its own codes and its scale as stored.
     let d_ref = f16::from_f32(reference).to_f32();
@@ -864,7 +779,7 @@ mod tests {
     fn fitted_as_first_written(x: &[f32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(x.len() / BLOCK * QuantType::Q4_0.block_bytes());
         for block in x.chunks_exact(BLOCK) {
-            let max = crate::weights::gguf_write::largest_magnitude(block);
+            let max = reference::largest_magnitude(block);
             let reference = max / -8.0;
             // The squared error of codes `q` at scale `d` is Σx² − 2d·Σxq + d²·Σq²: one pass over
             // the block per candidate gives both sums (in f64, so near-equal candidates rank right).
@@ -925,11 +840,7 @@ mod tests {
     #[test]
     fn fitted_q4_0_is_never_worse_than_the_reference() {
         let x = values(64 * 256, 9);
-        let reference = dequantize(
-            GgmlType::Q4_0,
-            &crate::weights::gguf_write::quantize_q4_0(&x),
-        )
-        .unwrap();
+        let reference = dequantize(GgmlType::Q4_0, &reference::quantize_q4_0(&x)).unwrap();
         let fitted = dequantize(GgmlType::Q4_0, &quantize_q4_0_fitted(&x)).unwrap();
         let sse = |y: &[f32], range: std::ops::Range<usize>| -> f64 {
             range.map(|i| ((x[i] - y[i]) as f64).powi(2)).sum()

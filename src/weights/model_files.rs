@@ -1,0 +1,153 @@
+//! A model's files read by name (the browser's downloads or picks) or from a path: a published
+//! Hugging Face folder, or a llama.cpp GGUF file or pair, whose metadata gives the config,
+//! tokenizer and chat template. (The files themselves are `crate::files`, which knows no format.)
+
+use super::gguf::Gguf;
+use crate::error::{Error, Result};
+use crate::files::{is_weights_shard, ModelFiles, Weights, TEXT_FILES};
+use std::collections::BTreeMap;
+
+impl ModelFiles {
+    /// A GGUF text model: config, tokenizer and chat template come from its metadata.
+    pub fn from_gguf(bytes: Vec<u8>) -> Result<Self> {
+        let gguf = Gguf::parse(&bytes)?;
+        let config = gguf.llama_hf_config()?;
+        let tokenizer = gguf.hf_tokenizer_json()?;
+        // The template refers to bos/eos by text; give it the GGUF's own tokens.
+        let token_text = |key: &str| -> Option<String> {
+            let id = config.get(key)?.as_u64()? as usize;
+            let vocab = tokenizer.get("model")?.get("vocab")?.as_object()?;
+            vocab
+                .iter()
+                .find(|(_, v)| v.as_u64() == Some(id as u64))
+                .map(|(k, _)| k.clone())
+        };
+        let tokenizer_config = serde_json::json!({
+            "bos_token": token_text("bos_token_id"),
+            "eos_token": token_text("eos_token_id"),
+        });
+        let chat_template = gguf.chat_template().map(str::to_string);
+        Ok(Self {
+            config_json: config.to_string(),
+            tokenizer_json: Some(tokenizer.to_string()),
+            tokenizer_config_json: Some(tokenizer_config.to_string()),
+            chat_template,
+            chat_template_json: None,
+            preprocessor_config_json: None,
+            processor_config_json: None,
+            generation_config_json: None,
+            weights: Weights::Gguf(bytes),
+        })
+    }
+
+    /// A model from its files by name, as the browser has them (downloaded or picked): the
+    /// published folder's files, or a lone `.gguf`. Folder prefixes are ignored and so are
+    /// names a model does not use (README.md, onnx/, ...).
+    pub fn from_named(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self> {
+        let mut texts: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut shards: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut ggufs = Vec::new();
+        for (name, bytes) in files {
+            let base = name.rsplit('/').next().unwrap_or(&name);
+            if let Some(&known) = TEXT_FILES.iter().find(|k| **k == base) {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| Error::config(known, "not UTF-8 text"))?;
+                texts.insert(known, text);
+            } else if is_weights_shard(base) {
+                shards.push((base.to_string(), bytes));
+            } else if base.ends_with(".gguf") {
+                ggufs.push(bytes);
+            }
+        }
+        // Two GGUF files are a text model and its mmproj (architecture `clip`), in any order.
+        let gguf = match ggufs.len() {
+            0 => None,
+            1 => ggufs.pop(),
+            2 => {
+                let is_clip = |b: &[u8]| {
+                    Gguf::parse(b)
+                        .ok()
+                        .and_then(|g| g.architecture().ok().map(|a| a == "clip"))
+                        .unwrap_or(false)
+                };
+                let (a, b) = (ggufs.remove(0), ggufs.remove(0));
+                let (text, mmproj) = match (is_clip(&a), is_clip(&b)) {
+                    (false, true) => (a, b),
+                    (true, false) => (b, a),
+                    _ => {
+                        return Err(Error::Invalid(
+                            "two .gguf files must be a text model and its mmproj (clip) file"
+                                .into(),
+                        ))
+                    }
+                };
+                if texts.contains_key("config.json") || !shards.is_empty() {
+                    return Err(Error::Invalid(
+                        "a folder holds either safetensors with config.json or a GGUF pair, not both"
+                            .into(),
+                    ));
+                }
+                return super::gguf_pair::pair_files(text, mmproj);
+            }
+            n => {
+                return Err(Error::Invalid(format!(
+                    "{n} .gguf files: give one GGUF text model, or a text model and its mmproj"
+                )))
+            }
+        };
+        // Shards load in name order: model-00001-of-00002 before model-00002-of-00002.
+        shards.sort_by(|a, b| a.0.cmp(&b.0));
+        let Some(config_json) = texts.remove("config.json") else {
+            return match gguf {
+                Some(bytes) if shards.is_empty() => Self::from_gguf(bytes),
+                _ => Err(Error::MissingFile("config.json".into())),
+            };
+        };
+        let weights = match (shards.is_empty(), gguf) {
+            (false, _) => Weights::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
+            (true, Some(bytes)) => Weights::Gguf(bytes),
+            (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
+        };
+        Ok(Self {
+            config_json,
+            weights,
+            tokenizer_json: texts.remove("tokenizer.json"),
+            tokenizer_config_json: texts.remove("tokenizer_config.json"),
+            // transformers 5 saves the template as plain Jinja next to the JSON files.
+            chat_template: texts.remove("chat_template.jinja"),
+            chat_template_json: texts.remove("chat_template.json"),
+            preprocessor_config_json: texts.remove("preprocessor_config.json"),
+            processor_config_json: texts.remove("processor_config.json"),
+            generation_config_json: texts.remove("generation_config.json"),
+        })
+    }
+
+    /// A model folder or a `.gguf` file on disk.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+        let io = |p: &std::path::Path, source| Error::Io {
+            path: p.display().to_string(),
+            source,
+        };
+        if path.is_file() {
+            return Self::from_gguf(std::fs::read(path).map_err(|e| io(path, e))?);
+        }
+        if !path.is_dir() {
+            return Err(io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model folder or file"),
+            ));
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
+            let p = entry.map_err(|e| io(path, e))?.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if TEXT_FILES.contains(&name) || is_weights_shard(name) || name.ends_with(".gguf") {
+                files.push((name.to_string(), std::fs::read(&p).map_err(|e| io(&p, e))?));
+            }
+        }
+        Self::from_named(files)
+    }
+}
