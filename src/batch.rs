@@ -96,6 +96,21 @@ impl Batch {
         self.progress.skipped += rows;
     }
 
+    /// Counts a row that an earlier run of the same input finished with `outcome` (the browser
+    /// keeps each row's outcome, so a resumed run's counts equal an uninterrupted one's).
+    pub fn count_earlier(&mut self, outcome: Outcome) {
+        self.progress.rows_done += 1;
+        self.count(outcome);
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Captioned => self.progress.captioned += 1,
+            Outcome::Skipped => self.progress.skipped += 1,
+            Outcome::Failed => self.progress.failed += 1,
+        }
+    }
+
     /// The statistics so far.
     pub fn progress(&self) -> Progress {
         let mut p = self.progress.clone();
@@ -174,11 +189,7 @@ impl Batch {
             }
         };
         self.progress.rows_done += 1;
-        match result.outcome {
-            Outcome::Captioned => self.progress.captioned += 1,
-            Outcome::Skipped => self.progress.skipped += 1,
-            Outcome::Failed => self.progress.failed += 1,
-        }
+        self.count(result.outcome);
         Some(result)
     }
 

@@ -130,19 +130,7 @@ impl Lines {
             return Ok(None);
         }
         self.line_no += 1;
-        let line = match std::str::from_utf8(&buf) {
-            Ok(text) => Line::parse(text, self.line_no),
-            Err(_) => {
-                let raw = String::from_utf8_lossy(&buf);
-                Line::Malformed {
-                    raw: raw.trim_end_matches(['\n', '\r']).to_string(),
-                    message: format!(
-                        "line {}: not UTF-8 text (raw holds it with invalid bytes replaced)",
-                        self.line_no
-                    ),
-                }
-            }
-        };
+        let line = Line::from_bytes(&buf, self.line_no);
         Ok(Some((self.line_no, line)))
     }
 

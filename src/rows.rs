@@ -141,6 +141,23 @@ pub enum Line {
 }
 
 impl Line {
+    /// Reads line `line_no` (1-based) of a JSONL file as its raw bytes: a line that is not
+    /// UTF-8 is an error row whose `raw` holds it with the invalid bytes replaced (the line is
+    /// reported, not lost). The native reader and the browser both read lines this way.
+    pub fn from_bytes(bytes: &[u8], line_no: usize) -> Line {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Line::parse(text, line_no),
+            Err(_) => Line::Malformed {
+                raw: String::from_utf8_lossy(bytes)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                message: format!(
+                    "line {line_no}: not UTF-8 text (raw holds it with invalid bytes replaced)"
+                ),
+            },
+        }
+    }
+
     /// Reads line `line_no` (1-based) of a JSONL file. A UTF-8 BOM on the first line and a
     /// trailing `\r` are tolerated.
     pub fn parse(text: &str, line_no: usize) -> Line {
@@ -185,7 +202,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// What happened to a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// A caption was written.
@@ -491,6 +508,28 @@ mod tests {
             "line 9: a row must be a JSON object, not an array"
         );
         assert_eq!(v["raw"], "[1, 2]");
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_are_error_rows_with_the_bytes_replaced() {
+        let (line, outcome, error) = done(plan(
+            Line::from_bytes(b"{\"image\": [\"caf\xe9.jpg\"]}\r\n", 5),
+            &opts(),
+        ));
+        assert_eq!(outcome, Outcome::Failed);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["error"],
+            "line 5: not UTF-8 text (raw holds it with invalid bytes replaced)"
+        );
+        assert_eq!(error.as_deref(), v["error"].as_str());
+        assert_eq!(v["raw"], "{\"image\": [\"caf\u{fffd}.jpg\"]}");
+        // UTF-8 bytes read as the text would be.
+        let j = job(plan(
+            Line::from_bytes("{\"image\": \"café.jpg\"}\n".as_bytes(), 5),
+            &opts(),
+        ));
+        assert_eq!(j.paths(), ["café.jpg"]);
     }
 
     #[test]

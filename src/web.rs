@@ -8,7 +8,7 @@ use crate::batch::{Batch, ImageSource};
 use crate::engine::{Engine, Request};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
-use crate::rows::{plan, Line, Plan, Row, RowOptions};
+use crate::rows::{plan, Line, Outcome, Plan, Row, RowOptions};
 use crate::weights::Precision;
 use burn::tensor::Device;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
@@ -383,11 +383,19 @@ impl ImageSource for JsImages {
     }
 }
 
+/// A line from JS: its text, or its raw bytes (a `Uint8Array`; the page reads a JSONL file as
+/// bytes so that a line which is not UTF-8 becomes the error row the native program writes).
+fn line_of(value: &JsValue, line_no: usize) -> Line {
+    match value.as_string() {
+        Some(text) => Line::parse(&text, line_no),
+        None => Line::from_bytes(&bytes_of(value), line_no),
+    }
+}
+
 /// A run over JSONL rows: lines in, output lines out, with progress.
 #[wasm_bindgen]
 pub struct Rows {
     batch: Rc<RefCell<Batch>>,
-    line_no: Rc<Cell<usize>>,
 }
 
 #[wasm_bindgen]
@@ -400,7 +408,6 @@ impl Rows {
         let batch = Batch::new(settings.row_options(), settings.request()?);
         Ok(Rows {
             batch: Rc::new(RefCell::new(batch)),
-            line_no: Rc::new(Cell::new(0)),
         })
     }
 
@@ -411,21 +418,25 @@ impl Rows {
         Ok(())
     }
 
-    /// Resumes after `lines` lines of the input (holding `rows` rows) that an earlier run
-    /// already finished: they are counted as done and line numbers continue after them.
-    pub fn resume(&self, lines: usize, rows: usize) -> Result<(), JsValue> {
-        self.idle()?.count_resumed(rows);
-        self.line_no.set(lines);
+    /// Counts a row that an earlier run of this input finished with `outcome` (`"captioned"`,
+    /// `"skipped"` or `"failed"`), for a resumed run.
+    #[wasm_bindgen(js_name = countEarlier)]
+    pub fn count_earlier(&self, outcome: JsValue) -> Result<(), JsValue> {
+        let outcome: Outcome = serde_wasm_bindgen::from_value(outcome)
+            .map_err(|e| js_error(format!("outcome: {e}")))?;
+        self.idle()?.count_earlier(outcome);
         Ok(())
     }
 
-    /// Processes the next line of the JSONL input. Resolves to `null` for a blank line, else
-    /// `{line, outcome, caption, error}` where `line` is the output row's JSON.
+    /// Processes line `line_no` (1-based) of the JSONL input, given as text or as its bytes.
+    /// Resolves to `null` for a blank line, else `{line, outcome, caption, error}` where `line`
+    /// is the output row's JSON.
     #[wasm_bindgen(js_name = nextLine)]
     pub fn next_line(
         &self,
         captioner: &Captioner,
-        text: String,
+        line: JsValue,
+        line_no: usize,
         read_image: Function,
         on_token: Option<Function>,
     ) -> Promise {
@@ -434,8 +445,7 @@ impl Rows {
         // between rows, which is the caller's loop.
         let cancel = Rc::new(Cell::new(false));
         let batch = self.batch.clone();
-        let line_no = self.line_no.get() + 1;
-        self.line_no.set(line_no);
+        let line = line_of(&line, line_no);
         // The mutable borrow, held across the row's awaits, is the one-row-at-a-time lock: a
         // second call while a row runs gets an error instead of a second run on the same state.
         #[allow(clippy::await_holding_refcell_ref)]
@@ -443,9 +453,7 @@ impl Rows {
             let mut batch = batch.try_borrow_mut().map_err(|_| busy())?;
             let mut images = JsImages { read: read_image };
             let mut on_text = text_callback(on_token, cancel);
-            let result = batch
-                .next_line(&engine, &text, line_no, &mut images, &mut on_text)
-                .await;
+            let result = batch.next(&engine, line, &mut images, &mut on_text).await;
             match result {
                 None => Ok(JsValue::NULL),
                 Some(row) => to_js(&row),
@@ -489,12 +497,12 @@ pub fn set_caption(
 /// download in the middle of a run uses it for the lines not reached yet.
 #[wasm_bindgen(js_name = outputWithoutModel)]
 pub fn output_without_model(
-    text: &str,
+    line: JsValue,
     line_no: usize,
     options: JsValue,
 ) -> Result<Option<String>, JsValue> {
     let settings = Settings::from_js(options)?;
-    match plan(Line::parse(text, line_no), &settings.row_options()) {
+    match plan(line_of(&line, line_no), &settings.row_options()) {
         Plan::Done { line, .. } => Ok(Some(line)),
         _ => Ok(None),
     }
