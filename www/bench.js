@@ -24,10 +24,12 @@ function settings() {
   return s;
 }
 
-function runOne(message) {
+/** Runs one precision in a fresh worker; `onStage` hears what it is doing. */
+function runOne(message, onStage) {
   return new Promise((resolve, reject) => {
     const worker = new Worker('bench-worker.js', { type: 'module' });
     worker.onmessage = ({ data }) => {
+      if (data.stage) return onStage(data);
       worker.terminate();
       data.error ? reject(new Error(data.error)) : resolve(data.report);
     };
@@ -80,12 +82,32 @@ async function run() {
   const reports = [];
   try {
     const model = new URL($('model').value, location.href).href;
-    for (const precision of $('precision').value.split(',').map((p) => p.trim())) {
-      $('status').textContent = `Running ${precision}…`;
+    const precisions = $('precision').value.split(',').map((p) => p.trim());
+    for (const [i, precision] of precisions.entries()) {
+      const started = performance.now();
+      let doing = 'starting';
+      const say = () => {
+        const seconds = Math.round((performance.now() - started) / 1000);
+        $('status').textContent = `${precision} (${i + 1} of ${precisions.length}): ${doing}, ${seconds} s so far…`;
+      };
+      say();
+      const ticker = setInterval(say, 1000);
       // `?threads=N` caps the CPU kernel's threads (1: the single-threaded build), for a
       // before/after in one session; by default it gets every core the page allows.
       const threads = params.has('threads') ? Number(params.get('threads')) : undefined;
-      reports.push(await runOne({ model, device: $('device').value, precision, threads, settings: settings() }));
+      const onStage = (s) => {
+        doing = s.stage === 'download'
+          ? `downloading the model, ${mb(s.loaded)} of ${mb(s.total)}`
+          : `loading, a first caption, then ${settings().runs} timed run(s) of each stage on ` +
+            (s.device === 'cpu' ? `the CPU (${s.threads} thread${s.threads === 1 ? '' : 's'})` : 'WebGPU') +
+            (s.note ? `: ${s.note}` : '');
+        say();
+      };
+      try {
+        reports.push(await runOne({ model, device: $('device').value, precision, threads, settings: settings() }, onStage));
+      } finally {
+        clearInterval(ticker);
+      }
       show(reports);
     }
     const doc = { captioner: 'browser', machine: await machine(), options: settings(), reports };

@@ -76,9 +76,8 @@ export interface RowOptions extends Omit<CaptionOptions, 'onToken'> {
   overwrite?: boolean;
   onRow?: (event: RowEvent) => void;
   onToken?: (text: string, index: number) => void;
-  /** Resume at this line index, counting `resumedRows` rows as done before it. */
-  start?: number;
-  resumedRows?: number;
+  /** Lines an earlier run finished, as `[index, outcome]`: not run again, counted as they came out. */
+  done?: Iterable<[number, 'captioned' | 'skipped' | 'failed']>;
 }
 
 export type FilesByPath =
@@ -102,8 +101,10 @@ export declare class Captioner {
   caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
   /** Answers a text prompt with the model's text part alone (no image). */
   chat(prompt: string, options?: Omit<CaptionOptions, 'prompt' | 'longestEdge'>): Promise<string>;
+  /** `rows`: a JSONL file (its Blob, bytes or text; read as bytes, a line that is not UTF-8
+   * becomes an error row) or an array of rows (objects, JSON lines, or a line's bytes). */
   captionRows(
-    rows: Array<Record<string, unknown> | string> | string,
+    rows: Blob | ArrayBuffer | ArrayBufferView | string | Array<Record<string, unknown> | string | Uint8Array>,
     filesByPath: FilesByPath,
     options?: RowOptions,
   ): AsyncIterableIterator<Record<string, unknown>>;
@@ -112,7 +113,7 @@ export declare class Captioner {
     keys?: { captionKey?: string; errorKey?: string },
   ): Promise<string[]>;
   outputsWithoutModel(
-    lines: Array<{ index: number; line: string }>,
+    lines: Array<{ index: number; line: string | Uint8Array }>,
     options?: RowOptions,
   ): Promise<Array<string | null>>;
   cancel(): void;

@@ -9,6 +9,7 @@
 // The engine runs in a Web Worker (the page never freezes); images never leave the machine.
 
 import { DEFAULT_MODEL_URL } from './model-store.js';
+import { jsonlLines } from './picked-files.js';
 
 export { DEFAULT_MODEL_URL };
 
@@ -84,18 +85,17 @@ export class Captioner {
 
   /**
    * Captions rows in DataFlow's conventions and yields the output rows in order: every field
-   * kept, plus the caption (or `caption: null` and an error). `rows` is an array of objects or
-   * a JSONL string; `filesByPath` maps the rows' image paths to Files (a Map, an object, or an
-   * array of Files whose relative paths or names are matched). Options: the caption options,
-   * plus imageKey, captionKey, errorKey, maxImages, overwrite, and `onRow({index, line,
-   * outcome, caption, error, progress})`, `onToken(text, index)`, `start`, `resumedRows`.
+   * kept, plus the caption (or `caption: null` and an error). `rows` is a JSONL file (a Blob,
+   * its bytes, or its text) or an array of rows (objects, JSON lines, or a line's bytes);
+   * `filesByPath` maps the rows' image paths to Files (a Map, an object, or an array of Files
+   * whose relative paths or names are matched). Options: the caption options, plus imageKey,
+   * captionKey, errorKey, maxImages, overwrite, and `onRow({index, line, outcome, caption,
+   * error, progress})`, `onToken(text, index)`, and `done`: `[index, outcome]` pairs of lines
+   * an earlier run finished, which are not run again (resuming).
    */
   async *captionRows(rows, filesByPath, options = {}) {
-    const { onRow, onToken, start = 0, resumedRows = 0, ...settings } = options;
-    const lines =
-      typeof rows === 'string'
-        ? rows.split('\n')
-        : rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r)));
+    const { onRow, onToken, done = [], ...settings } = options;
+    const lines = await inputLines(rows);
     const files = fileEntries(filesByPath);
     const queue = [];
     let wake = null;
@@ -106,7 +106,7 @@ export class Captioner {
       wake?.();
     };
     this.#request(
-      { type: 'rows', lines, files, options: settings, start, resumedRows },
+      { type: 'rows', lines, files, options: settings, done: [...done] },
       {
         onRow: (message) => push(message),
         onToken: (text, index) => onToken?.(text, index),
@@ -196,6 +196,15 @@ export class Captioner {
         break;
     }
   }
+}
+
+/** The lines of `rows` (see `captionRows`): strings, or bytes for a line that is not UTF-8. */
+async function inputLines(rows) {
+  if (typeof rows === 'string') return rows.split('\n');
+  if (rows instanceof Blob) return jsonlLines(new Uint8Array(await rows.arrayBuffer()));
+  if (rows instanceof ArrayBuffer) return jsonlLines(new Uint8Array(rows));
+  if (ArrayBuffer.isView(rows)) return jsonlLines(new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength));
+  return [...rows].map((r) => (typeof r === 'string' || r instanceof Uint8Array ? r : JSON.stringify(r)));
 }
 
 /** `[[path, File]]` from a Map, a plain object, `[path, File]` pairs, or Files. */

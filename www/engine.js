@@ -34,6 +34,27 @@ export function loadEngine({ cpu = false, threads = self.navigator.hardwareConcu
   });
 }
 
+/**
+ * The device to run on: WebGPU when the browser has a GPU adapter, else the CPU (with why).
+ * A fallback adapter is a GPU emulated in software (SwiftShader): asked for `auto`, the CPU
+ * runs instead, because there the wasm CPU path decodes about 80 times faster (BENCHMARKS.md,
+ * "In the browser"). Asking for `webgpu` still gets it.
+ */
+export async function pickDevice(wanted) {
+  if (wanted === 'cpu') return { device: 'cpu', note: '' };
+  const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter() : null;
+  const software = adapter?.info?.isFallbackAdapter === true;
+  if (adapter && (!software || wanted === 'webgpu')) return { device: 'webgpu', note: '' };
+  if (software) {
+    return { device: 'cpu', note: 'the only WebGPU adapter is a software one: running on the CPU, which is faster there' };
+  }
+  const why = self.navigator.gpu
+    ? 'this browser offers WebGPU but found no usable GPU adapter'
+    : 'this browser has no WebGPU';
+  if (wanted === 'webgpu') throw new Error(`${why}; choose the CPU instead (slower, but it works)`);
+  return { device: 'cpu', note: `${why}: running on the CPU (slower)` };
+}
+
 function build(name, start) {
   if (!builds.has(name)) builds.set(name, start());
   return builds.get(name);

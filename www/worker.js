@@ -2,8 +2,9 @@
 // Messages in: load, caption, chat, rows, cancel, set-captions, pending-lines. Messages out
 // carry the request's id.
 
-import { loadEngine } from './engine.js';
+import { loadEngine, pickDevice } from './engine.js';
 import { fromFiles, fromUrl } from './model-store.js';
+import { fileFinder, isBlank } from './picked-files.js';
 
 let engine = null;
 // The exports of the build `engine` came from (engine.js picks it by device), or null.
@@ -40,27 +41,6 @@ self.onmessage = async ({ data: msg }) => {
     post({ type: 'error', id: msg.id, message: String(e?.message ?? e) });
   }
 };
-
-/**
- * The device to run on: WebGPU when the browser has a GPU adapter, else the CPU (with why).
- * A fallback adapter is a GPU emulated in software (SwiftShader): asked for `auto`, the CPU
- * runs instead, because there the wasm CPU path decodes about 80 times faster (BENCHMARKS.md,
- * "In the browser"). Asking for `webgpu` still gets it.
- */
-async function pickDevice(wanted) {
-  if (wanted === 'cpu') return { device: 'cpu', note: '' };
-  const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter() : null;
-  const software = adapter?.info?.isFallbackAdapter === true;
-  if (adapter && (!software || wanted === 'webgpu')) return { device: 'webgpu', note: '' };
-  if (software) {
-    return { device: 'cpu', note: 'the only WebGPU adapter is a software one: running on the CPU, which is faster there' };
-  }
-  const why = self.navigator.gpu
-    ? 'this browser offers WebGPU but found no usable GPU adapter'
-    : 'this browser has no WebGPU';
-  if (wanted === 'webgpu') throw new Error(`${why}; choose the CPU instead (slower, but it works)`);
-  return { device: 'cpu', note: `${why}: running on the CPU (slower)` };
-}
 
 async function load({ id, source, device, precision }) {
   const progress = (p) => post({ type: 'progress', id, progress: p });
@@ -121,49 +101,23 @@ async function chat({ id, prompt, options }) {
   post({ type: 'result', id, value: text });
 }
 
-/** Normalises a row's path or a picked file's relative path for matching. */
-function normalisePath(path) {
-  return path.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/^\/+/, '');
-}
-
 /**
- * Finds picked files by a row's path: the exact relative path, then the path without the picked
- * folder's own name, then the file name when only one picked file has it.
+ * Captions JSONL lines (strings, or bytes where a line is not UTF-8), posting one `row` message
+ * per output line, then `result` with the final progress. `done` lists `[index, outcome]` for
+ * lines an earlier, interrupted run finished: they are not run again, and count as they came
+ * out then.
  */
-function fileFinder(entries) {
-  const byPath = new Map();
-  const byName = new Map();
-  for (const [path, file] of entries) {
-    const p = normalisePath(path);
-    byPath.set(p, file);
-    const inner = p.includes('/') ? p.slice(p.indexOf('/') + 1) : null;
-    if (inner && !byPath.has(inner)) byPath.set(inner, file);
-    const name = p.split('/').pop();
-    byName.set(name, byName.has(name) ? null : file);
-  }
-  return async (path) => {
-    const p = normalisePath(path);
-    const file = byPath.get(p) ?? byName.get(p.split('/').pop());
-    if (file === null) {
-      throw `image '${path}' matches several picked files by name; give its folder in the path`;
-    }
-    if (!file) throw `image '${path}' not found among the picked files`;
-    return new Uint8Array(await file.arrayBuffer());
-  };
-}
-
-/**
- * Captions JSONL lines from `start` (earlier lines were done by an interrupted run), posting
- * one `row` message per output line, then `result` with the final progress.
- */
-async function rows({ id, lines, files, options, start = 0, resumedRows = 0 }) {
+async function rows({ id, lines, files, options, done = [] }) {
   const e = requireEngine();
   cancelled = false;
   const run = new pkg.Rows(options ?? {});
-  run.setTotal(lines.filter((l) => l.trim() !== '').length);
-  run.resume(start, resumedRows);
-  const readImage = fileFinder(files);
-  for (let index = start; index < lines.length; index++) {
+  run.setTotal(lines.filter((line, i) => !isBlank(line, i)).length);
+  const earlier = new Map(done);
+  for (const outcome of earlier.values()) run.countEarlier(outcome);
+  const find = fileFinder(files);
+  const readImage = async (path) => new Uint8Array(await find(path).arrayBuffer());
+  for (let index = 0; index < lines.length; index++) {
+    if (earlier.has(index)) continue;
     // Let queued messages (a cancel) in between rows, whatever the backend.
     await new Promise((resolve) => setTimeout(resolve, 0));
     if (cancelled) {
@@ -172,7 +126,7 @@ async function rows({ id, lines, files, options, start = 0, resumedRows = 0 }) {
       return;
     }
     const onToken = (piece) => post({ type: 'token', id, index, text: piece });
-    const result = await run.nextLine(e, lines[index], readImage, onToken);
+    const result = await run.nextLine(e, lines[index], index + 1, readImage, onToken);
     post({ type: 'row', id, index, result, progress: run.progress() });
   }
   post({ type: 'result', id, value: { stopped: false, next: lines.length, progress: run.progress() } });
@@ -188,8 +142,8 @@ async function setCaptions({ id, edits, captionKey, errorKey }) {
   post({ type: 'result', id, value });
 }
 
-/** Output lines for lines a run has not reached: `[{index, line}]` to lines (or null when
- * the line still needs a caption). */
+/** Output lines for lines a run has not reached: `[{index, line}]` (text or bytes) to lines,
+ * or null where the line still needs a caption. */
 async function pendingLines({ id, lines, options }) {
   const build = await anyBuild();
   const value = lines.map(({ index, line }) => build.outputWithoutModel(line, index + 1, options ?? {}) ?? null);

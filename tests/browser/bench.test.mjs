@@ -93,3 +93,29 @@ test("bench.html's edge=0 keeps the processor's own tiling, as `captioner bench 
   assert.deepEqual(tiles, { 0: 13, 64: 1 });
   await page.close();
 });
+
+test('bench.html on `auto` runs on the CPU where the only WebGPU adapter is software, and says what it is doing', async () => {
+  const page = await browser.newPage();
+  // Every status line the page shows, kept as it changes.
+  await page.addInitScript(() => {
+    window.statusSeen = [];
+    document.addEventListener('DOMContentLoaded', () => {
+      const status = document.getElementById('status');
+      new MutationObserver(() => window.statusSeen.push(status.textContent)).observe(status, { childList: true });
+    });
+  });
+  const query = new URLSearchParams({
+    model: '/fixtures/tiny-b/', precision: 'f32', runs: '1', warmup: '0',
+    contexts: '4', prefill: '4', decode: '2', caption: '2', edge: '64', run: '1',
+  });
+  await page.goto(`${origin}/bench.html?${query}`);
+  assert.equal(await page.locator('#device').inputValue(), 'auto');
+  const doc = await page.evaluate(() => window.benchResult);
+  assert.equal(doc.error, undefined, doc.error);
+  // SwiftShader is a fallback adapter: the CPU ran, and the report says why.
+  assert.doesNotMatch(doc.reports[0].device, /WebGPU/);
+  assert.match(doc.reports[0].device_note, /software/);
+  const seen = await page.evaluate(() => window.statusSeen);
+  assert.ok(seen.some((s) => /^f32 \(1 of 1\): loading, a first caption, then 1 timed run\(s\) of each stage on the CPU/.test(s)), seen.join('\n'));
+  await page.close();
+});

@@ -1,0 +1,177 @@
+// The page keeps "nothing lost" whatever the user picks and when: inputs are locked while a run
+// goes, picks merge without duplicates and can be cleared or removed one by one, whatever is
+// picked as rows is read as rows, and the rows file is read as bytes so that each line comes
+// out as `captioner caption-jsonl` writes it (a line that is not UTF-8 included).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
+
+const example = join(repo, 'examples/rows.jsonl');
+const MAX_TOKENS = 8;
+const PICTURES = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg', 'rgba_160x120.png',
+  'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png', 'palette_120x90.gif',
+  'huge_header.png'];
+
+const suite = pageSuite();
+
+/** The page with the tiny model loaded on `device`, greedy, `seed` keeping saved runs apart. */
+async function pageWithModel(device, seed) {
+  const opened = await suite.openPage(`/?model=/fixtures/tiny-b/&device=${device}`);
+  const status = await waitForText(opened.page, 'model-status', /Model ready|could not/);
+  assert.match(status, /Model ready/, status);
+  await opened.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
+  await opened.page.getByTestId('temperature').fill('0');
+  await opened.page.getByTestId('seed').fill(String(seed));
+  return opened;
+}
+
+/** Drops files (name and bytes) on the drop zone, as a user dragging them from a file manager. */
+async function drop(page, files) {
+  const transfer = await page.evaluateHandle((list) => {
+    const t = new DataTransfer();
+    for (const { name, type, bytes } of list) t.items.add(new File([new Uint8Array(bytes)], name, { type }));
+    return t;
+  }, files);
+  await page.getByTestId('drop').dispatchEvent('drop', { dataTransfer: transfer });
+}
+
+const focused = (page) => page.evaluate(() => document.activeElement?.dataset.testid ?? document.activeElement?.tagName);
+
+/** The counts in a progress line: "(N captioned, N skipped, N failed)". */
+const counts = (text) => /\((\d+) captioned, (\d+) skipped, (\d+) failed\)/.exec(text).slice(1).map(Number);
+
+test('a pick or a drop while a run goes changes nothing, and the download is the native output', async () => {
+  const native = nativeCaptions({ input: example, out: join(suite.scratch, 'locked.jsonl'), maxTokens: MAX_TOKENS });
+  // On WebGPU (SwiftShader), slow enough that the run is still going when the drop comes.
+  const { page, errors } = await pageWithModel('webgpu', 101);
+  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(page, 'input-status', /12 row\(s\)/);
+  await page.getByTestId('run').click();
+  // The focus is not dropped on the page's body when Run turns disabled.
+  assert.equal(await focused(page), 'cancel');
+  await waitForText(page, 'progress-text', /^1 of 12 rows/);
+
+  assert.equal(await page.locator('#input-controls').evaluate((f) => f.disabled), true);
+  assert.equal(await page.locator('#settings-controls').evaluate((f) => f.disabled), true);
+  const shown = await page.getByTestId('row').count();
+  await drop(page, [{ name: 'aaa_first.jpg', type: 'image/jpeg', bytes: [0xff, 0xd8, 0xff] }]);
+  const refused = await waitForText(page, 'input-status', /A run is going/);
+  assert.match(refused, /^10 image file\(s\), 12 row\(s\) from rows\.jsonl/, refused);
+  assert.equal(await page.getByTestId('row').count(), shown);
+
+  const done = await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  assert.equal(await focused(page), 'download');
+  assert.equal(await page.locator('#input-controls').evaluate((f) => f.disabled), false);
+  assert.equal((await downloadOf(page)).toString('utf8'), asInBrowser(native));
+  const uninterrupted = counts(done);
+  assert.deepEqual(uninterrupted.reduce((a, b) => a + b), 12);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+
+  // Paused and resumed: the rows finished before the pause count as they came out then.
+  const again = await pageWithModel('webgpu', 102);
+  await again.page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await again.page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(again.page, 'input-status', /12 row\(s\)/);
+  await again.page.getByTestId('run').click();
+  await waitForText(again.page, 'progress-text', /^[3-9] of 12 rows/);
+  await again.page.getByTestId('cancel').click();
+  await waitForText(again.page, 'progress-text', /^Paused/);
+  assert.equal(await focused(again.page), 'run');
+  await again.page.getByTestId('run').click();
+  const resumed = await waitForText(again.page, 'progress-text', /^Done: 12 of 12 rows/);
+  assert.deepEqual(counts(resumed), uninterrupted, resumed);
+  await again.page.close();
+});
+
+test('picks merge without duplicates; Clear, Remove and the summary of missing images', async () => {
+  const { page, errors } = await suite.openPage('/');
+  const hint = await page.getByTestId('run-hint').textContent();
+  assert.match(hint, /load a model and add images or a rows file/, hint);
+
+  const pictures = PICTURES.map((p) => join(images, p));
+  await page.getByTestId('images').setInputFiles(pictures);
+  await waitForText(page, 'input-status', /^10 image file\(s\), one row each/);
+  // The same ten again: still ten rows.
+  await page.getByTestId('images').setInputFiles(pictures);
+  await waitForText(page, 'input-status', /^10 image file\(s\)/);
+  assert.equal(await page.getByTestId('row').count(), 10);
+  // A dropped file that is neither an image nor rows is left out, by name.
+  await drop(page, [{ name: 'notes.txt', type: 'text/plain', bytes: [0x68, 0x69] }]);
+  const leftOut = await waitForText(page, 'input-status', /Left out/);
+  assert.match(leftOut, /^10 image file\(s\).*Left out, not images: notes\.txt\./, leftOut);
+
+  await page.getByTestId('jsonl').setInputFiles(example);
+  const summary = await waitForText(page, 'input-status', /12 row\(s\) from rows\.jsonl/);
+  assert.match(summary, /1 row\(s\) name images not picked: photos\/missing\.jpg\./, summary);
+  assert.equal(await page.getByTestId('row').count(), 12);
+
+  // Remove the first row: the download lacks it and keeps every other line as it came.
+  await page.getByTestId('remove').first().click();
+  await waitForText(page, 'input-status', /11 row\(s\) from rows\.jsonl \(1 removed\)/);
+  assert.equal(await page.getByTestId('row').count(), 11);
+  assert.equal(await focused(page), 'remove');
+  const lines = (await downloadOf(page)).toString('utf8').split('\n').filter((l) => l.trim());
+  const input = readFileSync(example, 'utf8').split('\n').filter((l) => l.trim());
+  assert.deepEqual(lines, input.slice(1));
+
+  await page.getByTestId('clear').click();
+  await waitForText(page, 'input-status', /^0 image file\(s\), one row each\.$/);
+  assert.equal(await page.getByTestId('row').count(), 0);
+  assert.equal(await page.getByTestId('download').isDisabled(), true);
+
+  // Load from the keyboard: the focus stays on Load while the model loads, and after.
+  await page.getByTestId('model-url').fill('/fixtures/tiny-b/');
+  await page.getByTestId('device').selectOption('cpu');
+  await page.getByTestId('load-model').focus();
+  await page.keyboard.press('Enter');
+  await waitForText(page, 'model-status', /Model ready/);
+  assert.equal(await focused(page), 'load-model');
+  assert.match(await page.getByTestId('run-hint').textContent(), /add images or a rows file/);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});
+
+test('whatever is picked as rows is read as rows, bytes and all, as caption-jsonl reads it', async () => {
+  const { page, errors } = await pageWithModel('cpu', 103);
+  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(page, 'input-status', /12 row\(s\) from rows\.jsonl/);
+
+  // Each file replaces the rows before it; each comes out as the native program writes it.
+  const cases = {
+    // JSONL in a .txt file: rows.
+    'list.txt': Buffer.from('{"image": "small_100x80.png", "id": 1}\n{"image": ["gray_200x150.png"], "id": 2}\n'),
+    // A CSV: a line each, none of them JSON (error rows, nothing dropped).
+    'table.csv': Buffer.from('image,id\nsmall_100x80.png,1\n'),
+    // Latin-1 bytes (caf\xe9.jpg) on line 2, a BOM and CRLF: the error row with the raw bytes.
+    'latin1.jsonl': Buffer.concat([
+      Buffer.from('\ufeff{"image": ["small_100x80.png"], "id": 1}\r\n'),
+      Buffer.from('{"image": ["caf'), Buffer.from([0xe9]), Buffer.from('.jpg"], "id": 2}\r\n'),
+      Buffer.from('{"image": ["photo_90x60.bmp"], "id": 3}\n'),
+    ]),
+  };
+  for (const [name, bytes] of Object.entries(cases)) {
+    const input = join(suite.scratch, name);
+    writeFileSync(input, bytes);
+    const native = nativeCaptions({ input, out: join(suite.scratch, `${name}.out`), maxTokens: MAX_TOKENS });
+    const rows = native.toString('utf8').split('\n').filter((l) => l).length;
+    await page.getByTestId('jsonl').setInputFiles(input);
+    await waitForText(page, 'input-status', new RegExp(`${rows} row\\(s\\) from ${name.replace('.', '\\.')}`));
+    assert.equal(await page.getByTestId('row').count(), rows, name);
+    await page.getByTestId('run').click();
+    await waitForText(page, 'progress-text', new RegExp(`^Done: ${rows} of ${rows} rows`));
+    assert.deepEqual(await downloadOf(page), native, name);
+  }
+  // The not-UTF-8 line is an error row that says so, not a row with U+FFFD in its path.
+  const latin1 = rowsOf(nativeCaptions({
+    input: join(suite.scratch, 'latin1.jsonl'), out: join(suite.scratch, 'latin1.again'), maxTokens: MAX_TOKENS,
+  }).toString('utf8'));
+  assert.match(latin1[1].error, /not UTF-8/);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});

@@ -1,0 +1,99 @@
+// What the page's browser tests share: a served app in headless Chromium, pages that record
+// their requests, waiting on a status line, and the native program's output to compare with.
+//
+// Needs: `www/pkg/` built (scripts/test.sh does it), the native `captioner` binary
+// (CAPTIONER_BIN), Chromium at /usr/bin/chromium (CHROMIUM overrides).
+
+import { before, after } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchChromium } from '../../tools/chromium.mjs';
+import { serve } from '../../tools/serve.mjs';
+
+export const repo = fileURLToPath(new URL('../..', import.meta.url));
+export const fixtures = join(repo, 'tests/fixtures');
+export const images = join(fixtures, 'images');
+
+/**
+ * Serves www/ (cross-origin isolated, as tools/serve.mjs serves the app, with the fixtures at
+ * /fixtures/ and a scratch folder at /scratch/) and opens Chromium with WebGPU on SwiftShader,
+ * for the tests of the calling file. The returned object's fields are set once `before` ran.
+ */
+export function pageSuite() {
+  const suite = { origin: null, browser: null, scratch: null, server: null };
+  before(async () => {
+    suite.scratch = mkdtempSync(join(tmpdir(), 'captioner-browser-'));
+    ({ server: suite.server, url: suite.origin } = await serve({
+      root: join(repo, 'www'),
+      mounts: { '/fixtures/': fixtures, '/scratch/': suite.scratch },
+      isolated: true,
+    }));
+    suite.browser = await suite.launch('profile', { webgpu: true });
+  });
+  after(async () => {
+    await suite.browser?.close();
+    suite.server?.close();
+    if (suite.scratch) rmSync(suite.scratch, { recursive: true, force: true });
+  });
+  /** Headless Chromium with a fresh profile; WebGPU (SwiftShader) only when asked. */
+  suite.launch = (profile, { webgpu }) => launchChromium(join(suite.scratch, profile), { webgpu });
+  /** A page at `path` that records every request it makes and every uncaught error. */
+  suite.openPage = async (path, context = suite.browser) => {
+    const page = await context.newPage();
+    const requests = [];
+    page.on('request', (r) => requests.push(r.url()));
+    page.on('worker', (w) => w.on('console', () => {}));
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(suite.origin + path);
+    return { page, requests, errors };
+  };
+  /** Every request went to the page's origin (blob: URLs are the page's own thumbnails). */
+  suite.isLocal = (url) => url.startsWith(suite.origin + '/') || url.startsWith(`blob:${suite.origin}/`);
+  return suite;
+}
+
+/** Waits until the element `testid`'s text matches `pattern`; resolves to that text. */
+export async function waitForText(page, testid, pattern, timeout = 300_000) {
+  await page.waitForFunction(
+    ([id, source]) => new RegExp(source).test(document.querySelector(`[data-testid="${id}"]`)?.textContent ?? ''),
+    [testid, pattern.source],
+    { timeout, polling: 200 },
+  );
+  return page.getByTestId(testid).textContent();
+}
+
+/** Runs the native program. */
+export const captioner = (args, options = {}) =>
+  execFileSync(process.env.CAPTIONER_BIN ?? join(repo, 'target/debug/captioner'), args, options);
+
+/**
+ * What `captioner caption-jsonl` writes for `input` (its bytes), greedy, with `maxTokens` new
+ * tokens, images under tests/fixtures/images, into `out`.
+ */
+export function nativeCaptions({ input, out, maxTokens, model = join(fixtures, 'tiny-b'), extra = [] }) {
+  captioner([
+    'caption-jsonl', '--model', model, '--input', input, '--output', out,
+    '--image-root', images, '--temperature', '0', '--max-tokens', String(maxTokens), ...extra,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return readFileSync(out);
+}
+
+/**
+ * Native output as the page writes it: the one difference is where a missing image was looked
+ * for (the disk under --image-root, or the files the user picked).
+ */
+export const asInBrowser = (native) =>
+  native.toString('utf8').replace(/ not found \(looked for [^)"]*\)/g, ' not found among the picked files');
+
+/** The rows of JSONL text (blank lines left out). */
+export const rowsOf = (text) => text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+
+/** Clicks `testid` and resolves to the bytes of the download it starts. */
+export async function downloadOf(page, testid = 'download') {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).click()]);
+  return readFileSync(await download.path());
+}
