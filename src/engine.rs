@@ -92,7 +92,7 @@ impl Engine {
             }
             Weights::GgufPair { text, mmproj } => {
                 let mut set = WeightSet::new();
-                crate::weights::gguf_pair::read_pair_weights(
+                crate::weights::gguf::pair::read_pair_weights(
                     &Arc::new(text),
                     &Arc::new(mmproj),
                     &mut set,

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use captioner::config::ModelConfig;
-use captioner::weights::gguf_pair::{plan, Part, Planned};
+use captioner::weights::gguf::pair::{plan, Part, Planned};
 use captioner::weights::{Stored, WeightSet};
 use captioner::{Engine, ModelFiles, Precision, QuantType};
 use common::*;
@@ -59,7 +59,7 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
 
         // The packed blocks in the files are the blocks of quantizing the original now.
         let mut read = WeightSet::new();
-        captioner::weights::gguf_pair::read_pair_weights(
+        captioner::weights::gguf::pair::read_pair_weights(
             &std::sync::Arc::new(std::fs::read(&files[1]).unwrap()),
             &std::sync::Arc::new(std::fs::read(&files[0]).unwrap()),
             &mut read,
@@ -117,7 +117,7 @@ fn llama_cpp_converter_pair_equals_quantizing_on_load() {
 
     let mut read = WeightSet::new();
     let file = |name: &str| std::sync::Arc::new(std::fs::read(dir.join(name)).unwrap());
-    captioner::weights::gguf_pair::read_pair_weights(
+    captioner::weights::gguf::pair::read_pair_weights(
         &file("tiny-b-Q8_0.gguf"),
         &file("mmproj-tiny-b-Q8_0.gguf"),
         &mut read,

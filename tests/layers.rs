@@ -28,7 +28,10 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `src/weights/gguf.rs` → `weights::gguf`; `src/weights/mod.rs` → `weights`; `src/lib.rs` → root.
 fn module_of(src: &Path, file: &Path) -> Module {
-    let relative = file.strip_prefix(src).expect("under src").with_extension("");
+    let relative = file
+        .strip_prefix(src)
+        .expect("under src")
+        .with_extension("");
     let mut segments: Module = relative
         .iter()
         .map(|s| s.to_string_lossy().into_owned())
@@ -234,7 +237,8 @@ fn modules_one_level_down_form_layers() {
 
 #[test]
 fn the_checker_sees_paths_and_circles() {
-    let code = "use crate::{weights::{gguf::Gguf, Stored}, error::Error};\nlet x = super::quant::q8(1);";
+    let code =
+        "use crate::{weights::{gguf::Gguf, Stored}, error::Error};\nlet x = super::quant::q8(1);";
     let crate_paths = paths_after(code, "crate::");
     let joined: Vec<String> = crate_paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use captioner::weights::gguf_write::{quantize_q4_0, quantize_q8_0};
+use captioner::weights::gguf::write::{quantize_q4_0, quantize_q8_0};
 use common::{fixtures, read_json};
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the Rust GGUF reader (src/weights/gguf.rs) against the Python reference stack.
+"""Checks the Rust GGUF reader (src/weights/gguf/) against the Python reference stack.
 
 The Rust side is driven through its ignored export test, which writes what the reader produces
 for one GGUF file (every tensor dequantized, the Hugging Face tensors, config.json,
@@ -360,7 +360,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", type=Path, default=DEFAULT_GGUF, help="a llama GGUF with a gpt2 tokenizer")
     parser.add_argument("--crate", type=Path, default=Path(__file__).resolve().parents[1],
-                        help="the crate holding src/weights/gguf.rs (default: this repository)")
+                        help="the crate holding src/weights/gguf/ (default: this repository)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
 

@@ -4,8 +4,6 @@
 //! the config and reports all missing, unexpected and mis-shaped tensors in one error.
 
 pub mod gguf;
-pub mod gguf_pair;
-pub mod gguf_write;
 pub mod model_files;
 pub mod precision;
 pub mod safetensors;

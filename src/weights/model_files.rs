@@ -87,7 +87,7 @@ impl ModelFiles {
                             .into(),
                     ));
                 }
-                return super::gguf_pair::pair_files(text, mmproj);
+                return super::gguf::pair::pair_files(text, mmproj);
             }
             n => {
                 return Err(Error::Invalid(format!(

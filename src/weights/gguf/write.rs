@@ -2,7 +2,7 @@
 //! reference quantizers for Q8_0 and Q4_0 (`quant::reference`), so the files Captioner writes
 //! are the ones llama.cpp's own tools would write from the same numbers.
 
-use super::gguf::{GgmlType, GgufError, GgufValue};
+use super::{GgmlType, GgufError, GgufValue};
 use half::f16;
 use std::io::{self, Write};
 

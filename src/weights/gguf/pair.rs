@@ -9,14 +9,14 @@
 //! What llama.cpp has no key for travels under `captioner.*`: the image processor settings and
 //! the generation config, as the JSON they came from.
 
-use super::gguf::{GgmlType, Gguf, GgufError, GgufValue};
-use super::gguf_write::GgufWriter;
-use super::Precision;
-use super::WeightSet;
+use super::write::GgufWriter;
+use super::{GgmlType, Gguf, GgufError, GgufValue};
 use crate::config::{Idefics3Config, ModelConfig, TextConfig};
 use crate::error::{Error, Result};
 use crate::files::{ModelFiles, Weights};
 use crate::quant::{BlockMatrix, QuantType, BLOCK};
+use crate::weights::Precision;
+use crate::weights::WeightSet;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -197,7 +197,7 @@ fn vision_plan(c: &Idefics3Config, add: &mut Add) {
 
 /// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
 /// each head, Hugging Face's two halves are interleaved. The inverse of
-/// [`super::gguf::unpermute_rope_rows`].
+/// [`super::unpermute_rope_rows`].
 pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
     let cols = values.len() / rows;
     let head_dim = rows / n_head;

@@ -1,0 +1,284 @@
+//! A llama-architecture GGUF as Hugging Face's Llama: its `config.json`, tensor names and
+//! Q/K row order, as transformers reads the same file.
+
+use super::{Gguf, GgufError, GgufValue, HfTensor, Result};
+use crate::weights::Stored;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+impl Gguf {
+    fn require_llama(&self) -> Result<()> {
+        match self.architecture()? {
+            "llama" => Ok(()),
+            other => Err(GgufError::Unsupported(format!(
+                "general.architecture is {other:?}; only \"llama\" is supported"
+            ))),
+        }
+    }
+
+    /// The Hugging Face `config.json` equivalent of a llama-architecture GGUF, with the values
+    /// transformers derives from the same file (floats stored as float32 are widened exactly,
+    /// as Python reads them: `rms_norm_eps` 1e-5 comes out as 9.999999747378752e-06).
+    pub fn llama_hf_config(&self) -> Result<Value> {
+        self.require_llama()?;
+        let hidden = self.req_u64("llama.embedding_length")?;
+        let heads = self.req_u64("llama.attention.head_count")?;
+        let kv_heads = self
+            .uniform_u64("llama.attention.head_count_kv")?
+            .unwrap_or(heads);
+        let layers = self.req_u64("llama.block_count")?;
+        let intermediate = self
+            .uniform_u64("llama.feed_forward_length")?
+            .ok_or_else(|| GgufError::MissingKey("llama.feed_forward_length".into()))?;
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(GgufError::BadValue {
+                key: "llama.attention.head_count_kv".into(),
+                detail: format!("{kv_heads} KV heads do not divide {heads} attention heads"),
+            });
+        }
+        // transformers takes head_dim from the RoPE width (right for Llama, where RoPE covers
+        // the whole head); LlamaConfig's default is hidden_size / heads.
+        let head_dim = match self.opt_u64("llama.rope.dimension_count")? {
+            Some(d) => d,
+            None => match self.opt_u64("llama.attention.key_length")? {
+                Some(d) => d,
+                None => hidden / heads,
+            },
+        };
+        // As transformers: the metadata count, else the number of tokens.
+        let vocab_size = match self.opt_u64("llama.vocab_size")? {
+            Some(v) => v,
+            None => match self
+                .get("tokenizer.ggml.tokens")
+                .and_then(GgufValue::as_array)
+            {
+                Some(tokens) => tokens.len() as u64,
+                None => self
+                    .tensor_info("token_embd.weight")
+                    .and_then(|t| t.dims.get(1).copied())
+                    .ok_or_else(|| GgufError::MissingKey("llama.vocab_size".into()))?,
+            },
+        };
+        let mut c = Map::new();
+        c.insert("model_type".into(), json!("llama"));
+        c.insert("architectures".into(), json!(["LlamaForCausalLM"]));
+        c.insert("hidden_size".into(), json!(hidden));
+        c.insert("intermediate_size".into(), json!(intermediate));
+        c.insert("num_hidden_layers".into(), json!(layers));
+        c.insert("num_attention_heads".into(), json!(heads));
+        c.insert("num_key_value_heads".into(), json!(kv_heads));
+        c.insert("head_dim".into(), json!(head_dim));
+        c.insert("hidden_act".into(), json!("silu"));
+        // LlamaConfig's defaults where the file is silent.
+        let eps = self
+            .opt_f64("llama.attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-6);
+        c.insert("rms_norm_eps".into(), json!(eps));
+        let theta = self.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0);
+        c.insert("rope_theta".into(), json!(theta));
+        let max_pos = self.opt_u64("llama.context_length")?.unwrap_or(2048);
+        c.insert("max_position_embeddings".into(), json!(max_pos));
+        c.insert("vocab_size".into(), json!(vocab_size));
+        c.insert("attention_bias".into(), json!(false));
+        c.insert("mlp_bias".into(), json!(false));
+        // llama.cpp writes `output.weight` only when it differs from the embedding.
+        let tied = self.tensor_info("output.weight").is_none();
+        c.insert("tie_word_embeddings".into(), json!(tied));
+        for (key, name) in [
+            ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+            ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+            ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+        ] {
+            if let Some(id) = self.opt_u64(key)? {
+                c.insert(name.into(), json!(id));
+            }
+        }
+        c.insert("torch_dtype".into(), json!("float32"));
+        Ok(Value::Object(c))
+    }
+
+    /// Every tensor of a llama-architecture GGUF under its Hugging Face name, dequantized to
+    /// f32, with PyTorch shapes, in file order. The Q and K projections get their rows put back
+    /// in Hugging Face's order (see [`unpermute_rope_rows`]). Unknown tensor names are an error
+    /// listing all of them.
+    ///
+    /// This holds the whole model in f32 at once; to convert one tensor at a time, walk
+    /// [`Gguf::llama_hf_names`] and call [`Gguf::llama_hf_tensor`].
+    pub fn llama_hf_tensors(&self, bytes: &[u8]) -> Result<Vec<HfTensor>> {
+        self.llama_hf_names()?
+            .iter()
+            .map(|(gguf_name, _)| self.llama_hf_tensor(bytes, gguf_name))
+            .collect()
+    }
+
+    /// `(GGUF name, Hugging Face name)` of every tensor of a llama-architecture GGUF, in file
+    /// order; an error listing the tensors that have no Hugging Face Llama counterpart.
+    pub fn llama_hf_names(&self) -> Result<Vec<(String, String)>> {
+        self.require_llama()?;
+        let layers = self.req_u64("llama.block_count")?;
+        let mut names = Vec::with_capacity(self.tensors.len());
+        let mut unknown = Vec::new();
+        for t in &self.tensors {
+            match llama_hf_name(&t.name, layers) {
+                Some(hf) => names.push((t.name.clone(), hf)),
+                None => unknown.push(t.name.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(GgufError::UnknownTensors {
+                architecture: "llama".into(),
+                names: unknown,
+            });
+        }
+        Ok(names)
+    }
+
+    /// One tensor of a llama-architecture GGUF, by its GGUF name, as [`Gguf::llama_hf_tensors`]
+    /// returns it.
+    pub fn llama_hf_tensor(&self, bytes: &[u8], gguf_name: &str) -> Result<HfTensor> {
+        self.require_llama()?;
+        let layers = self.req_u64("llama.block_count")?;
+        let Some(hf_name) = llama_hf_name(gguf_name, layers) else {
+            return Err(GgufError::UnknownTensors {
+                architecture: "llama".into(),
+                names: vec![gguf_name.to_string()],
+            });
+        };
+        let (shape, mut values) = self.tensor_f32(bytes, gguf_name)?;
+        if let Some(n_head) = self.rope_heads(gguf_name)? {
+            values = unpermute_rope_rows(&values, &shape, n_head).map_err(|detail| {
+                GgufError::BadTensor {
+                    name: gguf_name.to_string(),
+                    detail,
+                }
+            })?;
+        }
+        Ok((hf_name, shape, values))
+    }
+
+    /// Like [`Gguf::llama_hf_tensor`], but a Q8_0 or Q4_0 matrix comes back as its packed
+    /// blocks, untouched (rows un-permuted whole), instead of as f32.
+    pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, Stored)> {
+        let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
+        Ok((hf_name, self.stored_impl(bytes, None, gguf_name, heads)?))
+    }
+
+    /// [`Gguf::llama_hf_stored`] with the blocks left in `file` (no copy) where their rows are
+    /// in order already.
+    pub fn llama_hf_stored_in(
+        &self,
+        file: &Arc<Vec<u8>>,
+        gguf_name: &str,
+    ) -> Result<(String, Stored)> {
+        let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
+        let stored = self.stored_impl(file, Some(file), gguf_name, heads)?;
+        Ok((hf_name, stored))
+    }
+
+    /// The Hugging Face name of a llama tensor and the head count its rows were permuted by.
+    fn llama_name_and_heads(&self, gguf_name: &str) -> Result<(String, Option<usize>)> {
+        self.require_llama()?;
+        let layers = self.req_u64("llama.block_count")?;
+        let hf_name =
+            llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
+                architecture: "llama".into(),
+                names: vec![gguf_name.to_string()],
+            })?;
+        Ok((hf_name, self.rope_heads(gguf_name)?))
+    }
+
+    /// The head count whose RoPE permutation llama.cpp applied to this tensor's rows, if any.
+    fn rope_heads(&self, gguf_name: &str) -> Result<Option<usize>> {
+        let heads = if gguf_name.ends_with(".attn_q.weight") {
+            Some(self.req_u64("llama.attention.head_count")?)
+        } else if gguf_name.ends_with(".attn_k.weight") {
+            match self.uniform_u64("llama.attention.head_count_kv")? {
+                Some(kv) => Some(kv),
+                None => Some(self.req_u64("llama.attention.head_count")?),
+            }
+        } else {
+            None
+        };
+        heads
+            .map(|n| {
+                usize::try_from(n).map_err(|_| GgufError::BadTensor {
+                    name: gguf_name.to_string(),
+                    detail: "absurd head count".into(),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The Hugging Face name of a llama.cpp tensor of a Llama model with `layers` blocks.
+fn llama_hf_name(name: &str, layers: u64) -> Option<String> {
+    match name {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    // Plain decimal only ("01" or "+1" would not be llama.cpp's spelling).
+    if layer.is_empty()
+        || !layer.bytes().all(|b| b.is_ascii_digit())
+        || (layer.len() > 1 && layer.starts_with('0'))
+    {
+        return None;
+    }
+    let index: u64 = layer.parse().ok()?;
+    if index >= layers {
+        return None;
+    }
+    let hf = match part {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{index}.{hf}"))
+}
+
+/// Undoes llama.cpp's reordering of a Q or K projection.
+///
+/// ggml's RoPE rotates adjacent pairs of a head's dimensions (0,1), (2,3), ..., while Hugging
+/// Face's Llama rotates the two halves against each other (d, d + head_dim/2). llama.cpp's
+/// converter therefore interleaves the output rows of each head: its row `2d + j` is Hugging
+/// Face's row `j * head_dim/2 + d` (j = 0, 1). This puts them back, as transformers' GGUF loader
+/// does, with `head_dim = rows / n_head`.
+pub fn unpermute_rope_rows<T: Copy + Default>(
+    values: &[T],
+    shape: &[usize],
+    n_head: usize,
+) -> std::result::Result<Vec<T>, String> {
+    let rows = shape.first().copied().unwrap_or(0);
+    let pairs = n_head.checked_mul(2).filter(|&p| p > 0);
+    if pairs.is_none_or(|p| rows % p != 0) {
+        return Err(format!(
+            "{rows} rows cannot be split into {n_head} heads of an even size"
+        ));
+    }
+    // A row is `cols` values, or, for a quantized tensor, the bytes of its blocks: rows are
+    // moved whole, so packed blocks need no dequantization.
+    let cols = values.len().checked_div(rows).unwrap_or(0);
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![T::default(); values.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for d in 0..half {
+                let src = (h * head_dim + 2 * d + j) * cols;
+                let dst = (h * head_dim + j * half + d) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    Ok(out)
+}
