@@ -1,6 +1,7 @@
 //! A llama-architecture GGUF as Hugging Face's Llama: its `config.json`, tensor names and
 //! Q/K row order, as transformers reads the same file.
 
+use super::names::llama_hf_name;
 use super::{Gguf, GgufError, GgufValue, HfTensor, Result};
 use crate::weights::Stored;
 use serde_json::{json, Map, Value};
@@ -210,42 +211,6 @@ impl Gguf {
     }
 }
 
-/// The Hugging Face name of a llama.cpp tensor of a Llama model with `layers` blocks.
-fn llama_hf_name(name: &str, layers: u64) -> Option<String> {
-    match name {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    // Plain decimal only ("01" or "+1" would not be llama.cpp's spelling).
-    if layer.is_empty()
-        || !layer.bytes().all(|b| b.is_ascii_digit())
-        || (layer.len() > 1 && layer.starts_with('0'))
-    {
-        return None;
-    }
-    let index: u64 = layer.parse().ok()?;
-    if index >= layers {
-        return None;
-    }
-    let hf = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{index}.{hf}"))
-}
-
 /// Undoes llama.cpp's reordering of a Q or K projection.
 ///
 /// ggml's RoPE rotates adjacent pairs of a head's dimensions (0,1), (2,3), ..., while Hugging
@@ -281,4 +246,24 @@ pub fn unpermute_rope_rows<T: Copy + Default>(
         }
     }
     Ok(out)
+}
+
+/// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
+/// each head, Hugging Face's two halves are interleaved. The inverse of
+/// [`unpermute_rope_rows`].
+pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
+    let cols = values.len() / rows;
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for d in 0..half {
+                let dst = (h * head_dim + 2 * d + j) * cols;
+                let src = (h * head_dim + j * half + d) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    out
 }

@@ -59,6 +59,7 @@ pub(super) const QK_K: usize = 256;
 mod dequant;
 mod error;
 mod llama;
+mod names;
 pub mod pair;
 mod tensor;
 mod tokenizer;
@@ -67,7 +68,7 @@ pub mod write;
 
 pub use dequant::dequantize;
 pub use error::GgufError;
-pub use llama::unpermute_rope_rows;
+pub use llama::{permute_rope_rows, unpermute_rope_rows};
 use tensor::SUPPORTED_TYPES;
 pub use tensor::{GgmlType, GgufTensorInfo, HfTensor};
 pub use value::GgufValue;

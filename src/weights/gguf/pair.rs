@@ -9,8 +9,9 @@
 //! What llama.cpp has no key for travels under `captioner.*`: the image processor settings and
 //! the generation config, as the JSON they came from.
 
+use super::names::{self, Dim};
 use super::write::GgufWriter;
-use super::{GgmlType, Gguf, GgufError, GgufValue};
+use super::{permute_rope_rows, GgmlType, Gguf, GgufError, GgufValue};
 use crate::config::{Idefics3Config, ModelConfig, TextConfig};
 use crate::error::{Error, Result};
 use crate::files::{ModelFiles, Weights};
@@ -96,123 +97,75 @@ pub fn plan(config: &ModelConfig, precision: Precision, for_llama_cpp: bool) -> 
 type Add<'a> = dyn FnMut(String, String, Vec<usize>) + 'a;
 
 fn text_plan(c: &TextConfig, p: &str, add: &mut Add) {
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let (q, kv) = (
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-    );
+    let size = |dim: &Dim| match dim {
+        Dim::Hidden => c.hidden_size,
+        Dim::Query => c.num_attention_heads * c.head_dim,
+        Dim::KeyValue => c.num_key_value_heads * c.head_dim,
+        Dim::Inner => c.intermediate_size,
+    };
+    let (gguf, hf) = names::LLAMA_EMBEDDING;
     add(
-        "token_embd.weight".into(),
-        format!("{p}.embed_tokens.weight"),
-        vec![c.vocab_size, h],
+        gguf.into(),
+        format!("{p}.{hf}"),
+        vec![c.vocab_size, c.hidden_size],
     );
     for l in 0..c.num_hidden_layers {
-        let (b, m) = (format!("blk.{l}"), format!("{p}.layers.{l}"));
-        for (g, hf, shape) in [
-            ("attn_norm", "input_layernorm", vec![h]),
-            ("attn_q", "self_attn.q_proj", vec![q, h]),
-            ("attn_k", "self_attn.k_proj", vec![kv, h]),
-            ("attn_v", "self_attn.v_proj", vec![kv, h]),
-            ("attn_output", "self_attn.o_proj", vec![h, q]),
-            ("ffn_norm", "post_attention_layernorm", vec![h]),
-            ("ffn_gate", "mlp.gate_proj", vec![i, h]),
-            ("ffn_up", "mlp.up_proj", vec![i, h]),
-            ("ffn_down", "mlp.down_proj", vec![h, i]),
-        ] {
-            add(format!("{b}.{g}.weight"), format!("{m}.{hf}.weight"), shape);
+        for (g, hf, shape) in names::LLAMA_BLOCK {
+            add(
+                format!("blk.{l}.{g}.weight"),
+                format!("{p}.layers.{l}.{hf}.weight"),
+                shape.iter().map(size).collect(),
+            );
         }
     }
-    add(
-        "output_norm.weight".into(),
-        format!("{p}.norm.weight"),
-        vec![h],
-    );
+    let (gguf, hf) = names::LLAMA_FINAL_NORM;
+    add(gguf.into(), format!("{p}.{hf}"), vec![c.hidden_size]);
     if !c.tie_word_embeddings {
-        add(
-            "output.weight".into(),
-            "lm_head.weight".into(),
-            vec![c.vocab_size, h],
-        );
+        let (gguf, hf) = names::LLAMA_HEAD;
+        add(gguf.into(), hf.into(), vec![c.vocab_size, c.hidden_size]);
     }
+}
+
+/// Adds a tensor outside the blocks, named by its `(GGUF, Hugging Face)` pair.
+fn top(add: &mut Add, (gguf, hf): (&str, &str), shape: Vec<usize>) {
+    add(gguf.into(), hf.into(), shape);
 }
 
 fn vision_plan(c: &Idefics3Config, add: &mut Add) {
     let v = &c.vision;
-    let (d, i, p) = (v.hidden_size, v.intermediate_size, v.patch_size);
-    let m = "model.vision_model";
-    add(
-        "v.patch_embd.weight".into(),
-        format!("{m}.embeddings.patch_embedding.weight"),
-        vec![d, v.num_channels, p, p],
-    );
-    add(
-        "v.patch_embd.bias".into(),
-        format!("{m}.embeddings.patch_embedding.bias"),
-        vec![d],
-    );
+    let (d, p) = (v.hidden_size, v.patch_size);
+    let size = |dim: &Dim| match dim {
+        Dim::Inner => v.intermediate_size,
+        _ => d,
+    };
+    top(add, names::CLIP_PATCH_WEIGHT, vec![d, v.num_channels, p, p]);
+    top(add, names::CLIP_PATCH_BIAS, vec![d]);
     let positions = v.patches_per_side() * v.patches_per_side();
-    add(
-        "v.position_embd.weight".into(),
-        format!("{m}.embeddings.position_embedding.weight"),
-        vec![positions, d],
-    );
+    top(add, names::CLIP_POSITIONS, vec![positions, d]);
     for l in 0..v.num_hidden_layers {
-        let (b, hf) = (format!("v.blk.{l}"), format!("{m}.encoder.layers.{l}"));
-        for (g, name, out, inp) in [
-            ("attn_q", "self_attn.q_proj", d, d),
-            ("attn_k", "self_attn.k_proj", d, d),
-            ("attn_v", "self_attn.v_proj", d, d),
-            ("attn_out", "self_attn.out_proj", d, d),
-            ("ln1", "layer_norm1", d, 0),
-            ("ffn_up", "mlp.fc1", i, d),
-            ("ffn_down", "mlp.fc2", d, i),
-            ("ln2", "layer_norm2", d, 0),
-        ] {
-            let weight = if inp == 0 { vec![out] } else { vec![out, inp] };
+        let hf_block = format!("{}.encoder.layers.{l}", names::VISION);
+        for (g, hf, shape) in names::CLIP_BLOCK {
+            let weight: Vec<usize> = shape.iter().map(size).collect();
+            let bias = vec![weight[0]];
             add(
-                format!("{b}.{g}.weight"),
-                format!("{hf}.{name}.weight"),
+                format!("v.blk.{l}.{g}.weight"),
+                format!("{hf_block}.{hf}.weight"),
                 weight,
             );
             add(
-                format!("{b}.{g}.bias"),
-                format!("{hf}.{name}.bias"),
-                vec![out],
+                format!("v.blk.{l}.{g}.bias"),
+                format!("{hf_block}.{hf}.bias"),
+                bias,
             );
         }
     }
-    for part in ["weight", "bias"] {
-        add(
-            format!("v.post_ln.{part}"),
-            format!("{m}.post_layernorm.{part}"),
-            vec![d],
-        );
-    }
-    add(
-        "mm.model.fc.weight".into(),
-        "model.connector.modality_projection.proj.weight".into(),
+    top(add, names::CLIP_POST_NORM_WEIGHT, vec![d]);
+    top(add, names::CLIP_POST_NORM_BIAS, vec![d]);
+    top(
+        add,
+        names::CLIP_PROJECTION,
         vec![c.text.hidden_size, d * c.scale_factor * c.scale_factor],
     );
-}
-
-/// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
-/// each head, Hugging Face's two halves are interleaved. The inverse of
-/// [`super::unpermute_rope_rows`].
-pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
-    let cols = values.len() / rows;
-    let head_dim = rows / n_head;
-    let half = head_dim / 2;
-    let mut out = vec![0.0f32; values.len()];
-    for h in 0..n_head {
-        for j in 0..2 {
-            for d in 0..half {
-                let dst = (h * head_dim + 2 * d + j) * cols;
-                let src = (h * head_dim + j * half + d) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
-            }
-        }
-    }
-    out
 }
 
 /// The two files' bytes; `mmproj` is `None` for a text-only model.
@@ -731,35 +684,10 @@ pub fn read_pair_weights(
 
 /// `(GGUF name, Hugging Face name)` of every tensor of an Idefics3 mmproj.
 fn vision_names(g: &Gguf) -> Result<Vec<(String, String)>> {
-    let m = "model.vision_model";
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for name in g.tensor_names() {
-        let hf = match name {
-            "v.patch_embd.weight" => Some(format!("{m}.embeddings.patch_embedding.weight")),
-            "v.patch_embd.bias" => Some(format!("{m}.embeddings.patch_embedding.bias")),
-            "v.position_embd.weight" => Some(format!("{m}.embeddings.position_embedding.weight")),
-            "v.post_ln.weight" => Some(format!("{m}.post_layernorm.weight")),
-            "v.post_ln.bias" => Some(format!("{m}.post_layernorm.bias")),
-            "mm.model.fc.weight" => Some("model.connector.modality_projection.proj.weight".into()),
-            other => other.strip_prefix("v.blk.").and_then(|rest| {
-                let (layer, rest) = rest.split_once('.')?;
-                let (part, kind) = rest.rsplit_once('.')?;
-                let hf = match part {
-                    "attn_q" => "self_attn.q_proj",
-                    "attn_k" => "self_attn.k_proj",
-                    "attn_v" => "self_attn.v_proj",
-                    "attn_out" => "self_attn.out_proj",
-                    "ln1" => "layer_norm1",
-                    "ln2" => "layer_norm2",
-                    "ffn_up" => "mlp.fc1",
-                    "ffn_down" => "mlp.fc2",
-                    _ => return None,
-                };
-                Some(format!("{m}.encoder.layers.{layer}.{hf}.{kind}"))
-            }),
-        };
-        match hf {
+        match names::clip_hf_name(name) {
             Some(hf) => out.push((name.to_string(), hf)),
             None => unknown.push(name.to_string()),
         }
