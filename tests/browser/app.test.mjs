@@ -9,14 +9,9 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve } from '../../tools/serve.mjs';
-import { captioner, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, downloadOf } from './page.mjs';
+import { captioner, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, downloadOf, example, examplePictures } from './page.mjs';
 
-const example = join(repo, 'examples/rows.jsonl');
 const MAX_TOKENS = 8;
-// The example's images (photos/missing.jpg is missing on purpose).
-const PICTURES = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg', 'rgba_160x120.png',
-  'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png', 'palette_120x90.gif',
-  'huge_header.png'];
 
 const suite = pageSuite();
 const { openPage } = suite;
@@ -58,7 +53,7 @@ test('the page captions a JSONL with images like the native program, and the mod
 
   await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await page.getByTestId('temperature').fill('0');
-  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('images').setInputFiles(examplePictures);
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\)/);
   await page.getByTestId('run').click();
@@ -97,7 +92,7 @@ test('the page captions a JSONL with images like the native program, and the mod
   // The same inputs and settings again: the finished rows are restored without a run.
   await again.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await again.page.getByTestId('temperature').fill('0');
-  await again.page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await again.page.getByTestId('images').setInputFiles(examplePictures);
   await again.page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(again.page, 'input-status', /12 row\(s\) restored/);
   assert.deepEqual(await again.page.getByTestId('row').allTextContents(), shown);
@@ -216,7 +211,7 @@ test('cancel pauses after the current row, and Run goes on to the same file', as
   await page.getByTestId('temperature').fill('0');
   // Another seed (greedy ignores it) so the first test's saved progress is not restored here.
   await page.getByTestId('seed').fill('7');
-  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('images').setInputFiles(examplePictures);
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\)/);
   await page.getByTestId('run').click();

@@ -7,13 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
+import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, example, examplePictures } from './page.mjs';
 
-const example = join(repo, 'examples/rows.jsonl');
 const MAX_TOKENS = 8;
-const PICTURES = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg', 'rgba_160x120.png',
-  'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png', 'palette_120x90.gif',
-  'huge_header.png'];
 
 const suite = pageSuite();
 
@@ -47,7 +43,7 @@ test('a pick or a drop while a run goes changes nothing, and the download is the
   const native = nativeCaptions({ input: example, out: join(suite.scratch, 'locked.jsonl'), maxTokens: MAX_TOKENS });
   // On WebGPU (SwiftShader), slow enough that the run is still going when the drop comes.
   const { page, errors } = await pageWithModel('webgpu', 101);
-  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('images').setInputFiles(examplePictures);
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\)/);
   await page.getByTestId('run').click();
@@ -74,7 +70,7 @@ test('a pick or a drop while a run goes changes nothing, and the download is the
 
   // Paused and resumed: the rows finished before the pause count as they came out then.
   const again = await pageWithModel('webgpu', 102);
-  await again.page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await again.page.getByTestId('images').setInputFiles(examplePictures);
   await again.page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(again.page, 'input-status', /12 row\(s\)/);
   await again.page.getByTestId('run').click();
@@ -93,7 +89,7 @@ test('picks merge without duplicates; Clear, Remove and the summary of missing i
   const hint = await page.getByTestId('run-hint').textContent();
   assert.match(hint, /load a model and add images or a rows file/, hint);
 
-  const pictures = PICTURES.map((p) => join(images, p));
+  const pictures = examplePictures;
   await page.getByTestId('images').setInputFiles(pictures);
   await waitForText(page, 'input-status', /^10 image file\(s\), one row each/);
   // The same ten again: still ten rows.
@@ -138,7 +134,7 @@ test('picks merge without duplicates; Clear, Remove and the summary of missing i
 
 test('whatever is picked as rows is read as rows, bytes and all, as caption-jsonl reads it', async () => {
   const { page, errors } = await pageWithModel('cpu', 103);
-  await page.getByTestId('images').setInputFiles(PICTURES.map((p) => join(images, p)));
+  await page.getByTestId('images').setInputFiles(examplePictures);
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\) from rows\.jsonl/);
 

@@ -16,6 +16,12 @@ import { serve } from '../../tools/serve.mjs';
 export const repo = fileURLToPath(new URL('../..', import.meta.url));
 export const fixtures = join(repo, 'tests/fixtures');
 export const images = join(fixtures, 'images');
+/** The example rows, every kind of good and bad row, and the pictures they name (photos/missing.jpg
+ * is missing on purpose). */
+export const example = join(repo, 'examples/rows.jsonl');
+export const examplePictures = ['photo_640x480.jpg', 'small_100x80.png', 'photo_300x500.jpg',
+  'rgba_160x120.png', 'truncated.jpg', 'not_an_image.jpg', 'photo_90x60.bmp', 'gray_200x150.png',
+  'palette_120x90.gif', 'huge_header.png'].map((p) => join(images, p));
 
 /**
  * Serves www/ (cross-origin isolated, as tools/serve.mjs serves the app, with the fixtures at
