@@ -10,26 +10,10 @@ if [ ! -x "$root/build/bin/llama-bench" ]; then
   mkdir -p "$root"
   if [ ! -d "$root/src" ]; then
     tmp="$(mktemp -d)"
-    # The sdist itself, checked against PyPI's digest. (`pip download --no-binary :all:` would
-    # also build the sdist's build tools from source to read its metadata: cmake among them.)
-    python3 - "$version" "$tmp" <<'EOF'
-import hashlib, json, sys, urllib.request
-version, out = sys.argv[1], sys.argv[2]
-# PyPI's simple index (PEP 691 JSON): the one PyPI API pip itself needs.
-index = urllib.request.Request(
-    "https://pypi.org/simple/llama-cpp-python/",
-    headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-)
-with urllib.request.urlopen(index) as r:
-    name = f"llama_cpp_python-{version}.tar.gz"
-    sdist = next(f for f in json.load(r)["files"] if f["filename"] == name)
-with urllib.request.urlopen(sdist["url"]) as r:
-    data = r.read()
-if hashlib.sha256(data).hexdigest() != sdist["hashes"]["sha256"]:
-    sys.exit(f"{name}: sha256 differs from PyPI's")
-with open(f"{out}/{name}", "wb") as f:
-    f.write(data)
-EOF
+    # The sdist itself, through pip as configured (pip checks the index's digest). Only this
+    # package is taken from source: `--no-binary :all:` would also build its build tools (cmake).
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+      "llama-cpp-python==$version" -d "$tmp"
     tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
     mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$root/src"
     rm -rf "$tmp"
