@@ -230,40 +230,50 @@ pub fn unpermute_rope_rows<T: Copy + Default>(
             "{rows} rows cannot be split into {n_head} heads of an even size"
         ));
     }
-    // A row is `cols` values, or, for a quantized tensor, the bytes of its blocks: rows are
-    // moved whole, so packed blocks need no dequantization.
+    Ok(move_rope_rows(values, rows, n_head, Order::HuggingFace))
+}
+
+/// Which order [`move_rope_rows`] puts a head's rows in.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Hugging Face's: the two halves of each head one after the other.
+    HuggingFace,
+    /// llama.cpp's: the two halves interleaved.
+    LlamaCpp,
+}
+
+/// Moves the rows of each of `n_head` heads from one order to the other. A row is `cols`
+/// values, or, for a quantized tensor, the bytes of its blocks: rows move whole, so packed
+/// blocks need no dequantization.
+fn move_rope_rows<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    n_head: usize,
+    to: Order,
+) -> Vec<T> {
     let cols = values.len().checked_div(rows).unwrap_or(0);
-    let head_dim = rows / n_head;
+    let head_dim = rows.checked_div(n_head).unwrap_or(0);
     let half = head_dim / 2;
     let mut out = vec![T::default(); values.len()];
     for h in 0..n_head {
         for j in 0..2 {
             for d in 0..half {
-                let src = (h * head_dim + 2 * d + j) * cols;
-                let dst = (h * head_dim + j * half + d) * cols;
+                let interleaved = (h * head_dim + 2 * d + j) * cols;
+                let halves = (h * head_dim + j * half + d) * cols;
+                let (src, dst) = match to {
+                    Order::HuggingFace => (interleaved, halves),
+                    Order::LlamaCpp => (halves, interleaved),
+                };
                 out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
 /// each head, Hugging Face's two halves are interleaved. The inverse of
 /// [`unpermute_rope_rows`].
 pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
-    let cols = values.len() / rows;
-    let head_dim = rows / n_head;
-    let half = head_dim / 2;
-    let mut out = vec![0.0f32; values.len()];
-    for h in 0..n_head {
-        for j in 0..2 {
-            for d in 0..half {
-                let dst = (h * head_dim + 2 * d + j) * cols;
-                let src = (h * head_dim + j * half + d) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
-            }
-        }
-    }
-    out
+    move_rope_rows(values, rows, n_head, Order::LlamaCpp)
 }
