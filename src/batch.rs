@@ -129,22 +129,9 @@ impl Batch {
         p
     }
 
-    /// Processes line `line_no` (1-based) of the input: `None` for a blank line, the output line
-    /// otherwise. `on_text` sees the caption as it is generated and may stop it (the row then
-    /// keeps the text so far).
-    pub async fn next_line<S: ImageSource>(
-        &mut self,
-        engine: &Engine,
-        text: &str,
-        line_no: usize,
-        images: &mut S,
-        on_text: &mut dyn FnMut(&str) -> Flow,
-    ) -> Option<RowResult> {
-        self.next(engine, Line::parse(text, line_no), images, on_text)
-            .await
-    }
-
-    /// [`Batch::next_line`] for a line already read.
+    /// Processes one line of the input (text or bytes, see [`Line`]): `None` for a blank line,
+    /// the output line otherwise. `on_text` sees the caption as it is generated and may stop it
+    /// (the row then keeps the text so far).
     pub async fn next<S: ImageSource>(
         &mut self,
         engine: &Engine,
