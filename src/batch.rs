@@ -189,20 +189,23 @@ impl Batch {
         source: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<(String, usize), String> {
-        // One image at a time: decoded only when its row's turn comes, then preprocessed and
-        // the encoded bytes dropped.
-        let mut processed = Vec::with_capacity(paths.len());
+        let mut encoded = Vec::with_capacity(paths.len());
         for path in paths {
-            let bytes = source.read(path).await?;
-            let image = engine
-                .preprocess(&bytes, self.request.longest_edge)
-                .map_err(|e| match e {
+            encoded.push(source.read(path).await?);
+        }
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let processed = engine
+            .preprocess_all(&refs, self.request.longest_edge)
+            .map_err(|failure| {
+                let path = &paths[failure.index];
+                match failure.error {
                     // The row's error names the path instead of the generic "image: ".
                     Error::Image(reason) => format!("image '{path}': {reason}"),
                     other => format!("image '{path}': {other}"),
-                })?;
-            processed.push(image);
-        }
+                }
+            })?;
+        drop(refs);
+        drop(encoded);
         let prompt = if self.default_prompt && paths.len() > 1 {
             DEFAULT_PROMPT_MANY
         } else {

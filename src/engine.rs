@@ -5,14 +5,13 @@ use crate::config::{processor_image_seq_len, GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
 use crate::files::{ModelFiles, Weights};
 use crate::generate::{decode_loop, Flow, SamplingOptions};
-use crate::models::smolvlm::text::{KvCache, TextModel};
+use crate::models::llama::{KvCache, Llama};
 use crate::models::smolvlm::SmolVlm;
 use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
 use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
 use crate::weights::Precision;
 use crate::weights::{Loader, WeightSet};
-use burn::tensor::{Device, Tensor, TensorData};
-use std::sync::Arc;
+use burn::tensor::{Device, Tensor};
 
 /// The default caption request.
 pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";
@@ -47,9 +46,121 @@ pub struct Generation {
     pub prompt_tokens: usize,
 }
 
+/// An image of a prompt that could not be decoded or preprocessed.
+#[derive(Debug)]
+pub struct ImageFailure {
+    /// Its place among the prompt's images, from 0.
+    pub index: usize,
+    pub error: Error,
+}
+
 enum Backbone {
     Vlm(Box<SmolVlm>),
-    Text(Box<TextModel>),
+    Text(Box<Llama>),
+}
+
+impl Backbone {
+    /// The model `config` names, from `weights`; every missing, unexpected or mis-shaped tensor
+    /// is reported at once.
+    fn load(
+        config: &ModelConfig,
+        weights: WeightSet,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut loader = Loader::with_precision(weights, device, precision);
+        let backbone = match config {
+            ModelConfig::Idefics3(c) => Backbone::Vlm(Box::new(SmolVlm::load(&mut loader, c))),
+            ModelConfig::Llama(c) => {
+                Backbone::Text(Box::new(Llama::load(&mut loader, "model", "lm_head", c)))
+            }
+        };
+        loader.finish()?;
+        Ok(backbone)
+    }
+}
+
+/// The tokenizer and the model's own chat template.
+fn prompter(files: &ModelFiles, config: &ModelConfig) -> Result<Prompter> {
+    let tokenizer_json = files
+        .tokenizer_json
+        .as_deref()
+        .ok_or_else(|| Error::MissingFile("tokenizer.json".into()))?;
+    let template = match &files.chat_template {
+        Some(t) => t.clone(),
+        None => find_chat_template(
+            files.chat_template_json.as_deref(),
+            files.tokenizer_config_json.as_deref(),
+        )?
+        .ok_or_else(|| {
+            Error::MissingFile(
+                "chat_template.json (or a chat_template in tokenizer_config.json)".into(),
+            )
+        })?,
+    };
+    let style = match config {
+        ModelConfig::Idefics3(_) => ContentStyle::Items,
+        ModelConfig::Llama(_) => ContentStyle::Text,
+    };
+    Prompter::new(
+        tokenizer_json,
+        template,
+        files.tokenizer_config_json.as_deref(),
+        style,
+    )
+}
+
+/// A vision model's image processor settings, checked against the model's tokens per tile.
+fn image_processor(
+    files: &ModelFiles,
+    config: &ModelConfig,
+) -> Result<Option<ImageProcessorConfig>> {
+    let ModelConfig::Idefics3(c) = config else {
+        return Ok(None);
+    };
+    let cfg = ImageProcessorConfig::from_files(
+        files.processor_config_json.as_deref(),
+        files.preprocessor_config_json.as_deref(),
+    )?
+    .ok_or_else(|| Error::MissingFile("preprocessor_config.json".into()))?;
+    if let Some(text) = files.processor_config_json.as_deref() {
+        if let Some(n) = processor_image_seq_len(text)? {
+            if n != c.image_seq_len() {
+                return Err(Error::config(
+                    "processor_config.json",
+                    format!(
+                        "image_seq_len is {n} but the model config gives {} tokens per tile",
+                        c.image_seq_len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(cfg))
+}
+
+/// Tokens that end a generation: `generation_config.json`'s and `config.json`'s end-of-sequence
+/// ids, and the turn ends of the chat templates we know.
+fn stop_tokens(files: &ModelFiles, prompter: &Prompter) -> Result<Vec<u32>> {
+    let generation = match files.generation_config_json.as_deref() {
+        Some(text) => GenerationConfig::from_json(text)?,
+        None => GenerationConfig::default(),
+    };
+    let mut stop_tokens = generation.eos_token_ids;
+    for id in GenerationConfig::from_model_config_json(&files.config_json)?.eos_token_ids {
+        if !stop_tokens.contains(&id) {
+            stop_tokens.push(id);
+        }
+    }
+    // SmolVLM ends its turns with <end_of_utterance>, chat models with <|im_end|>.
+    for token in ["<end_of_utterance>", "<|im_end|>"] {
+        if let Some(id) = prompter.token_id(token) {
+            if !stop_tokens.contains(&id) {
+                stop_tokens.push(id);
+            }
+        }
+    }
+    Ok(stop_tokens)
 }
 
 /// A model ready to caption or chat.
@@ -73,125 +184,12 @@ impl Engine {
     /// folder can be quantized to Q8_0/Q4_0 as it loads, and a GGUF's blocks stay packed.
     pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let config = ModelConfig::from_json(&files.config_json)?;
-        // The files' bytes are moved in: packed blocks of a GGUF stay where they are read.
-        let weights = match std::mem::replace(&mut files.weights, Weights::Safetensors(Vec::new()))
-        {
-            Weights::Safetensors(buffers) => {
-                let mut set = WeightSet::new();
-                // Quantizing as it loads, a tensor is widened to f32 only when its turn comes;
-                // an f32 model is widened up front, which frees the file's bytes sooner.
-                let quantizing = matches!(precision, Precision::Uniform(_) | Precision::Mixed);
-                for b in buffers {
-                    if quantizing {
-                        set.read_safetensors_shared(Arc::new(b))?;
-                    } else {
-                        set.read_safetensors(&b)?;
-                    }
-                }
-                set
-            }
-            Weights::GgufPair { text, mmproj } => {
-                let mut set = WeightSet::new();
-                crate::weights::gguf::pair::read_pair_weights(
-                    &Arc::new(text),
-                    &Arc::new(mmproj),
-                    &mut set,
-                )?;
-                set
-            }
-            Weights::Gguf(bytes) => {
-                let bytes = Arc::new(bytes);
-                let gguf = crate::weights::gguf::Gguf::parse(&bytes)?;
-                let mut set = WeightSet::new();
-                // One tensor at a time, packed blocks kept as they are: the file is never
-                // widened to f32 as a whole.
-                for (gguf_name, _) in gguf.llama_hf_names()? {
-                    let (name, stored) = gguf.llama_hf_stored_in(&bytes, &gguf_name)?;
-                    set.insert_stored(name, stored);
-                }
-                set
-            }
-        };
-        let mut loader = Loader::with_precision(weights, device, precision);
-        let backbone = match &config {
-            ModelConfig::Idefics3(c) => Backbone::Vlm(Box::new(SmolVlm::load(&mut loader, c))),
-            ModelConfig::Llama(c) => Backbone::Text(Box::new(TextModel::load(
-                &mut loader,
-                "model",
-                "lm_head",
-                c,
-            ))),
-        };
-        loader.finish()?;
-
-        let tokenizer_json = files
-            .tokenizer_json
-            .as_deref()
-            .ok_or_else(|| Error::MissingFile("tokenizer.json".into()))?;
-        let template = match &files.chat_template {
-            Some(t) => t.clone(),
-            None => find_chat_template(
-                files.chat_template_json.as_deref(),
-                files.tokenizer_config_json.as_deref(),
-            )?
-            .ok_or_else(|| {
-                Error::MissingFile(
-                    "chat_template.json (or a chat_template in tokenizer_config.json)".into(),
-                )
-            })?,
-        };
-        let style = match config {
-            ModelConfig::Idefics3(_) => ContentStyle::Items,
-            ModelConfig::Llama(_) => ContentStyle::Text,
-        };
-        let prompter = Prompter::new(
-            tokenizer_json,
-            template,
-            files.tokenizer_config_json.as_deref(),
-            style,
-        )?;
-
-        let image_processor = match &config {
-            ModelConfig::Idefics3(c) => {
-                let cfg = ImageProcessorConfig::from_files(
-                    files.processor_config_json.as_deref(),
-                    files.preprocessor_config_json.as_deref(),
-                )?
-                .ok_or_else(|| Error::MissingFile("preprocessor_config.json".into()))?;
-                if let Some(text) = files.processor_config_json.as_deref() {
-                    if let Some(n) = processor_image_seq_len(text)? {
-                        if n != c.image_seq_len() {
-                            return Err(Error::config(
-                                "processor_config.json",
-                                format!("image_seq_len is {n} but the model config gives {} tokens per tile", c.image_seq_len()),
-                            ));
-                        }
-                    }
-                }
-                Some(cfg)
-            }
-            ModelConfig::Llama(_) => None,
-        };
-
-        let generation = match files.generation_config_json.as_deref() {
-            Some(text) => GenerationConfig::from_json(text)?,
-            None => GenerationConfig::default(),
-        };
-        let mut stop_tokens = generation.eos_token_ids;
-        for id in GenerationConfig::from_model_config_json(&files.config_json)?.eos_token_ids {
-            if !stop_tokens.contains(&id) {
-                stop_tokens.push(id);
-            }
-        }
-        // SmolVLM ends its turns with <end_of_utterance>, chat models with <|im_end|>.
-        for token in ["<end_of_utterance>", "<|im_end|>"] {
-            if let Some(id) = prompter.token_id(token) {
-                if !stop_tokens.contains(&id) {
-                    stop_tokens.push(id);
-                }
-            }
-        }
-
+        let weights = std::mem::replace(&mut files.weights, Weights::Safetensors(Vec::new()));
+        let weights = WeightSet::from_files(weights, precision)?;
+        let backbone = Backbone::load(&config, weights, device, precision)?;
+        let prompter = prompter(&files, &config)?;
+        let image_processor = image_processor(&files, &config)?;
+        let stop_tokens = stop_tokens(&files, &prompter)?;
         Ok(Self {
             device: device.clone(),
             backbone,
@@ -225,14 +223,16 @@ impl Engine {
     fn vlm(&self) -> Result<&SmolVlm> {
         match &self.backbone {
             Backbone::Vlm(m) => Ok(m),
-            Backbone::Text(_) => Err(Error::Invalid(
-                "this is a text-only model; it cannot take images".into(),
-            )),
+            Backbone::Text(_) => Err(Self::text_only()),
         }
     }
 
+    fn text_only() -> Error {
+        Error::Invalid("this is a text-only model; it cannot take images".into())
+    }
+
     /// The text decoder (of the VLM, or the whole model for a text-only checkpoint).
-    pub fn text_model(&self) -> &TextModel {
+    pub fn text_model(&self) -> &Llama {
         match &self.backbone {
             Backbone::Vlm(m) => m.text(),
             Backbone::Text(m) => m,
@@ -245,11 +245,25 @@ impl Engine {
         image_bytes: &[u8],
         longest_edge: Option<u32>,
     ) -> Result<ProcessedImage> {
-        let cfg = self.image_processor.as_ref().ok_or_else(|| {
-            Error::Invalid("this is a text-only model; it cannot take images".into())
-        })?;
+        let cfg = self.image_processor.as_ref().ok_or_else(Self::text_only)?;
         let image = preprocess::decode_image(image_bytes)?;
         Ok(preprocess::preprocess(&image, cfg, longest_edge)?)
+    }
+
+    /// Preprocesses the images of one prompt, in order; a failure says which image it was.
+    pub fn preprocess_all(
+        &self,
+        images: &[&[u8]],
+        longest_edge: Option<u32>,
+    ) -> Result<Vec<ProcessedImage>, ImageFailure> {
+        images
+            .iter()
+            .enumerate()
+            .map(|(index, bytes)| {
+                self.preprocess(bytes, longest_edge)
+                    .map_err(|error| ImageFailure { index, error })
+            })
+            .collect()
     }
 
     /// The prompt's token ids for a request showing images of the given layouts.
@@ -271,24 +285,12 @@ impl Engine {
 
     /// Vision tower output for a preprocessed image, `[tiles, patches, vision_hidden]`.
     pub fn vision_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
-        Ok(self
-            .vlm()?
-            .vision_features(self.pixels(image), &image.pixel_mask))
+        Ok(self.vlm()?.vision_features(image))
     }
 
     /// Connector output for a preprocessed image, `[tiles, image_seq_len, text_hidden]`.
     pub fn image_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
-        Ok(self
-            .vlm()?
-            .image_features(self.pixels(image), &image.pixel_mask))
-    }
-
-    fn pixels(&self, image: &ProcessedImage) -> Tensor<4> {
-        let shape = [image.n_tiles, 3, image.tile_height, image.tile_width];
-        Tensor::from_data(
-            TensorData::new(image.pixel_values.clone(), shape),
-            &self.device,
-        )
+        Ok(self.vlm()?.image_features(image))
     }
 
     /// Runs the prompt (with the images' features in place of their `<image>` tokens) and
@@ -305,24 +307,9 @@ impl Engine {
             )));
         }
         let logits = match &self.backbone {
-            Backbone::Vlm(vlm) => {
-                let features = images
-                    .iter()
-                    .map(|img| {
-                        let f = vlm.image_features(self.pixels(img), &img.pixel_mask);
-                        let [n, s, h] = f.dims();
-                        f.reshape([n * s, h])
-                    })
-                    .collect::<Vec<_>>();
-                let features = (!features.is_empty()).then(|| Tensor::cat(features, 0));
-                vlm.prefill(ids, features, &mut cache)?
-            }
+            Backbone::Vlm(vlm) => vlm.prefill(ids, images, &mut cache)?,
+            Backbone::Text(_) if !images.is_empty() => return Err(Self::text_only()),
             Backbone::Text(model) => {
-                if !images.is_empty() {
-                    return Err(Error::Invalid(
-                        "this is a text-only model; it cannot take images".into(),
-                    ));
-                }
                 let hidden = model.forward_embeds(model.embed(ids), &mut cache);
                 model.last_logits(hidden)
             }
@@ -387,10 +374,9 @@ impl Engine {
         if images.is_empty() {
             return Err(Error::Invalid("no image to caption".into()));
         }
-        let processed = images
-            .iter()
-            .map(|bytes| self.preprocess(bytes, request.longest_edge))
-            .collect::<Result<Vec<_>>>()?;
+        let processed = self
+            .preprocess_all(images, request.longest_edge)
+            .map_err(|failure| failure.error)?;
         self.caption_processed(
             &processed,
             request.system.as_deref(),

@@ -6,7 +6,7 @@
 //! Temperature 0 is greedy: the argmax is taken on the device and only one id is read back.
 
 use crate::error::{Error, Result};
-use crate::models::smolvlm::text::{KvCache, TextModel};
+use crate::models::llama::{KvCache, Llama};
 use burn::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -141,7 +141,7 @@ pub enum Flow {
 /// Runs the decode loop from the logits of a prefilled prompt. Stops at a token of `stop`
 /// (not included), after `max_new_tokens`, or when `on_token` says so.
 pub async fn decode_loop(
-    text: &TextModel,
+    text: &Llama,
     first_logits: Tensor<1>,
     cache: &mut KvCache,
     stop: &[u32],

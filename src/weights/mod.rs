@@ -11,9 +11,11 @@ pub mod safetensors;
 pub use precision::{mixed_type, Precision};
 
 use crate::error::{Error, Result};
+use crate::files::Weights;
 use crate::quant::BlockMatrix;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A tensor in host memory, f32, in PyTorch layout (row-major, outermost dimension first).
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +87,40 @@ pub struct WeightSet {
 }
 
 impl WeightSet {
+    /// The one place that decides how each kind of weight file becomes tensors: the files'
+    /// bytes are moved in, and packed GGUF blocks stay where they are read. Quantizing as it
+    /// loads (`precision`), a safetensors tensor is widened to f32 only when its turn comes; an
+    /// f32 model is widened up front, which frees the file's bytes sooner.
+    pub fn from_files(weights: Weights, precision: Precision) -> Result<Self> {
+        let mut set = WeightSet::new();
+        match weights {
+            Weights::Safetensors(buffers) => {
+                let quantizing = matches!(precision, Precision::Uniform(_) | Precision::Mixed);
+                for b in buffers {
+                    if quantizing {
+                        set.read_safetensors_shared(Arc::new(b))?;
+                    } else {
+                        set.read_safetensors(&b)?;
+                    }
+                }
+            }
+            Weights::GgufPair { text, mmproj } => {
+                gguf::pair::read_pair_weights(&Arc::new(text), &Arc::new(mmproj), &mut set)?;
+            }
+            Weights::Gguf(bytes) => {
+                let bytes = Arc::new(bytes);
+                let file = gguf::Gguf::parse(&bytes)?;
+                // One tensor at a time, packed blocks kept as they are: the file is never
+                // widened to f32 as a whole.
+                for (gguf_name, _) in file.llama_hf_names()? {
+                    let (name, stored) = file.llama_hf_stored_in(&bytes, &gguf_name)?;
+                    set.insert_stored(name, stored);
+                }
+            }
+        }
+        Ok(set)
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

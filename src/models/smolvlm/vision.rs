@@ -3,12 +3,10 @@
 //! final LayerNorm. Names under `model.vision_model`.
 
 use crate::config::VisionConfig;
-use crate::models::bands;
-use crate::models::linear::{is_cpu, Linear, Weight};
-use crate::models::nn::{attention, gelu_tanh, LayerNorm};
+use crate::models::attention::{attend, Mask};
+use crate::models::linear::{Linear, Weight};
+use crate::models::nn::{gelu_tanh, LayerNorm};
 use crate::weights::Loader;
-use burn::tensor::module::attention as fused_attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
 
 #[derive(Debug)]
@@ -124,48 +122,11 @@ impl SelfAttention {
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let out = tile_attention(q, k, v, mask);
+        // Bidirectional within each tile; `mask` hides padded key patches.
+        let out = attend(q, k, v, mask.map_or(Mask::All, Mask::Keys));
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([n, len, d]))
     }
-}
-
-/// Bidirectional attention within each tile; `mask` (additive, `[tiles, 1, 1, len]`) hides
-/// padded key patches.
-fn tile_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
-    if is_cpu(&q.device()) {
-        // burn-flex's fused attention: over a tile's 1024 patches it walks the keys in blocks
-        // with a running softmax (flash attention), so the 48 MB of scores per tile are never
-        // written out. Natively flex's rayon spreads its (tile, head) pairs over the cores; the
-        // threaded browser build hands bands of heads to its threads.
-        if bands::BANDED {
-            return heads_in_bands(q, k, v, mask);
-        }
-        let options = AttentionModuleOptions::default(); // scale 1/sqrt(head_dim)
-        return fused_attention(q, k, v, None, mask.cloned(), options);
-    }
-    match mask {
-        None => attention(q, k, v, None),
-        Some(mask) => masked_attention(q, k, v, mask.clone()),
-    }
-}
-
-/// The CPU's fused attention in bands of heads on every thread, for the browser's threaded
-/// build (see `bands`).
-fn heads_in_bands(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
-    let [tiles, heads, len, dim] = q.dims();
-    bands::in_bands(heads, 1, 1, &|h| {
-        let band = |t: &Tensor<4>| t.clone().slice([0..tiles, h.clone(), 0..len, 0..dim]);
-        let options = AttentionModuleOptions::default();
-        fused_attention(band(&q), band(&k), band(&v), None, mask.cloned(), options)
-    })
-}
-
-/// Attention where each tile masks its own padded key patches (`mask` `[tiles, 1, 1, len]`).
-fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
-    let scale = (q.dims()[3] as f64).powf(-0.5);
-    let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask;
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
 #[derive(Debug)]
@@ -258,51 +219,7 @@ impl VisionTower {
 
 #[cfg(test)]
 mod tests {
-    use super::{heads_in_bands, masked_attention, position_ids, tile_attention};
-    use burn::tensor::{Device, Tensor, TensorData};
-    use rand::{Rng, SeedableRng};
-
-    fn random(shape: [usize; 4], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor<4> {
-        let n = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-        Tensor::from_data(TensorData::new(values, shape), &Device::flex())
-    }
-
-    /// The CPU's fused attention against the formula written out (scores, mask, softmax,
-    /// values), at a full tile's 1024 patches, where flex takes its flash path (the tiny
-    /// models' goldens only reach its short-sequence one): without a mask, and with the
-    /// second tile's last 300 key patches padded.
-    #[test]
-    fn fused_tile_attention_is_the_formula() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let (tiles, heads, len, dim) = (2, 2, 1024, 16);
-        let q = random([tiles, heads, len, dim], &mut rng);
-        let k = random([tiles, heads, len, dim], &mut rng);
-        let v = random([tiles, heads, len, dim], &mut rng);
-        let mut mask = vec![0.0f32; tiles * len];
-        mask[2 * len - 300..].fill(f32::MIN);
-        let mask =
-            Tensor::<4>::from_data(TensorData::new(mask, [tiles, 1, 1, len]), &Device::flex());
-        let none = Tensor::<4>::zeros([tiles, 1, 1, len], &Device::flex());
-        for (mask, reference_mask) in [(None, none), (Some(&mask), mask.clone())] {
-            let reference = masked_attention(q.clone(), k.clone(), v.clone(), reference_mask);
-            let ours = tile_attention(q.clone(), k.clone(), v.clone(), mask);
-            let diff: f32 = (ours - reference.clone()).abs().max().into_scalar();
-            assert!(
-                diff <= 1e-5,
-                "masked: {}, differs by {diff}",
-                mask.is_some()
-            );
-            // The threaded browser build's way, run here on this machine's threads.
-            let banded = heads_in_bands(q.clone(), k.clone(), v.clone(), mask);
-            let diff: f32 = (banded - reference).abs().max().into_scalar();
-            assert!(
-                diff <= 1e-5,
-                "in bands, masked: {}, differs by {diff}",
-                mask.is_some()
-            );
-        }
-    }
+    use super::position_ids;
 
     #[test]
     fn full_tile_positions_are_the_identity() {

@@ -3,8 +3,9 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
-use crate::models::linear::{is_cpu, Embedding, Linear, Weight};
-use crate::models::nn::{attention, causal_attention, causal_mask, RmsNorm, Rope};
+use crate::models::attention::{attend, causal_mask, Mask};
+use crate::models::linear::{Embedding, Linear, Weight};
+use crate::models::nn::{RmsNorm, Rope};
 use crate::weights::Loader;
 use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
@@ -43,7 +44,7 @@ impl SelfAttention {
         x: Tensor<3>,
         rope: &RopeTables,
         cache: &mut LayerCache,
-        mask: Option<Tensor<2>>,
+        mask: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let [b, len, _] = x.dims();
         let split =
@@ -54,12 +55,8 @@ impl SelfAttention {
         let q = Rope::apply(q, &rope.cos, &rope.sin);
         let k = Rope::apply(k, &rope.cos, &rope.sin);
         let (k, v) = cache.append(k, v);
-        // `mask` is there for a prompt (several new positions) and is causal; the CPU applies
-        // that limit inside its fused attention instead of adding the mask to written-out scores.
-        let out = match mask {
-            Some(_) if is_cpu(&q.device()) => causal_attention(q, k, v),
-            mask => attention(q, k, v, mask),
-        };
+        // `mask` is there for a prompt (several new positions) and is causal.
+        let out = attend(q, k, v, mask.map_or(Mask::All, Mask::Causal));
         let out = out
             .swap_dims(1, 2)
             .reshape([b, len, self.heads * self.head_dim]);
@@ -123,7 +120,7 @@ impl DecoderLayer {
         x: Tensor<3>,
         rope: &RopeTables,
         cache: &mut LayerCache,
-        mask: Option<Tensor<2>>,
+        mask: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let h = x.clone()
             + self
@@ -174,7 +171,7 @@ struct RopeTables {
 
 /// The text model: embeddings, decoder layers, final norm and the LM head.
 #[derive(Debug)]
-pub struct TextModel {
+pub struct Llama {
     embed_tokens: Embedding,
     device: burn::tensor::Device,
     layers: Vec<DecoderLayer>,
@@ -184,7 +181,7 @@ pub struct TextModel {
     config: TextConfig,
 }
 
-impl TextModel {
+impl Llama {
     /// `prefix` holds `embed_tokens`, `layers`, `norm`; `lm_head` is the head's name (unless tied).
     pub fn load(l: &mut Loader, prefix: &str, lm_head: &str, c: &TextConfig) -> Self {
         let (embed_tokens, tied_head) = Embedding::load(
@@ -218,6 +215,11 @@ impl TextModel {
         &self.config
     }
 
+    /// Where the weights live (and the activations run).
+    pub fn device(&self) -> &burn::tensor::Device {
+        &self.device
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache {
             layers: vec![LayerCache::default(); self.layers.len()],
@@ -244,7 +246,7 @@ impl TextModel {
         let mask = (len > 1).then(|| causal_mask(start, len, &device));
         let mut h = embeds;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            h = layer.forward(h, &rope, layer_cache, mask.clone());
+            h = layer.forward(h, &rope, layer_cache, mask.as_ref());
         }
         cache.len += len;
         self.norm.forward(h)
