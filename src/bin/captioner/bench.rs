@@ -44,7 +44,7 @@ pub struct Bench {
     #[arg(long, default_value_t = Options::default().caption_tokens)]
     caption_tokens: usize,
     /// The image's longest edge; 0 keeps the processor's setting (more tiles).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = Options::default().longest_edge.unwrap_or(0))]
     longest_edge: u32,
     /// The image to caption (default: a generated 1024x768 photo-like PNG).
     #[arg(long)]

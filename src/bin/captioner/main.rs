@@ -145,17 +145,17 @@ struct Common {
     #[arg(long)]
     system: Option<String>,
     /// At most this many new tokens.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = SamplingOptions::default().max_new_tokens)]
     max_tokens: usize,
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = SamplingOptions::default().temperature)]
     temperature: f32,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = SamplingOptions::default().top_p)]
     top_p: f32,
     /// 0 disables top-k.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingOptions::default().top_k)]
     top_k: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = SamplingOptions::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
