@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod bench;
 pub mod config;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod files;

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use captioner::config::ModelConfig;
-use captioner::weights::gguf::pair::{plan, Part, Planned};
+use captioner::convert::{plan, Part, Planned};
 use captioner::weights::{Stored, WeightSet};
 use captioner::{Engine, ModelFiles, Precision, QuantType};
 use common::*;

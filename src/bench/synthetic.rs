@@ -1,10 +1,11 @@
 //! Synthetic models: a published model's exact shapes and processor settings with random
-//! weights (`gguf::pair::write_random_pair`), and a photo-like test image. Benchmark figures
+//! weights (`convert::write_random_pair`), and a photo-like test image. Benchmark figures
 //! depend on shapes, not on values, so these stand in for a download.
 
+use crate::convert::write_random_pair;
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
-use crate::weights::gguf::pair::{pair_files, write_random_pair};
+use crate::weights::gguf::pair::pair_files;
 use crate::weights::Precision;
 
 /// A model's shapes: its `config.json` and the processor settings that go with it.

@@ -206,7 +206,7 @@ impl Common {
 
 fn quantize(args: Quantize) -> Result<ExitCode> {
     use captioner::config::ModelConfig;
-    use captioner::weights::gguf::pair::{plan, planned_bytes, write_pair};
+    use captioner::convert::{plan, planned_bytes, write_pair};
     if matches!(args.precision, Precision::Auto) {
         bail!("--type must be q8_0, q4_0, mixed or f32");
     }
@@ -262,12 +262,7 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
         named.push(("model.safetensors".into(), Vec::new()));
         let files = ModelFiles::from_named(named)
             .with_context(|| format!("reading the model at {}", args.model.display()))?;
-        captioner::weights::gguf::pair::write_random_pair(
-            &files,
-            args.precision,
-            args.llama_cpp,
-            42,
-        )
+        captioner::convert::write_random_pair(&files, args.precision, args.llama_cpp, 42)
     } else {
         let files = ModelFiles::from_path(&args.model)
             .with_context(|| format!("reading the model at {}", args.model.display()))?;

@@ -59,7 +59,7 @@ pub(super) const QK_K: usize = 256;
 mod dequant;
 mod error;
 mod llama;
-mod names;
+pub mod names;
 pub mod pair;
 mod tensor;
 mod tokenizer;
