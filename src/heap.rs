@@ -3,12 +3,12 @@
 //! The CPU backend allocates a fresh buffer for every tensor op. For an image of many tiles
 //! those buffers are large (SmolVLM-256M's MLP over 13 tiles: 160 MB), and glibc serves any
 //! block over 32 MB with its own `mmap` and returns it with `munmap` when freed, so every op
-//! paid page faults to have the kernel hand out and zero fresh pages, again and again. On a
-//! 13-tile image this was 14.5 s of system time in a 72 s run and made vision 1.32× slower per
-//! tile (BENCHMARKS.md, "The allocator"). With [`keep_freed_memory`], large blocks come from the
-//! heap like small ones and freed memory stays with the process for the next op: the process
-//! keeps its high-water mark (some 110 MB more peak RSS on that image) instead of giving pages
-//! back between ops.
+//! paid page faults to have the kernel hand out and zero fresh pages, again and again: on a
+//! many-tile image that was a large share of the run in system time (the figures are in
+//! BENCHMARKS.md, "The allocator"). With [`keep_freed_memory`], large blocks come from the heap
+//! like small ones and freed memory stays with the process for the next op: the process keeps
+//! its high-water mark (a higher peak RSS, measured there too) instead of giving pages back
+//! between ops.
 //!
 //! A process-wide policy, so the library never sets it itself: the `captioner` program does,
 //! first thing. In the browser the question does not arise: WebAssembly memory only grows, and

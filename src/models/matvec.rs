@@ -8,9 +8,9 @@
 //! holds `rows` such groups, one per output column. WebGPU has no subgroup operations in
 //! wgpu, so the reduction is the plain shared-memory tree.
 //!
-//! On lavapipe it made an 8-token prefill 5.6× faster and a decode step only slightly (both
-//! kernels run there as CPU code at a fraction of a GB/s); BENCHMARKS.md has the figures. The
-//! decode gain it is for needs a real GPU to measure.
+//! On lavapipe it made a short prefill much faster and a decode step only slightly (both
+//! kernels run there as CPU code); the figures are in BENCHMARKS.md, "A fused packed-weight
+//! kernel for a few rows". The decode gain it is for needs a real GPU to measure.
 //!
 //! The weight layout is the one [`crate::quant::BlockMatrix::to_burn`] writes: codes packed
 //! little-endian into u32 words in element order (8 four-bit or 4 eight-bit two's complement

@@ -105,8 +105,8 @@ impl Rope {
 /// On the CPU it is one pass over the values on every core, as `x * sigmoid(2 z)` (the same
 /// function: `(1 + tanh z) / 2 = sigmoid(2 z)`), with one `exp` per value. Burn's
 /// `gelu_approximate` is eight tensor operations, each a fresh 12 MB buffer in the vision
-/// tower's MLP, with a `powf` and a `tanh` from libm per value: it was a sixth of the vision
-/// tower's time. Other backends keep it.
+/// tower's MLP, with a `powf` and a `tanh` from libm per value (its share of the vision tower's
+/// time: BENCHMARKS.md, "What closed the vision gap"). Other backends keep it.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !is_cpu(&x.device()) {
         return gelu_approximate(x);
