@@ -1,12 +1,12 @@
 //! A packed-weight matrix × few-vectors product on a GPU, in one pass over the blocks.
 //!
 //! burn's quantized matmul is a tiled GEMM: it tiles the rows of `x`, so with the one row a
-//! decoded token has, most of every tile is padding. Here each output element is one dot product between a row of `x` and a
-//! row of the packed weight, computed by `lanes` units of a cube: each unit walks every
-//! `lanes`-th 32-bit word of the weight row, unpacks its codes, scales them by their block's
-//! scale and multiplies by `x`; the units' partial sums then meet in shared memory. A cube
-//! holds `rows` such groups, one per output column. WebGPU has no subgroup operations in
-//! wgpu, so the reduction is the plain shared-memory tree.
+//! decoded token has, most of every tile is padding. Here each output element is one dot
+//! product between a row of `x` and a row of the packed weight, computed by `lanes` units of a
+//! cube: each unit walks every `lanes`-th 32-bit word of the weight row, unpacks its codes,
+//! scales them by their block's scale and multiplies by `x`; the units' partial sums then meet
+//! in shared memory. A cube holds `rows` such groups, one per output column. WebGPU has no
+//! subgroup operations in wgpu, so the reduction is the plain shared-memory tree.
 //!
 //! On lavapipe it made a short prefill much faster and a decode step only slightly (both
 //! kernels run there as CPU code); the figures are in BENCHMARKS.md, "A fused packed-weight

@@ -399,9 +399,10 @@ fn push_q4_0_block(out: &mut Vec<u8>, block: &[f32], d: f16) {
 /// each candidate's codes and sums are computed over whole arrays in fixed lanes, which the
 /// compiler turns into SIMD, and the candidates' scales go through f16 together. (The first
 /// version summed each candidate in one chain of dependent f64 adds and was many times slower
-/// than Q8_0; `benches/kernel.rs` times both formats, BENCHMARKS.md "fitting Q4_0 scales".) Every product `v·q` is exact in f64, so
-/// only the order of the adds differs from a plain loop; that order is fixed, so the result
-/// does not depend on the machine, and a test holds it to the plain loop's bytes.
+/// than Q8_0; `benches/kernel.rs` times both formats, BENCHMARKS.md "fitting Q4_0 scales".)
+/// Every product `v·q` is exact in f64, so only the order of the adds differs from a plain
+/// loop; that order is fixed, so the result does not depend on the machine, and a test holds
+/// it to the plain loop's bytes.
 #[inline(always)]
 fn fitted_q4_0_scale(block: &[f32; BLOCK]) -> f16 {
     let max = reference::largest_magnitude(block);
