@@ -1,7 +1,7 @@
 //! Native JSONL runs: images from a folder, rows from a file or stdin, output written and
 //! flushed row by row, and a rerun on the same output resuming where the last run stopped.
 
-use crate::batch::{Batch, ImageSource, Progress, RowResult};
+use crate::caption_run::{CaptionRun, ImageSource, Progress, RowResult};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::Flow;
@@ -185,7 +185,7 @@ pub fn count_rows(path: &Path) -> Result<usize> {
 /// Checks an existing output file against the input: how many rows it holds that are the
 /// output of the input's first rows, and the byte length of those complete lines. A torn last
 /// line (a killed run) is not counted and will be overwritten.
-fn resume_point(output: &Path, input: &mut Lines, batch: &Batch) -> Result<(usize, u64)> {
+fn resume_point(output: &Path, input: &mut Lines, batch: &CaptionRun) -> Result<(usize, u64)> {
     let file = File::open(output).map_err(|e| io_error(output, e))?;
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
@@ -229,7 +229,7 @@ fn resume_point(output: &Path, input: &mut Lines, batch: &Batch) -> Result<(usiz
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     engine: &Engine,
-    batch: &mut Batch,
+    batch: &mut CaptionRun,
     input: &Input,
     output: &Output,
     images: &mut FolderImages,

@@ -15,8 +15,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod batch;
 pub mod bench;
+pub mod caption_run;
 pub mod config;
 pub mod convert;
 pub mod engine;
@@ -37,7 +37,7 @@ pub mod web;
 pub mod weights;
 mod workers;
 
-pub use batch::{Batch, ImageSource, Progress, RowResult};
+pub use caption_run::{CaptionRun, ImageSource, Progress, RowResult};
 pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};
 pub use error::{Error, Result};
 pub use files::{ModelFiles, Weights};

@@ -4,7 +4,7 @@
 //! WebGPU cannot block, so everything that reads from the GPU returns a promise. JS hands in
 //! bytes (`Uint8Array`) and functions; nothing here touches the DOM or the network.
 
-use crate::batch::{Batch, ImageSource};
+use crate::caption_run::{CaptionRun, ImageSource};
 use crate::engine::{Engine, Request};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
@@ -395,7 +395,7 @@ fn line_of(value: &JsValue, line_no: usize) -> Line {
 /// A run over JSONL rows: lines in, output lines out, with progress.
 #[wasm_bindgen]
 pub struct Rows {
-    batch: Rc<RefCell<Batch>>,
+    batch: Rc<RefCell<CaptionRun>>,
 }
 
 #[wasm_bindgen]
@@ -405,7 +405,7 @@ impl Rows {
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue) -> Result<Rows, JsValue> {
         let settings = Settings::from_js(options)?;
-        let batch = Batch::new(settings.row_options(), settings.request()?);
+        let batch = CaptionRun::new(settings.row_options(), settings.request()?);
         Ok(Rows {
             batch: Rc::new(RefCell::new(batch)),
         })
@@ -467,7 +467,7 @@ impl Rows {
         to_js(&self.batch.try_borrow().map_err(|_| busy())?.progress())
     }
 
-    fn idle(&self) -> Result<std::cell::RefMut<'_, Batch>, JsValue> {
+    fn idle(&self) -> Result<std::cell::RefMut<'_, CaptionRun>, JsValue> {
         self.batch.try_borrow_mut().map_err(|_| busy())
     }
 }

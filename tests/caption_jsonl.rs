@@ -4,9 +4,11 @@
 mod common;
 
 use burn::tensor::Device;
-use captioner::batch::DEFAULT_PROMPT_MANY;
+use captioner::caption_run::DEFAULT_PROMPT_MANY;
 use captioner::jsonl::{self, FolderImages, Input, Output};
-use captioner::{Batch, Engine, Flow, ModelFiles, Outcome, Request, RowOptions, SamplingOptions};
+use captioner::{
+    CaptionRun, Engine, Flow, ModelFiles, Outcome, Request, RowOptions, SamplingOptions,
+};
 use common::fixtures;
 use serde_json::Value;
 use std::io::Write;
@@ -357,7 +359,7 @@ fn the_library_runner_stops_on_cancel_and_resumes() {
         ..Request::default()
     };
     let run = |out: &Path, stop_after: Option<usize>| {
-        let mut batch = Batch::new(RowOptions::default(), request.clone());
+        let mut batch = CaptionRun::new(RowOptions::default(), request.clone());
         let cancel = AtomicBool::new(false);
         let mut seen = Vec::new();
         let summary = jsonl::run(

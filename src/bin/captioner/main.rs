@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, DeviceKind};
 use captioner::jsonl::{self, FolderImages, Input, Output};
 use captioner::{
-    Batch, Engine, Flow, ModelFiles, Precision, Progress, Request, RowOptions, RowResult,
+    CaptionRun, Engine, Flow, ModelFiles, Precision, Progress, Request, RowOptions, RowResult,
     SamplingOptions, DEFAULT_PROMPT,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -425,7 +425,7 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
     };
     let request = common.request(args.prompt.clone(), args.longest_edge);
     request.sampling.validate()?;
-    let mut batch = Batch::new(options, request);
+    let mut batch = CaptionRun::new(options, request);
     let mut images = FolderImages::new(&args.image_root);
 
     // First Ctrl-C: finish the current row, then stop with a valid file. Second: quit now

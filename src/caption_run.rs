@@ -55,7 +55,7 @@ pub struct RowResult {
 
 /// A captioning run over rows: its settings and running statistics. The engine is passed to
 /// each call, so a front end can keep the two apart (the browser owns them on the JS side).
-pub struct Batch {
+pub struct CaptionRun {
     options: RowOptions,
     request: Request,
     /// Whether the caller kept the default prompt (then multi-image rows get a plural one).
@@ -67,7 +67,7 @@ pub struct Batch {
     model_rows: usize,
 }
 
-impl Batch {
+impl CaptionRun {
     pub fn new(options: RowOptions, request: Request) -> Self {
         let default_prompt = request.prompt == DEFAULT_PROMPT;
         Self {
