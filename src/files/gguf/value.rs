@@ -96,7 +96,7 @@ impl GgufValue {
     }
 
     /// A short description for error messages (arrays by element type and length).
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             GgufValue::Array(items) => match items.first() {
                 Some(first) => format!("array of {} {}", items.len(), first.type_name()),

@@ -4,6 +4,8 @@
 //! name or path (`ModelFiles::from_named`, `from_path`, `from_gguf`) needs the GGUF parser, so
 //! it lives above, in `weights::model_files`; this module knows only the files.
 
+pub mod gguf;
+
 /// Where the weights come from.
 pub enum Weights {
     /// One or more safetensors buffers (a sharded checkpoint gives several).

@@ -43,7 +43,7 @@ pub enum GgmlType {
 }
 
 /// The types [`Gguf::tensor_f32`] can read, for messages.
-pub(super) const SUPPORTED_TYPES: &str =
+pub const SUPPORTED_TYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K";
 
 impl GgmlType {
@@ -174,9 +174,6 @@ impl fmt::Display for GgmlType {
         fmt::Debug::fmt(self, f)
     }
 }
-
-/// A named tensor in PyTorch layout: `(name, shape, row-major f32 values)`.
-pub type HfTensor = (String, Vec<usize>, Vec<f32>);
 
 /// One entry of the tensor table.
 #[derive(Debug, Clone, PartialEq)]
