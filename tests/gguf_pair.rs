@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::Device;
 use captioner::config::ModelConfig;
 use captioner::convert::{plan, Part, Planned};
+use captioner::files::gguf::GgufFile;
 use captioner::weights::{Stored, WeightSet};
 use captioner::{Engine, ModelFiles, Precision, QuantType};
 use common::*;
@@ -60,8 +61,8 @@ fn quantized_pair_loads_alone_and_equals_quantizing_on_load() {
         // The packed blocks in the files are the blocks of quantizing the original now.
         let mut read = WeightSet::new();
         captioner::weights::gguf::pair::read_pair_weights(
-            &std::sync::Arc::new(std::fs::read(&files[1]).unwrap()),
-            &std::sync::Arc::new(std::fs::read(&files[0]).unwrap()),
+            &GgufFile::parse(std::fs::read(&files[1]).unwrap()).unwrap(),
+            &GgufFile::parse(std::fs::read(&files[0]).unwrap()).unwrap(),
             &mut read,
         )
         .expect("reads the pair");
@@ -116,7 +117,7 @@ fn llama_cpp_converter_pair_equals_quantizing_on_load() {
     assert_eq!(pair_tokens, load_tokens);
 
     let mut read = WeightSet::new();
-    let file = |name: &str| std::sync::Arc::new(std::fs::read(dir.join(name)).unwrap());
+    let file = |name: &str| GgufFile::parse(std::fs::read(dir.join(name)).unwrap()).unwrap();
     captioner::weights::gguf::pair::read_pair_weights(
         &file("tiny-b-Q8_0.gguf"),
         &file("mmproj-tiny-b-Q8_0.gguf"),

@@ -4,6 +4,7 @@
 
 use crate::convert::write_random_pair;
 use crate::error::{Error, Result};
+use crate::files::gguf::GgufFile;
 use crate::files::ModelFiles;
 use crate::weights::gguf::pair::pair_files;
 use crate::weights::Precision;
@@ -80,7 +81,7 @@ pub fn synthetic_model(
     }
     let pair = write_random_pair(&tokenizer_from, precision, false, seed)?;
     match pair.mmproj {
-        Some(mmproj) => pair_files(pair.text, mmproj),
+        Some(mmproj) => pair_files(GgufFile::parse(pair.text)?, GgufFile::parse(mmproj)?),
         None => ModelFiles::from_gguf(pair.text),
     }
 }

@@ -1,19 +1,22 @@
 //! The files a model is made of, as bytes and strings: a published Hugging Face folder
 //! (config, tokenizer, templates, processor settings, safetensors) or one llama.cpp GGUF file.
-//! The browser fills a [`ModelFiles`] from downloads; native code from a path. Reading them by
-//! name or path (`ModelFiles::from_named`, `from_path`, `from_gguf`) needs the GGUF parser, so
-//! it lives above, in `weights::model_files`; this module knows only the files.
+//! The browser fills a [`ModelFiles`] from downloads; native code from a path. A GGUF's header
+//! is parsed once, as it is read ([`gguf`], the container format). Reading a model by name or
+//! path (`ModelFiles::from_named`, `from_path`, `from_gguf`) turns GGUF metadata into a
+//! folder's files, which takes knowing what the keys mean: that is `weights::model_files`.
 
 pub mod gguf;
+
+use gguf::GgufFile;
 
 /// Where the weights come from.
 pub enum Weights {
     /// One or more safetensors buffers (a sharded checkpoint gives several).
     Safetensors(Vec<Vec<u8>>),
-    /// A llama.cpp GGUF file (text model).
-    Gguf(Vec<u8>),
+    /// A llama.cpp GGUF file (text model), its header parsed.
+    Gguf(GgufFile),
     /// A vision-language model as llama.cpp's GGUF pair: the text model and its `mmproj`.
-    GgufPair { text: Vec<u8>, mmproj: Vec<u8> },
+    GgufPair { text: GgufFile, mmproj: GgufFile },
 }
 
 /// Everything needed to build an [`crate::Engine`].

@@ -105,15 +105,13 @@ impl WeightSet {
                 }
             }
             Weights::GgufPair { text, mmproj } => {
-                gguf::pair::read_pair_weights(&Arc::new(text), &Arc::new(mmproj), &mut set)?;
+                gguf::pair::read_pair_weights(&text, &mmproj, &mut set)?;
             }
-            Weights::Gguf(bytes) => {
-                let bytes = Arc::new(bytes);
-                let file = gguf::Gguf::parse(&bytes)?;
+            Weights::Gguf(file) => {
                 // One tensor at a time, packed blocks kept as they are: the file is never
                 // widened to f32 as a whole.
-                for (gguf_name, _) in file.llama_hf_names()? {
-                    let (name, stored) = file.llama_hf_stored_in(&bytes, &gguf_name)?;
+                for (gguf_name, _) in file.header.llama_hf_names()? {
+                    let (name, stored) = file.header.llama_hf_stored_in(&file.bytes, &gguf_name)?;
                     set.insert_stored(name, stored);
                 }
             }

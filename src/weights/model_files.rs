@@ -2,42 +2,17 @@
 //! Hugging Face folder, or a llama.cpp GGUF file or pair, whose metadata gives the config,
 //! tokenizer and chat template. (The files themselves are `crate::files`, which knows no format.)
 
-use super::gguf::Gguf;
+use super::gguf::folder::text_model_files;
+use super::gguf::pair::pair_files;
 use crate::error::{Error, Result};
+use crate::files::gguf::GgufFile;
 use crate::files::{is_weights_shard, ModelFiles, Weights, TEXT_FILES};
 use std::collections::BTreeMap;
 
 impl ModelFiles {
     /// A GGUF text model: config, tokenizer and chat template come from its metadata.
     pub fn from_gguf(bytes: Vec<u8>) -> Result<Self> {
-        let gguf = Gguf::parse(&bytes)?;
-        let config = gguf.llama_hf_config()?;
-        let tokenizer = gguf.hf_tokenizer_json()?;
-        // The template refers to bos/eos by text; give it the GGUF's own tokens.
-        let token_text = |key: &str| -> Option<String> {
-            let id = config.get(key)?.as_u64()? as usize;
-            let vocab = tokenizer.get("model")?.get("vocab")?.as_object()?;
-            vocab
-                .iter()
-                .find(|(_, v)| v.as_u64() == Some(id as u64))
-                .map(|(k, _)| k.clone())
-        };
-        let tokenizer_config = serde_json::json!({
-            "bos_token": token_text("bos_token_id"),
-            "eos_token": token_text("eos_token_id"),
-        });
-        let chat_template = gguf.chat_template().map(str::to_string);
-        Ok(Self {
-            config_json: config.to_string(),
-            tokenizer_json: Some(tokenizer.to_string()),
-            tokenizer_config_json: Some(tokenizer_config.to_string()),
-            chat_template,
-            chat_template_json: None,
-            preprocessor_config_json: None,
-            processor_config_json: None,
-            generation_config_json: None,
-            weights: Weights::Gguf(bytes),
-        })
+        text_model_files(GgufFile::parse(bytes)?)
     }
 
     /// A model from its files by name, as the browser has them (downloaded or picked): the
@@ -64,13 +39,15 @@ impl ModelFiles {
             0 => None,
             1 => ggufs.pop(),
             2 => {
-                let is_clip = |b: &[u8]| {
-                    Gguf::parse(b)
-                        .ok()
-                        .and_then(|g| g.architecture().ok().map(|a| a == "clip"))
-                        .unwrap_or(false)
-                };
+                if texts.contains_key("config.json") || !shards.is_empty() {
+                    return Err(Error::Invalid(
+                        "a folder holds either safetensors with config.json or a GGUF pair, not both"
+                            .into(),
+                    ));
+                }
+                let is_clip = |f: &GgufFile| f.header.architecture().is_ok_and(|a| a == "clip");
                 let (a, b) = (ggufs.remove(0), ggufs.remove(0));
+                let (a, b) = (GgufFile::parse(a)?, GgufFile::parse(b)?);
                 let (text, mmproj) = match (is_clip(&a), is_clip(&b)) {
                     (false, true) => (a, b),
                     (true, false) => (b, a),
@@ -81,13 +58,7 @@ impl ModelFiles {
                         ))
                     }
                 };
-                if texts.contains_key("config.json") || !shards.is_empty() {
-                    return Err(Error::Invalid(
-                        "a folder holds either safetensors with config.json or a GGUF pair, not both"
-                            .into(),
-                    ));
-                }
-                return super::gguf::pair::pair_files(text, mmproj);
+                return pair_files(text, mmproj);
             }
             n => {
                 return Err(Error::Invalid(format!(
@@ -105,7 +76,7 @@ impl ModelFiles {
         };
         let weights = match (shards.is_empty(), gguf) {
             (false, _) => Weights::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
-            (true, Some(bytes)) => Weights::Gguf(bytes),
+            (true, Some(bytes)) => Weights::Gguf(GgufFile::parse(bytes)?),
             (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
         };
         Ok(Self {

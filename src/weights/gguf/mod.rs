@@ -16,7 +16,7 @@
 //! file) is `crate::files::gguf`, re-exported here. On top of it: this file (tensors as f32 or
 //! as stored), [`dequant`] (ggml's dequantizers), [`llama`] (the llama.cpp ↔ Hugging Face
 //! mapping of a Llama text model), [`names`] (the GGUF ↔ Hugging Face name tables),
-//! [`tokenizer`], [`pair`] (a VLM as a text GGUF and an mmproj) and [`write`] (the GGUF writer
+//! [`tokenizer`], [`folder`] (a text GGUF as a published folder's files), [`pair`] (a VLM as a text GGUF and an mmproj) and [`write`] (the GGUF writer
 //! `captioner quantize` uses).
 
 use super::{HostTensor, Stored};
@@ -25,6 +25,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 mod dequant;
+pub mod folder;
 mod llama;
 pub mod names;
 pub mod pair;

@@ -6,13 +6,14 @@
 //! under `captioner.*`: the image processor settings and the generation config, as the JSON
 //! they came from.
 
+use super::folder::TextFiles;
 use super::names;
 use super::{Gguf, GgufError, GgufValue};
 use crate::error::{Error, Result};
+use crate::files::gguf::GgufFile;
 use crate::files::{ModelFiles, Weights};
 use crate::weights::WeightSet;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
 /// Metadata keys of this crate's own (llama.cpp ignores them).
 pub const KEY_PROCESSOR: &str = "captioner.processor_config";
@@ -21,13 +22,9 @@ pub const KEY_GENERATION: &str = "captioner.generation_config";
 /// The model a GGUF pair holds, as [`ModelFiles`]: the text file's config and tokenizer, the
 /// vision config from the mmproj, and the image processor from `captioner.processor_config`
 /// (or, for a llama.cpp file, from its `clip.vision.*` keys with Idefics3's defaults).
-pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
-    let mut files = ModelFiles::from_gguf(text)?;
-    let Weights::Gguf(text) = std::mem::replace(&mut files.weights, Weights::Gguf(Vec::new()))
-    else {
-        return Err(Error::Invalid("expected a GGUF text model".into()));
-    };
-    let g = Gguf::parse(&mmproj)?;
+pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
+    let parts = text.header.text_files()?;
+    let g = &mmproj.header;
     let req = |key: &str| -> Result<u64> {
         g.get(key)
             .and_then(GgufValue::as_u64)
@@ -42,10 +39,7 @@ pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
         .get("clip.vision.attention.layer_norm_epsilon")
         .and_then(GgufValue::as_f64)
         .unwrap_or(1e-6);
-    let text_config: Value = serde_json::from_str(&files.config_json)
-        .map_err(|e| Error::config("config.json", e.to_string()))?;
-    let tokenizer: Value = serde_json::from_str(files.tokenizer_json.as_deref().unwrap_or("{}"))
-        .map_err(|e| Error::config("tokenizer.json", e.to_string()))?;
+    let tokenizer = &parts.tokenizer;
     let image_token_id = tokenizer["model"]["vocab"]["<image>"]
         .as_u64()
         .or_else(|| {
@@ -68,7 +62,7 @@ pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
     );
     config.insert(
         "tie_word_embeddings".into(),
-        text_config["tie_word_embeddings"].clone(),
+        parts.config["tie_word_embeddings"].clone(),
     );
     config.insert(
         "vision_config".into(),
@@ -85,9 +79,7 @@ pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
             "layer_norm_eps": eps,
         }),
     );
-    config.insert("text_config".into(), text_config);
-    files.config_json = Value::Object(config).to_string();
-    files.preprocessor_config_json = Some(match g.get(KEY_PROCESSOR).and_then(GgufValue::as_str) {
+    let preprocessor_config = Some(match g.get(KEY_PROCESSOR).and_then(GgufValue::as_str) {
         Some(json) => json.to_string(),
         None => {
             let floats = |key: &str| -> Option<Vec<f64>> {
@@ -114,34 +106,37 @@ pub fn pair_files(text: Vec<u8>, mmproj: Vec<u8>) -> Result<ModelFiles> {
             .to_string()
         }
     });
-    let text_gguf = Gguf::parse(&text)?;
-    if let Some(g) = text_gguf.get(KEY_GENERATION).and_then(GgufValue::as_str) {
-        files.generation_config_json = Some(g.to_string());
-    }
-    files.weights = Weights::GgufPair { text, mmproj };
+    let generation_config = text
+        .header
+        .get(KEY_GENERATION)
+        .and_then(GgufValue::as_str)
+        .map(str::to_string);
+    config.insert("text_config".into(), parts.config);
+    let parts = TextFiles {
+        config: Value::Object(config),
+        ..parts
+    };
+    let mut files = parts.into_model_files(Weights::GgufPair { text, mmproj });
+    files.preprocessor_config_json = preprocessor_config;
+    files.generation_config_json = generation_config;
     Ok(files)
 }
 
 /// The tensors of a pair under Hugging Face names: text tensors un-permuted, packed blocks kept
 /// packed.
-pub fn read_pair_weights(
-    text: &Arc<Vec<u8>>,
-    mmproj: &Arc<Vec<u8>>,
-    set: &mut WeightSet,
-) -> Result<()> {
-    let g = Gguf::parse(text)?;
+pub fn read_pair_weights(text: &GgufFile, mmproj: &GgufFile, set: &mut WeightSet) -> Result<()> {
+    let g = &text.header;
     for (gguf_name, _) in g.llama_hf_names()? {
-        let (name, stored) = g.llama_hf_stored_in(text, &gguf_name)?;
+        let (name, stored) = g.llama_hf_stored_in(&text.bytes, &gguf_name)?;
         let name = match name.strip_prefix("model.") {
             Some(rest) => format!("model.text_model.{rest}"),
             None => name,
         };
         set.insert_stored(name, stored);
     }
-    let g = Gguf::parse(mmproj)?;
-    let names = vision_names(&g)?;
-    for (gguf_name, hf_name) in names {
-        let stored = g.stored_in(mmproj, &gguf_name, None)?;
+    let g = &mmproj.header;
+    for (gguf_name, hf_name) in vision_names(g)? {
+        let stored = g.stored_in(&mmproj.bytes, &gguf_name, None)?;
         set.insert_stored(hf_name, stored);
     }
     Ok(())
