@@ -13,7 +13,7 @@
 
 use crate::config::{Idefics3Config, ModelConfig, TextConfig};
 use crate::error::{Error, Result};
-use crate::files::{ModelFiles, Weights};
+use crate::files::{Checkpoint, ModelFiles};
 use crate::quant::{BlockMatrix, QuantType, BLOCK};
 use crate::weights::gguf::names::{self, Dim};
 use crate::weights::gguf::pair::{KEY_GENERATION, KEY_PROCESSOR};
@@ -179,7 +179,7 @@ pub fn write_pair(
     for_llama_cpp: bool,
     name: &str,
 ) -> Result<Pair> {
-    let Weights::Safetensors(buffers) = &files.weights else {
+    let Checkpoint::Safetensors(buffers) = &files.checkpoint else {
         return Err(Error::Invalid(
             "quantize reads a Hugging Face folder (config.json and safetensors)".into(),
         ));

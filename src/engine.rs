@@ -3,7 +3,7 @@
 
 use crate::config::{processor_image_seq_len, GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
-use crate::files::{ModelFiles, Weights};
+use crate::files::{Checkpoint, ModelFiles};
 use crate::generate::{decode_loop, Flow, SamplingOptions};
 use crate::models::llama::{KvCache, Llama};
 use crate::models::smolvlm::SmolVlm;
@@ -184,8 +184,9 @@ impl Engine {
     /// folder can be quantized to Q8_0/Q4_0 as it loads, and a GGUF's blocks stay packed.
     pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let config = ModelConfig::from_json(&files.config_json)?;
-        let weights = std::mem::replace(&mut files.weights, Weights::Safetensors(Vec::new()));
-        let weights = WeightSet::from_files(weights, precision)?;
+        let checkpoint =
+            std::mem::replace(&mut files.checkpoint, Checkpoint::Safetensors(Vec::new()));
+        let weights = WeightSet::from_files(checkpoint, precision)?;
         let backbone = Backbone::load(&config, weights, device, precision)?;
         let prompter = prompter(&files, &config)?;
         let image_processor = image_processor(&files, &config)?;

@@ -2,7 +2,7 @@
 //! image, a prompt that does not fit) is a value that says what went wrong and where.
 //!
 //! This module is the bottom of the crate: it knows no other module. A layer with an error type
-//! of its own (`weights::gguf::GgufError`, `preprocess::PreprocessError`) converts it into
+//! of its own (`files::gguf::GgufError`, `preprocess::PreprocessError`) converts it into
 //! [`Error`] where it is defined, and the typed value stays reachable as the source.
 
 use thiserror::Error;
@@ -26,7 +26,7 @@ pub enum Error {
     #[error("safetensors: {0}")]
     Safetensors(String),
 
-    /// A GGUF buffer could not be parsed (a `weights::gguf::GgufError`).
+    /// A GGUF buffer could not be parsed (a `files::gguf::GgufError`).
     #[error("gguf: {0}")]
     Gguf(#[source] Cause),
 

@@ -40,7 +40,7 @@ mod workers;
 pub use caption_run::{CaptionRun, ImageSource, Progress, RowResult};
 pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};
 pub use error::{Error, Result};
-pub use files::{ModelFiles, Weights};
+pub use files::{Checkpoint, ModelFiles};
 pub use generate::{Flow, SamplingOptions};
 pub use preprocess::ImageLayout;
 pub use quant::QuantType;

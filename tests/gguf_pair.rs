@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use captioner::config::ModelConfig;
 use captioner::convert::{plan, Part, Planned};
 use captioner::files::gguf::GgufFile;
-use captioner::weights::{Stored, WeightSet};
+use captioner::weights::{StoredTensor, WeightSet};
 use captioner::{Engine, ModelFiles, Precision, QuantType};
 use common::*;
 use std::path::{Path, PathBuf};
@@ -207,7 +207,7 @@ fn size_table_for_published_shapes() {
 fn blocks_equal_fresh(read: &mut WeightSet, source: &mut WeightSet, quant: QuantType) -> usize {
     let mut packed = 0;
     for name in read.names().map(str::to_string).collect::<Vec<_>>() {
-        let Some(Stored::Blocks(blocks)) = read.take(&name) else {
+        let Some(StoredTensor::Blocks(blocks)) = read.take(&name) else {
             continue;
         };
         let host = source.take(&name).expect("in the original").into_host();

@@ -9,8 +9,8 @@ pub mod gguf;
 
 use gguf::GgufFile;
 
-/// Where the weights come from.
-pub enum Weights {
+/// The weight files: where the tensors come from.
+pub enum Checkpoint {
     /// One or more safetensors buffers (a sharded checkpoint gives several).
     Safetensors(Vec<Vec<u8>>),
     /// A llama.cpp GGUF file (text model), its header parsed.
@@ -22,7 +22,7 @@ pub enum Weights {
 /// Everything needed to build an [`crate::Engine`].
 pub struct ModelFiles {
     pub config_json: String,
-    pub weights: Weights,
+    pub checkpoint: Checkpoint,
     pub tokenizer_json: Option<String>,
     pub tokenizer_config_json: Option<String>,
     /// The chat template's text, or a `chat_template.json` / `tokenizer_config.json` to find it in.
@@ -36,10 +36,10 @@ pub struct ModelFiles {
 impl ModelFiles {
     /// Bytes of the weight files (what a download mostly is).
     pub fn weights_bytes(&self) -> usize {
-        match &self.weights {
-            Weights::Safetensors(buffers) => buffers.iter().map(Vec::len).sum(),
-            Weights::Gguf(bytes) => bytes.len(),
-            Weights::GgufPair { text, mmproj } => text.len() + mmproj.len(),
+        match &self.checkpoint {
+            Checkpoint::Safetensors(buffers) => buffers.iter().map(Vec::len).sum(),
+            Checkpoint::Gguf(bytes) => bytes.len(),
+            Checkpoint::GgufPair { text, mmproj } => text.len() + mmproj.len(),
         }
     }
 }

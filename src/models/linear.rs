@@ -7,7 +7,7 @@
 
 use super::bands;
 use crate::quant::BlockMatrix;
-use crate::weights::{HostTensor, Loader, Stored};
+use crate::weights::{HostTensor, Loader, StoredTensor};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ impl Weight {
     /// multiplied in (the loader's precision picks it).
     pub fn load(l: &mut Loader, name: &str, d_out: usize, d_in: usize) -> Self {
         match l.matrix(name, d_out, d_in) {
-            Stored::Blocks(b) => Weight::packed(b, l.device()),
+            StoredTensor::Blocks(b) => Weight::packed(b, l.device()),
             other => Weight::dense(other.into_host(), l.device()),
         }
     }
@@ -228,7 +228,7 @@ impl Embedding {
     pub fn load(l: &mut Loader, name: &str, vocab: usize, dim: usize) -> (Self, Weight) {
         let device = l.device().clone();
         match l.matrix(name, vocab, dim) {
-            Stored::Blocks(b) => {
+            StoredTensor::Blocks(b) => {
                 // On a GPU the table is the only thing left on the host: give it a buffer of
                 // its own so the file it was read from can be freed.
                 let b = if is_cpu(&device) { b } else { b.into_owned() };

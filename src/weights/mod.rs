@@ -1,7 +1,13 @@
-//! Weights from bytes: a name -> host tensor map that models take their parameters from.
+//! Weights from bytes: a name -> tensor map that models take their parameters from.
 //!
 //! Models take their parameters through a [`Loader`], which checks each name and shape against
 //! the config and reports all missing, unexpected and mis-shaped tensors in one error.
+//!
+//! The words, from the files up: a [`Checkpoint`] is the weight files' bytes (safetensors
+//! shards, a GGUF, a GGUF pair); [`WeightSet::from_files`] reads it into a [`WeightSet`], each
+//! tensor by its Hugging Face name as a [`StoredTensor`] (floats, still-raw file bytes, or
+//! packed blocks); a [`HostTensor`] is one as f32 in host memory; the [`Loader`] hands them to
+//! the layers, where a matrix becomes a `models::linear::Weight` on the device.
 
 pub mod gguf;
 pub mod model_files;
@@ -11,7 +17,7 @@ pub mod safetensors;
 pub use precision::{mixed_type, Precision};
 
 use crate::error::{Error, Result};
-use crate::files::Weights;
+pub use crate::files::Checkpoint;
 use crate::quant::BlockMatrix;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -49,7 +55,7 @@ impl HostTensor {
 
 /// A tensor as a checkpoint holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Stored {
+pub enum StoredTensor {
     /// Exact floats (f32, or bf16/f16 widened).
     Float(HostTensor),
     /// ggml Q8_0/Q4_0 blocks, kept packed.
@@ -61,21 +67,21 @@ pub enum Stored {
     Raw(safetensors::RawTensor),
 }
 
-impl Stored {
+impl StoredTensor {
     pub fn shape(&self) -> Vec<usize> {
         match self {
-            Stored::Float(t) | Stored::Dequantized(t) => t.shape.clone(),
-            Stored::Blocks(b) => vec![b.rows(), b.cols()],
-            Stored::Raw(r) => r.shape.clone(),
+            StoredTensor::Float(t) | StoredTensor::Dequantized(t) => t.shape.clone(),
+            StoredTensor::Blocks(b) => vec![b.rows(), b.cols()],
+            StoredTensor::Raw(r) => r.shape.clone(),
         }
     }
 
     /// The values as f32.
     pub fn into_host(self) -> HostTensor {
         match self {
-            Stored::Float(t) | Stored::Dequantized(t) => t,
-            Stored::Blocks(b) => HostTensor::new(vec![b.rows(), b.cols()], b.dequantize()),
-            Stored::Raw(r) => r.into_host(),
+            StoredTensor::Float(t) | StoredTensor::Dequantized(t) => t,
+            StoredTensor::Blocks(b) => HostTensor::new(vec![b.rows(), b.cols()], b.dequantize()),
+            StoredTensor::Raw(r) => r.into_host(),
         }
     }
 }
@@ -83,7 +89,7 @@ impl Stored {
 /// All tensors of a checkpoint, by name.
 #[derive(Debug, Default)]
 pub struct WeightSet {
-    tensors: BTreeMap<String, Stored>,
+    tensors: BTreeMap<String, StoredTensor>,
 }
 
 impl WeightSet {
@@ -91,10 +97,10 @@ impl WeightSet {
     /// bytes are moved in, and packed GGUF blocks stay where they are read. Quantizing as it
     /// loads (`precision`), a safetensors tensor is widened to f32 only when its turn comes; an
     /// f32 model is widened up front, which frees the file's bytes sooner.
-    pub fn from_files(weights: Weights, precision: Precision) -> Result<Self> {
+    pub fn from_files(checkpoint: Checkpoint, precision: Precision) -> Result<Self> {
         let mut set = WeightSet::new();
-        match weights {
-            Weights::Safetensors(buffers) => {
+        match checkpoint {
+            Checkpoint::Safetensors(buffers) => {
                 let quantizing = matches!(precision, Precision::Uniform(_) | Precision::Mixed);
                 for b in buffers {
                     if quantizing {
@@ -104,10 +110,10 @@ impl WeightSet {
                     }
                 }
             }
-            Weights::GgufPair { text, mmproj } => {
+            Checkpoint::GgufPair { text, mmproj } => {
                 gguf::pair::read_pair_weights(&text, &mmproj, &mut set)?;
             }
-            Weights::Gguf(file) => {
+            Checkpoint::Gguf(file) => {
                 // One tensor at a time, packed blocks kept as they are: the file is never
                 // widened to f32 as a whole.
                 for (gguf_name, _) in file.header.llama_hf_names()? {
@@ -124,10 +130,10 @@ impl WeightSet {
     }
 
     pub fn insert(&mut self, name: String, tensor: HostTensor) {
-        self.tensors.insert(name, Stored::Float(tensor));
+        self.tensors.insert(name, StoredTensor::Float(tensor));
     }
 
-    pub fn insert_stored(&mut self, name: String, tensor: Stored) {
+    pub fn insert_stored(&mut self, name: String, tensor: StoredTensor) {
         self.tensors.insert(name, tensor);
     }
 
@@ -144,7 +150,7 @@ impl WeightSet {
     }
 
     /// Removes and returns a tensor, if present.
-    pub fn take(&mut self, name: &str) -> Option<Stored> {
+    pub fn take(&mut self, name: &str) -> Option<StoredTensor> {
         self.tensors.remove(name)
     }
 
@@ -197,17 +203,17 @@ impl<'a> Loader<'a> {
 
     /// The tensor `name` as stored, which must have `shape`; a placeholder (after noting the
     /// problem) when it is missing or mis-shaped.
-    fn stored(&mut self, name: &str, shape: &[usize]) -> Stored {
+    fn stored(&mut self, name: &str, shape: &[usize]) -> StoredTensor {
         match self.weights.take(name) {
             Some(t) if t.shape() == shape => t,
             Some(t) => {
                 self.misshaped
                     .push(format!("{name} is {:?}, expected {shape:?}", t.shape()));
-                Stored::Float(placeholder(shape))
+                StoredTensor::Float(placeholder(shape))
             }
             None => {
                 self.missing.push(name.to_string());
-                Stored::Float(placeholder(shape))
+                StoredTensor::Float(placeholder(shape))
             }
         }
     }
@@ -223,23 +229,23 @@ impl<'a> Loader<'a> {
 
     /// A `[rows, cols]` matrix in the form [`Precision`] picks for it: packed blocks (as stored,
     /// or quantized now) or f32.
-    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Stored {
+    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> StoredTensor {
         let stored = self.stored(name, &[rows, cols]);
         let target = self.precision.target(name, &stored);
         match (stored, target) {
-            (Stored::Blocks(b), Some(ty)) if b.ty() == ty => Stored::Blocks(b),
+            (StoredTensor::Blocks(b), Some(ty)) if b.ty() == ty => StoredTensor::Blocks(b),
             (stored, Some(ty)) if BlockMatrix::fits(cols) => {
                 let host = stored.into_host();
                 // A placeholder is never computed with; keep it as it is.
                 if host.data.len() != rows * cols {
-                    return Stored::Float(host);
+                    return StoredTensor::Float(host);
                 }
                 match BlockMatrix::quantize(ty, rows, cols, &host.data) {
-                    Ok(b) => Stored::Blocks(b),
-                    Err(_) => Stored::Float(host),
+                    Ok(b) => StoredTensor::Blocks(b),
+                    Err(_) => StoredTensor::Float(host),
                 }
             }
-            (stored, _) => Stored::Float(stored.into_host()),
+            (stored, _) => StoredTensor::Float(stored.into_host()),
         }
     }
 

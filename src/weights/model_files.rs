@@ -6,7 +6,7 @@ use super::gguf::folder::text_model_files;
 use super::gguf::pair::pair_files;
 use crate::error::{Error, Result};
 use crate::files::gguf::GgufFile;
-use crate::files::{is_weights_shard, ModelFiles, Weights, TEXT_FILES};
+use crate::files::{is_weights_shard, Checkpoint, ModelFiles, TEXT_FILES};
 use std::collections::BTreeMap;
 
 impl ModelFiles {
@@ -74,14 +74,14 @@ impl ModelFiles {
                 _ => Err(Error::MissingFile("config.json".into())),
             };
         };
-        let weights = match (shards.is_empty(), gguf) {
-            (false, _) => Weights::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
-            (true, Some(bytes)) => Weights::Gguf(GgufFile::parse(bytes)?),
+        let checkpoint = match (shards.is_empty(), gguf) {
+            (false, _) => Checkpoint::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
+            (true, Some(bytes)) => Checkpoint::Gguf(GgufFile::parse(bytes)?),
             (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
         };
         Ok(Self {
             config_json,
-            weights,
+            checkpoint,
             tokenizer_json: texts.remove("tokenizer.json"),
             tokenizer_config_json: texts.remove("tokenizer_config.json"),
             // transformers 5 saves the template as plain Jinja next to the JSON files.

@@ -2,7 +2,7 @@
 //! preset's per-name policy. Names are the weights' business, so this lives here and not in
 //! `quant`, which knows only blocks.
 
-use super::Stored;
+use super::StoredTensor;
 use crate::error::{Error, Result};
 use crate::quant::QuantType;
 use std::str::FromStr;
@@ -28,13 +28,13 @@ pub enum Precision {
 impl Precision {
     /// The packed format for matrix `name` as stored, or `None` for f32. A matrix already in
     /// the chosen format is kept as it is, so a file is never quantized twice.
-    pub fn target(self, name: &str, stored: &Stored) -> Option<QuantType> {
+    pub fn target(self, name: &str, stored: &StoredTensor) -> Option<QuantType> {
         match self {
             Precision::F32 => None,
             Precision::Auto => match stored {
-                Stored::Float(_) | Stored::Raw(_) => None,
-                Stored::Blocks(b) => Some(b.ty()),
-                Stored::Dequantized(_) => Some(QuantType::Q8_0),
+                StoredTensor::Float(_) | StoredTensor::Raw(_) => None,
+                StoredTensor::Blocks(b) => Some(b.ty()),
+                StoredTensor::Dequantized(_) => Some(QuantType::Q8_0),
             },
             Precision::Uniform(_) | Precision::Mixed => self.for_matrix(name),
         }

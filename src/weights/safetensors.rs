@@ -1,7 +1,7 @@
 //! Hugging Face safetensors from an in-memory buffer (the browser has no filesystem).
 //! bf16, f16 and f32 tensors are widened to f32 on load.
 
-use super::{HostTensor, Stored, WeightSet};
+use super::{HostTensor, StoredTensor, WeightSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -122,7 +122,7 @@ impl WeightSet {
                 start,
                 len,
             };
-            self.insert_stored(name, Stored::Raw(raw));
+            self.insert_stored(name, StoredTensor::Raw(raw));
         }
         Ok(())
     }
@@ -173,7 +173,7 @@ mod tests {
         set.read_safetensors_shared(Arc::new(file(Dtype::BF16, &bf, vec![2, 2])))
             .unwrap();
         let stored = set.take("w").unwrap();
-        assert!(matches!(stored, Stored::Raw(_)));
+        assert!(matches!(stored, StoredTensor::Raw(_)));
         assert_eq!(stored.shape(), vec![2, 2]);
         assert_eq!(stored.into_host().data, vals);
     }

@@ -5,7 +5,7 @@
 
 use super::{Gguf, Result};
 use crate::files::gguf::GgufFile;
-use crate::files::{ModelFiles, Weights};
+use crate::files::{Checkpoint, ModelFiles};
 use serde_json::Value;
 
 /// What a text GGUF's metadata gives, as JSON values (a pair still adds to the config).
@@ -43,8 +43,8 @@ impl Gguf {
 }
 
 impl TextFiles {
-    /// The files as text, as a folder holds them, with `weights`.
-    pub(super) fn into_model_files(self, weights: Weights) -> ModelFiles {
+    /// The files as text, as a folder holds them, with `checkpoint`.
+    pub(super) fn into_model_files(self, checkpoint: Checkpoint) -> ModelFiles {
         ModelFiles {
             config_json: self.config.to_string(),
             tokenizer_json: Some(self.tokenizer.to_string()),
@@ -54,7 +54,7 @@ impl TextFiles {
             preprocessor_config_json: None,
             processor_config_json: None,
             generation_config_json: None,
-            weights,
+            checkpoint,
         }
     }
 }
@@ -62,5 +62,5 @@ impl TextFiles {
 /// A GGUF text model as [`ModelFiles`], its header parsed once (when `file` was read).
 pub fn text_model_files(file: GgufFile) -> crate::Result<ModelFiles> {
     let parts = file.header.text_files()?;
-    Ok(parts.into_model_files(Weights::Gguf(file)))
+    Ok(parts.into_model_files(Checkpoint::Gguf(file)))
 }

@@ -3,7 +3,7 @@
 
 use super::names::llama_hf_name;
 use super::{Gguf, GgufError, GgufValue, HfTensor, Result};
-use crate::weights::Stored;
+use crate::weights::StoredTensor;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -159,7 +159,7 @@ impl Gguf {
 
     /// Like [`Gguf::llama_hf_tensor`], but a Q8_0 or Q4_0 matrix comes back as its packed
     /// blocks, untouched (rows un-permuted whole), instead of as f32.
-    pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, Stored)> {
+    pub fn llama_hf_stored(&self, bytes: &[u8], gguf_name: &str) -> Result<(String, StoredTensor)> {
         let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
         Ok((hf_name, self.stored_impl(bytes, None, gguf_name, heads)?))
     }
@@ -170,7 +170,7 @@ impl Gguf {
         &self,
         file: &Arc<Vec<u8>>,
         gguf_name: &str,
-    ) -> Result<(String, Stored)> {
+    ) -> Result<(String, StoredTensor)> {
         let (hf_name, heads) = self.llama_name_and_heads(gguf_name)?;
         let stored = self.stored_impl(file, Some(file), gguf_name, heads)?;
         Ok((hf_name, stored))

@@ -19,7 +19,7 @@
 //! [`tokenizer`], [`folder`] (a text GGUF as a published folder's files), [`pair`] (a VLM as a text GGUF and an mmproj) and [`write`] (the GGUF writer
 //! `captioner quantize` uses).
 
-use super::{HostTensor, Stored};
+use super::{HostTensor, StoredTensor};
 use crate::quant::{BlockMatrix, QuantType};
 use serde_json::Value;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ impl Gguf {
         bytes: &[u8],
         gguf_name: &str,
         rope_heads: Option<usize>,
-    ) -> Result<Stored> {
+    ) -> Result<StoredTensor> {
         self.stored_impl(bytes, None, gguf_name, rope_heads)
     }
 
@@ -75,7 +75,7 @@ impl Gguf {
         file: &Arc<Vec<u8>>,
         gguf_name: &str,
         rope_heads: Option<usize>,
-    ) -> Result<Stored> {
+    ) -> Result<StoredTensor> {
         self.stored_impl(file, Some(file), gguf_name, rope_heads)
     }
 
@@ -85,7 +85,7 @@ impl Gguf {
         share: Option<&Arc<Vec<u8>>>,
         gguf_name: &str,
         rope_heads: Option<usize>,
-    ) -> Result<Stored> {
+    ) -> Result<StoredTensor> {
         let info = self
             .tensor_info(gguf_name)
             .ok_or_else(|| GgufError::BadTensor {
@@ -108,7 +108,7 @@ impl Gguf {
                 let start = slice.as_ptr() as usize - file.as_ptr() as usize;
                 let blocks = BlockMatrix::from_shared(ty, *rows, *cols, file.clone(), start)
                     .map_err(|e| bad(e.to_string()))?;
-                return Ok(Stored::Blocks(blocks));
+                return Ok(StoredTensor::Blocks(blocks));
             }
             let mut data = slice.to_vec();
             if let Some(n_head) = rope_heads {
@@ -116,7 +116,7 @@ impl Gguf {
             }
             let blocks =
                 BlockMatrix::from_blocks(ty, *rows, *cols, data).map_err(|e| bad(e.to_string()))?;
-            return Ok(Stored::Blocks(blocks));
+            return Ok(StoredTensor::Blocks(blocks));
         }
         let exact = matches!(
             info.ggml_type,
@@ -128,9 +128,9 @@ impl Gguf {
         }
         let tensor = HostTensor::new(shape, values);
         Ok(if exact {
-            Stored::Float(tensor)
+            StoredTensor::Float(tensor)
         } else {
-            Stored::Dequantized(tensor)
+            StoredTensor::Dequantized(tensor)
         })
     }
 

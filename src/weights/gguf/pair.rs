@@ -11,7 +11,7 @@ use super::names;
 use super::{Gguf, GgufError, GgufValue};
 use crate::error::{Error, Result};
 use crate::files::gguf::GgufFile;
-use crate::files::{ModelFiles, Weights};
+use crate::files::{Checkpoint, ModelFiles};
 use crate::weights::WeightSet;
 use serde_json::{json, Map, Value};
 
@@ -116,7 +116,7 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
         config: Value::Object(config),
         ..parts
     };
-    let mut files = parts.into_model_files(Weights::GgufPair { text, mmproj });
+    let mut files = parts.into_model_files(Checkpoint::GgufPair { text, mmproj });
     files.preprocessor_config_json = preprocessor_config;
     files.generation_config_json = generation_config;
     Ok(files)

@@ -848,13 +848,13 @@ fn packed_llama_tensors_stay_blocks() {
         let (hf_f32, shape, f32s) = g.llama_hf_tensor(&bytes, name).expect("f32");
         assert_eq!(hf, hf_f32);
         match (stored, ty) {
-            (Stored::Blocks(b), Some(ty)) => {
+            (StoredTensor::Blocks(b), Some(ty)) => {
                 assert_eq!(b.ty(), ty);
                 assert_eq!(vec![b.rows(), b.cols()], shape);
                 // The packed rows are the unpermuted f32 rows, bit for bit.
                 assert_eq!(b.dequantize(), f32s, "{name}");
             }
-            (Stored::Dequantized(t), None) => assert_eq!(t.data, f32s),
+            (StoredTensor::Dequantized(t), None) => assert_eq!(t.data, f32s),
             (other, _) => panic!("{name}: {other:?}"),
         }
     }
