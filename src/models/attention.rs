@@ -25,9 +25,8 @@ pub enum Mask<'a> {
     /// Every key (a decode step; a vision tile without padding).
     All,
     /// `q_len` new positions after `kv_len - q_len` cached ones, each seeing the keys up to its
-    /// own position: [`causal_mask`]'s additive form, built once per forward by the caller, for
-    /// the backends that add it to written-out scores.
-    Causal(&'a Tensor<2>),
+    /// own position (made once per forward by the caller).
+    Causal(&'a CausalMask),
     /// Additive `[batch, 1, 1, kv_len]`: each batch item (a vision tile) hides its padded keys.
     Keys(&'a Tensor<4>),
 }
@@ -42,8 +41,35 @@ pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask) -> Tensor<4>
         Mask::Keys(keys) if cpu => fused(q, k, v, Some(keys), false),
         Mask::All if cpu && q.dims()[2] > 1 => fused(q, k, v, None, false),
         Mask::Keys(keys) => with_key_mask(q, k, v, keys.clone()),
-        Mask::Causal(causal) => grouped(q, k, v, Some(causal.clone())),
+        Mask::Causal(causal) => {
+            let additive = causal
+                .additive
+                .clone()
+                .unwrap_or_else(|| causal_mask(causal.start, causal.len, &q.device()));
+            grouped(q, k, v, Some(additive))
+        }
         Mask::All => grouped(q, k, v, None),
+    }
+}
+
+/// A prompt step's causal limit: `len` new positions after `start` cached ones. Its additive
+/// form ([`causal_mask`]) is built only where written-out scores need it: the CPU's fused
+/// kernel applies the limit itself, and a long prompt's mask is `len × (start + len)` floats.
+#[derive(Debug, Clone)]
+pub struct CausalMask {
+    start: usize,
+    len: usize,
+    additive: Option<Tensor<2>>,
+}
+
+impl CausalMask {
+    pub fn new(start: usize, len: usize, device: &Device) -> Self {
+        let additive = (!is_cpu(device)).then(|| causal_mask(start, len, device));
+        Self {
+            start,
+            len,
+            additive,
+        }
     }
 }
 
@@ -177,7 +203,7 @@ fn heads_in_bands(
 
 #[cfg(test)]
 mod tests {
-    use super::{attend, causal_mask, grouped, heads_in_bands, with_key_mask, Mask};
+    use super::{attend, causal_mask, grouped, heads_in_bands, with_key_mask, CausalMask, Mask};
     use burn::tensor::ops::AttentionModuleOptions;
     use burn::tensor::{Device, Tensor, TensorData};
     use rand::{Rng, SeedableRng};
@@ -215,7 +241,8 @@ mod tests {
             let v = random([1, kv_heads, total, dim]);
             let mask = causal_mask(past, len, &device);
             let reference = grouped(q.clone(), k.clone(), v.clone(), Some(mask.clone()));
-            let fused = attend(q.clone(), k.clone(), v.clone(), Mask::Causal(&mask));
+            let causal = CausalMask::new(past, len, &device);
+            let fused = attend(q.clone(), k.clone(), v.clone(), Mask::Causal(&causal));
             let banded = heads_in_bands(
                 q,
                 k,

@@ -3,7 +3,7 @@
 //! under a prefix (`model.text_model` inside SmolVLM, `model` for a plain Llama checkpoint).
 
 use crate::config::TextConfig;
-use crate::models::attention::{attend, causal_mask, Mask};
+use crate::models::attention::{attend, CausalMask, Mask};
 use crate::models::linear::{Embedding, Linear, Weight};
 use crate::models::nn::{RmsNorm, Rope};
 use crate::weights::Loader;
@@ -44,7 +44,7 @@ impl SelfAttention {
         x: Tensor<3>,
         rope: &RopeTables,
         cache: &mut LayerCache,
-        mask: Option<&Tensor<2>>,
+        mask: Option<&CausalMask>,
     ) -> Tensor<3> {
         let [b, len, _] = x.dims();
         let split =
@@ -120,7 +120,7 @@ impl DecoderLayer {
         x: Tensor<3>,
         rope: &RopeTables,
         cache: &mut LayerCache,
-        mask: Option<&Tensor<2>>,
+        mask: Option<&CausalMask>,
     ) -> Tensor<3> {
         let h = x.clone()
             + self
@@ -243,7 +243,7 @@ impl Llama {
         let (cos, sin) = self.rope.tables(start, len, &device);
         let rope = RopeTables { cos, sin };
         // A multi-token step needs the causal mask.
-        let mask = (len > 1).then(|| causal_mask(start, len, &device));
+        let mask = (len > 1).then(|| CausalMask::new(start, len, &device));
         let mut h = embeds;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             h = layer.forward(h, &rope, layer_cache, mask.as_ref());
