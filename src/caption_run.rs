@@ -189,23 +189,24 @@ impl CaptionRun {
         source: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<(String, usize), String> {
-        let mut encoded = Vec::with_capacity(paths.len());
-        for path in paths {
-            encoded.push(source.read(path).await?);
-        }
-        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let processed = engine
-            .preprocess_all(&refs, self.request.longest_edge)
-            .map_err(|failure| {
-                let path = &paths[failure.index];
-                match failure.error {
-                    // The row's error names the path instead of the generic "image: ".
-                    Error::Image(reason) => format!("image '{path}': {reason}"),
-                    other => format!("image '{path}': {other}"),
-                }
-            })?;
-        drop(refs);
-        drop(encoded);
+        // The files' bytes are let go once decoded, before the caption is generated.
+        let processed = {
+            let mut encoded = Vec::with_capacity(paths.len());
+            for path in paths {
+                encoded.push(source.read(path).await?);
+            }
+            let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+            engine
+                .preprocess_all(&refs, self.request.longest_edge)
+                .map_err(|failure| {
+                    let path = &paths[failure.index];
+                    match failure.error {
+                        // The row's error names the path instead of the generic "image: ".
+                        Error::Image(reason) => format!("image '{path}': {reason}"),
+                        other => format!("image '{path}': {other}"),
+                    }
+                })?
+        };
         let prompt = if self.default_prompt && paths.len() > 1 {
             DEFAULT_PROMPT_MANY
         } else {
