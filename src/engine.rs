@@ -11,7 +11,7 @@ use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
 use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
 use crate::weights::Precision;
 use crate::weights::{Loader, WeightSet};
-use burn::tensor::{Device, Tensor};
+use burn_tensor::{Device, Tensor};
 
 /// The default caption request.
 pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";

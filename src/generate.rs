@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::llama::{KvCache, Llama};
-use burn::tensor::Tensor;
+use burn_tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -168,8 +168,7 @@ pub async fn decode_loop(
 }
 
 async fn choose(sampler: &mut Sampler, logits: Tensor<1>) -> Result<u32> {
-    let backend =
-        |e: burn::tensor::ExecutionError| Error::Backend(format!("reading logits: {e:?}"));
+    let backend = |e: burn_tensor::ExecutionError| Error::Backend(format!("reading logits: {e:?}"));
     if sampler.options.is_greedy() {
         // Only the chosen id crosses from the device to the host.
         let data = logits.argmax(0).into_data_async().await.map_err(backend)?;

@@ -7,7 +7,7 @@
 //! ```no_run
 //! # fn main() -> captioner::Result<()> {
 //! use captioner::{Engine, ModelFiles, Request, Flow};
-//! let device = burn::tensor::Device::flex();
+//! let device = burn_tensor::Device::flex();
 //! let engine = Engine::load(ModelFiles::from_path("SmolVLM-256M-Instruct".as_ref())?, &device)?;
 //! let image = std::fs::read("photo.jpg").expect("readable image");
 //! let caption = engine.caption(&[&image], &Request::default(), &mut |_| Flow::Continue)?;

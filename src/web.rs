@@ -10,7 +10,7 @@ use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
 use crate::rows::{plan, Line, Outcome, Plan, Row, RowOptions};
 use crate::weights::Precision;
-use burn::tensor::Device;
+use burn_tensor::Device;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn_tensor::Device;
 use captioner::caption_run::DEFAULT_PROMPT_MANY;
 use captioner::jsonl::{self, FolderImages, Input, Output};
 use captioner::{

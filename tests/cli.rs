@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn_tensor::Device;
 use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions};
 use common::fixtures;
 use std::process::Command;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn_tensor::Device;
 use captioner::config::ModelConfig;
 use captioner::convert::{plan, Part, Planned};
 use captioner::files::gguf::GgufFile;

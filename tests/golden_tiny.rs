@@ -5,7 +5,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn_tensor::Device;
 use captioner::generate::{decode_loop, Flow, SamplingOptions};
 use captioner::preprocess::ProcessedImage;
 use captioner::{Engine, ImageLayout, ModelFiles};

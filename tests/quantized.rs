@@ -8,7 +8,7 @@
 
 mod common;
 
-use burn::tensor::{Device, Tensor};
+use burn_tensor::{Device, Tensor};
 use captioner::{
     Engine, Flow, ImageLayout, ModelFiles, Precision, QuantType, Request, SamplingOptions,
 };

@@ -5,7 +5,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn_tensor::Device;
 use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
 use common::*;
 

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
 use crate::weights::Precision;
-use burn::tensor::{Device, Int, Tensor};
+use burn_tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 

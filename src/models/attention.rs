@@ -14,10 +14,10 @@
 
 use super::bands;
 use super::linear::is_cpu;
-use burn::tensor::activation::softmax;
-use burn::tensor::module::attention as fused_attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn_tensor::activation::softmax;
+use burn_tensor::module::attention as fused_attention;
+use burn_tensor::ops::AttentionModuleOptions;
+use burn_tensor::{Device, Tensor, TensorData};
 
 /// Which keys each query sees.
 #[derive(Debug, Clone, Copy)]
@@ -204,8 +204,8 @@ fn heads_in_bands(
 #[cfg(test)]
 mod tests {
     use super::{attend, causal_mask, grouped, heads_in_bands, with_key_mask, CausalMask, Mask};
-    use burn::tensor::ops::AttentionModuleOptions;
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn_tensor::ops::AttentionModuleOptions;
+    use burn_tensor::{Device, Tensor, TensorData};
     use rand::{Rng, SeedableRng};
 
     fn random(shape: [usize; 4], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor<4> {

@@ -6,7 +6,7 @@
 //! one thread of several. There they are cut here into bands of rows (or of heads), each band
 //! computed by flex on one of the kernel's threads, and the results joined.
 
-use burn::tensor::Tensor;
+use burn_tensor::Tensor;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -55,7 +55,7 @@ pub fn in_bands<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::in_bands;
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn_tensor::{Device, Tensor, TensorData};
 
     /// A product cut into row bands is the product, whatever the thread count cuts it into
     /// (on this machine's helpers; in the browser, Web Workers run the same code).

@@ -8,7 +8,7 @@
 use super::bands;
 use crate::quant::BlockMatrix;
 use crate::weights::{HostTensor, Loader, StoredTensor};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_tensor::{Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 
 /// Inputs with at most this many rows go through the block kernel on the CPU; a longer input

@@ -7,8 +7,8 @@ use crate::models::attention::{attend, CausalMask, Mask};
 use crate::models::linear::{Embedding, Linear, Weight};
 use crate::models::nn::{RmsNorm, Rope};
 use crate::weights::Loader;
-use burn::tensor::activation::silu;
-use burn::tensor::Tensor;
+use burn_tensor::activation::silu;
+use burn_tensor::Tensor;
 
 #[derive(Debug)]
 pub struct SelfAttention {
@@ -173,7 +173,7 @@ struct RopeTables {
 #[derive(Debug)]
 pub struct Llama {
     embed_tokens: Embedding,
-    device: burn::tensor::Device,
+    device: burn_tensor::Device,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -216,7 +216,7 @@ impl Llama {
     }
 
     /// Where the weights live (and the activations run).
-    pub fn device(&self) -> &burn::tensor::Device {
+    pub fn device(&self) -> &burn_tensor::Device {
         &self.device
     }
 

@@ -17,10 +17,10 @@
 //! codes per word), then one f32 scale per block of 32 along each row.
 
 use crate::quant::{QuantType, BLOCK};
-use burn::backend::{BackendTensor, Cube, DispatchTensorKind};
-use burn::tensor::{DType, Tensor};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use burn_dispatch::{backends::Cube, BackendTensor, DispatchTensorKind};
+use burn_tensor::{DType, Tensor};
 use cubecl::prelude::{CubeCount, CubeDim};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -195,7 +195,7 @@ fn cube_quantized(w: &Tensor<2>) -> Option<CubeTensor> {
 mod tests {
     use super::*;
     use crate::quant::BlockMatrix;
-    use burn::tensor::{Device, DeviceKind, TensorData};
+    use burn_tensor::{Device, DeviceKind, TensorData};
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)

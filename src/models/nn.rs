@@ -3,8 +3,8 @@
 
 use super::linear::is_cpu;
 use crate::weights::Loader;
-use burn::tensor::activation::gelu_approximate;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn_tensor::activation::gelu_approximate;
+use burn_tensor::{Device, Tensor, TensorData};
 
 /// Llama's RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`.
 #[derive(Debug)]
@@ -143,8 +143,8 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::gelu_tanh;
-    use burn::tensor::activation::gelu_approximate;
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn_tensor::activation::gelu_approximate;
+    use burn_tensor::{Device, Tensor, TensorData};
 
     /// The CPU's one-pass gelu against burn's, written as PyTorch writes it, over values
     /// from -12 to 12 (past where tanh saturates) and the extremes.

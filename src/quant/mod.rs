@@ -17,8 +17,8 @@
 pub mod reference;
 
 use crate::error::{Error, Result};
-use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
-use burn::tensor::{DType, TensorData};
+use burn_tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn_tensor::{DType, TensorData};
 use half::{f16, slice::HalfFloatSliceExt};
 use std::fmt;
 use std::str::FromStr;
@@ -765,7 +765,7 @@ mod tests {
 
     #[test]
     fn burn_repacking_is_lossless() {
-        use burn::tensor::{Device, Tensor};
+        use burn_tensor::{Device, Tensor};
         for ty in [QuantType::Q8_0, QuantType::Q4_0] {
             let w = BlockMatrix::quantize(ty, 4, 64, &values(4 * 64, 4)).unwrap();
             let t = Tensor::<2>::from_data(w.to_burn(), &Device::flex());

@@ -19,7 +19,7 @@ pub use precision::{mixed_type, Precision};
 use crate::error::{Error, Result};
 pub use crate::files::Checkpoint;
 use crate::quant::BlockMatrix;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn_tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -73,7 +73,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-pub fn tensor_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+pub fn tensor_values<const D: usize>(t: burn_tensor::Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().expect("f32 tensor")
 }
 
@@ -110,12 +110,12 @@ pub fn caption_tokens(
 /// The wgpu device (Vulkan; lavapipe in CI) when `CAPTIONER_TEST_WGPU=1` (scripts/test.sh sets
 /// it), else `None` after saying the test is skipped: a machine without a Vulkan device cannot
 /// run these tests.
-pub fn wgpu_device() -> Option<burn::tensor::Device> {
+pub fn wgpu_device() -> Option<burn_tensor::Device> {
     if std::env::var("CAPTIONER_TEST_WGPU").as_deref() != Ok("1") {
         eprintln!("skipped: set CAPTIONER_TEST_WGPU=1 to run on the wgpu backend");
         return None;
     }
-    Some(burn::tensor::Device::wgpu(
-        burn::tensor::DeviceKind::DefaultDevice,
+    Some(burn_tensor::Device::wgpu(
+        burn_tensor::DeviceKind::DefaultDevice,
     ))
 }

@@ -1,7 +1,7 @@
 //! `captioner bench`: the stage-by-stage benchmark of `captioner::bench`, as JSON and a table.
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::{Device, DeviceKind};
+use burn_tensor::{Device, DeviceKind};
 use captioner::bench::{self, Options, Report, Shape};
 use captioner::{ModelFiles, Precision};
 use clap::Args;

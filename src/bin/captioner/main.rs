@@ -1,7 +1,7 @@
 //! `captioner`: the native command-line front end.
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::{Device, DeviceKind};
+use burn_tensor::{Device, DeviceKind};
 use captioner::jsonl::{self, FolderImages, Input, Output};
 use captioner::{
     CaptionRun, Engine, Flow, ModelFiles, Precision, Progress, Request, RowOptions, RowResult,

@@ -3,7 +3,7 @@
 
 use crate::models::linear::Linear;
 use crate::weights::Loader;
-use burn::tensor::Tensor;
+use burn_tensor::Tensor;
 
 #[derive(Debug)]
 pub struct Connector {

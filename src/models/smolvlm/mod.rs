@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::models::llama::{KvCache, Llama};
 use crate::preprocess::ProcessedImage;
 use crate::weights::Loader;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn_tensor::{Int, Tensor, TensorData};
 use connector::Connector;
 use vision::VisionTower;
 

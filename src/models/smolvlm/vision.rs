@@ -7,7 +7,7 @@ use crate::models::attention::{attend, Mask};
 use crate::models::linear::{Linear, Weight};
 use crate::models::nn::{gelu_tanh, LayerNorm};
 use crate::weights::Loader;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn_tensor::{Int, Tensor, TensorData};
 
 #[derive(Debug)]
 pub struct Embeddings {
