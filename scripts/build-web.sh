@@ -11,23 +11,11 @@ profile="${WASM_PROFILE:-release}"
 # wasm-bindgen's CLI must be exactly the version of the wasm-bindgen crate in Cargo.lock.
 want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
-installing=""
 if [ "$have" != "$want" ]; then
-  # In the background, beside the first build, which needs it only at its end. A tool, not our
-  # code: built without the lint wrapper test.sh may have set, in cargo's own temporary folder.
-  install_log="$CARGO_TARGET_DIR.wasm-bindgen-cli.log"
-  echo "build-web: installing wasm-bindgen-cli $want (a few minutes, once; log: $install_log)"
-  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u CARGO_TARGET_DIR \
-    cargo install wasm-bindgen-cli --version "$want" >"$install_log" 2>&1 &
-  installing=$!
+  echo "build-web: installing wasm-bindgen-cli $want (a few minutes, once)"
+  # (a tool, not our code: built without the lint wrapper test.sh may have set)
+  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install wasm-bindgen-cli --version "$want"
 fi
-# Waits for the install, if one is going, before the first use of wasm-bindgen.
-installed_cli() {
-  if [ -n "$installing" ]; then
-    wait "$installing" || { cat "$install_log"; return 1; }
-    installing=""
-  fi
-}
 
 # Its own target dirs, so the native and wasm builds never wait on each other's lock.
 wasm_target="$CARGO_TARGET_DIR-wasm"
@@ -38,7 +26,6 @@ dir=$([ "$profile" = release ] && echo release || echo debug)
 
 echo "== wasm32 build ($profile): WebGPU + CPU, one thread -> www/pkg"
 CARGO_TARGET_DIR="$wasm_target" cargo build "${flags[@]}" --features webgpu
-installed_cli
 wasm-bindgen --target web --no-typescript --out-dir www/pkg \
   "$wasm_target/wasm32-unknown-unknown/$dir/captioner.wasm"
 

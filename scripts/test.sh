@@ -17,27 +17,11 @@ cargo fmt --all -- --check
 # a second time per target. What that saves on a fresh clone is in the README.
 export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# The builds: the native one (tests, CLI) in the background beside the browser tests' engine,
-# both wasm32 builds (dev profile: dependencies are optimised anyway, see Cargo.toml) with
-# their wasm-bindgen glue in www/pkg/ and www/pkg-threads/. Each has its own target folder;
-# side by side they use the time one leaves a core idle, while rustc is on one large crate by
-# itself (README: how long a first run takes).
-echo "== builds, linted: native tests (log: $CARGO_TARGET_DIR.build.log) beside the wasm32 ones"
-mkdir -p "$(dirname "$CARGO_TARGET_DIR")"
-native_log="$CARGO_TARGET_DIR.build.log"
-cargo test --all-targets --no-run >"$native_log" 2>&1 &
-native=$!
-if ! WASM_PROFILE=dev scripts/build-web.sh; then
-  kill "$native" 2>/dev/null || true
-  exit 1
-fi
-echo "== native build"
-if ! wait "$native"; then
-  cat "$native_log"
-  exit 1
-fi
-grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' "$native_log" || true
-echo "== tests"
+# The browser tests' engine: both wasm32 builds (dev profile: dependencies are optimised anyway,
+# see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and www/pkg-threads/.
+echo "== wasm32 builds, linted"
+WASM_PROFILE=dev scripts/build-web.sh
+echo "== tests, built linted"
 # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
 export CAPTIONER_TEST_WGPU=1
 cargo test --all-targets -- --test-threads=1
