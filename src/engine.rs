@@ -341,6 +341,28 @@ impl Engine {
         sampling.max_new_tokens = sampling.max_new_tokens.min(context - ids.len());
         let sampling = &sampling;
         let (logits, mut cache) = self.prefill(ids, images)?;
+        let tokens = self
+            .decode(logits, &mut cache, &self.stop_tokens, sampling, on_text)
+            .await?;
+        let text = self.prompter.decode(&tokens)?.trim().to_string();
+        Ok(Generation {
+            text,
+            tokens,
+            prompt_tokens: ids.len(),
+        })
+    }
+
+    /// The decode loop as every caption and answer runs it, from a prefilled prompt's `logits`:
+    /// sampling, stop tokens (`stop`: the engine's own, or none for a fixed length) and the
+    /// text streamed to `on_text`. `captioner bench` times this very function.
+    pub async fn decode(
+        &self,
+        logits: Tensor<1>,
+        cache: &mut KvCache,
+        stop: &[u32],
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Vec<u32>> {
         // The tokenizer's own incremental decoder: each step costs one token's worth of work and
         // holds text back until a byte-level piece completes a character.
         let mut stream = self.prompter.tokenizer().decode_stream(true);
@@ -348,21 +370,15 @@ impl Engine {
             Ok(Some(piece)) => on_text(&piece),
             _ => Flow::Continue,
         };
-        let tokens = decode_loop(
+        decode_loop(
             self.text_model(),
             logits,
-            &mut cache,
-            &self.stop_tokens,
+            cache,
+            stop,
             sampling,
             &mut on_token,
         )
-        .await?;
-        let text = self.prompter.decode(&tokens)?.trim().to_string();
-        Ok(Generation {
-            text,
-            tokens,
-            prompt_tokens: ids.len(),
-        })
+        .await
     }
 
     /// Captions one or more images (all shown in one prompt, in order).

@@ -79,45 +79,102 @@ impl Sampler {
     }
 
     /// Chooses one token from a host copy of the logits.
+    ///
+    /// The candidates are walked from the most likely down, but only as far as the draw needs:
+    /// they are put in order a block at a time ([`Ranked`]) instead of sorting the whole
+    /// vocabulary for every token, which cost a 49k-entry sort per step (BENCHMARKS.md, "The
+    /// loop users run").
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         let o = &self.options;
-        if o.is_greedy() {
+        if o.is_greedy() || logits.len() < 2 {
             return argmax(logits);
         }
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        if o.top_k > 0 {
-            order.truncate(o.top_k.max(1));
-        }
-        let max = logits[order[0]] / o.temperature;
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| ((logits[i] / o.temperature - max) as f64).exp())
-            .collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if o.top_p < 1.0 {
-            // Keep the most likely tokens until their mass reaches top_p (at least one).
+        let mut ranked = Ranked::new(logits, o.top_k);
+        let max = logits[ranked.at(0)] / o.temperature;
+        let weight = |i: usize| ((logits[i] / o.temperature - max) as f64).exp();
+        let total: f64 = ranked.candidates.iter().map(|&i| weight(i)).sum();
+        let prob = |i: usize| weight(i) / total;
+        // Top-p keeps the most likely tokens until their mass reaches top_p (at least one).
+        let keep = if o.top_p < 1.0 {
             let mut mass = 0.0;
-            let keep = probs
-                .iter()
-                .position(|p| {
-                    mass += p;
-                    mass >= o.top_p as f64
-                })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
-            order.truncate(keep);
-        }
-        let total: f64 = probs.iter().sum();
-        let mut draw = self.rng.random::<f64>() * total;
-        for (p, &i) in probs.iter().zip(&order) {
-            draw -= p;
+            let mut n = 0;
+            while n < ranked.len() {
+                mass += prob(ranked.at(n));
+                n += 1;
+                if mass >= o.top_p as f64 {
+                    break;
+                }
+            }
+            n
+        } else {
+            ranked.len()
+        };
+        let kept_total: f64 = if keep < ranked.len() {
+            (0..keep).map(|n| prob(ranked.at(n))).sum()
+        } else {
+            // Summing every candidate needs no order.
+            ranked.candidates.iter().map(|&i| prob(i)).sum()
+        };
+        let mut draw = self.rng.random::<f64>() * kept_total;
+        for n in 0..keep {
+            let i = ranked.at(n);
+            draw -= prob(i);
             if draw < 0.0 {
                 return i as u32;
             }
         }
-        order[order.len() - 1] as u32
+        ranked.at(keep - 1) as u32
+    }
+}
+
+/// Token ids from the most likely down (ties: the lower id first), put in order only as far
+/// as they are asked for: a block is selected from the rest (`select_nth_unstable`, linear)
+/// and sorted, doubling each time.
+struct Ranked<'a> {
+    logits: &'a [f32],
+    /// The top-k candidates (all ids without top-k); `..sorted` is in order.
+    candidates: Vec<usize>,
+    sorted: usize,
+}
+
+impl<'a> Ranked<'a> {
+    fn new(logits: &'a [f32], top_k: usize) -> Self {
+        let mut ranked = Self {
+            logits,
+            candidates: (0..logits.len()).collect(),
+            sorted: 0,
+        };
+        if top_k > 0 && top_k < logits.len() {
+            let by_rank = ranked.by_rank();
+            ranked.candidates.select_nth_unstable_by(top_k - 1, by_rank);
+            ranked.candidates.truncate(top_k);
+        }
+        ranked
+    }
+
+    fn by_rank(&self) -> impl Fn(&usize, &usize) -> std::cmp::Ordering + 'a {
+        let logits = self.logits;
+        move |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b))
+    }
+
+    fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// The `n`-th most likely candidate.
+    fn at(&mut self, n: usize) -> usize {
+        if n >= self.sorted {
+            let want = (n + 1).max(2 * self.sorted).max(64).min(self.len());
+            let by_rank = self.by_rank();
+            let rest = &mut self.candidates[self.sorted..];
+            let k = want - self.sorted;
+            if k < rest.len() {
+                rest.select_nth_unstable_by(k - 1, &by_rank);
+            }
+            rest[..k].sort_unstable_by(&by_rank);
+            self.sorted = want;
+        }
+        self.candidates[n]
     }
 }
 
@@ -245,6 +302,86 @@ mod tests {
         let mut s = Sampler::new(opts(0.5, 1.0, 0, 11));
         let zeros = (0..n).filter(|_| s.pick(&logits) == 0).count() as f64 / n as f64;
         assert!((zeros - 0.9).abs() < 0.02, "{zeros}");
+    }
+
+    /// The sampler as a whole-vocabulary sort computes it (what `pick` did before it ranked
+    /// lazily): every candidate sorted, normalised over all of them, top-p cut, one draw.
+    fn pick_by_full_sort(o: &SamplingOptions, rng: &mut ChaCha8Rng, logits: &[f32]) -> u32 {
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if o.top_k > 0 {
+            order.truncate(o.top_k);
+        }
+        let max = logits[order[0]] / o.temperature;
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] / o.temperature - max) as f64).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if o.top_p < 1.0 {
+            let mut mass = 0.0;
+            let keep = probs
+                .iter()
+                .position(|p| {
+                    mass += p;
+                    mass >= o.top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+            order.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut draw = rng.random::<f64>() * total;
+        for (p, &i) in probs.iter().zip(&order) {
+            draw -= p;
+            if draw < 0.0 {
+                return i as u32;
+            }
+        }
+        order[order.len() - 1] as u32
+    }
+
+    /// Ranking only as far as the draw goes picks the tokens a full sort picks, draw for draw:
+    /// a vocabulary's size, peaked and flat logits, ties, top-k below and above the ranking's
+    /// first block, top-p from tiny to off.
+    #[test]
+    fn lazy_ranking_picks_what_a_full_sort_picks() {
+        let mut data = ChaCha8Rng::seed_from_u64(5);
+        for case in 0..12 {
+            let vocab = if case % 4 == 0 { 49_152 } else { 300 };
+            let spread = [0.5f32, 4.0, 12.0][case % 3];
+            let logits: Vec<f32> = (0..vocab)
+                .map(|_| {
+                    let x: f32 = data.random::<f32>() * spread;
+                    // Coarse values make ties.
+                    if case % 4 == 0 {
+                        (x * 4.0).round() / 4.0
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            for (temperature, top_p, top_k) in [
+                (0.7, 0.9, 0),
+                (1.0, 1.0, 0),
+                (0.3, 0.01, 0),
+                (1.5, 0.99, 0),
+                (0.7, 0.9, 40),
+                (1.0, 1.0, 200),
+            ] {
+                let o = opts(temperature, top_p, top_k, case as u64);
+                let mut sampler = Sampler::new(o.clone());
+                let mut reference = ChaCha8Rng::seed_from_u64(o.seed);
+                for draw in 0..10 {
+                    assert_eq!(
+                        sampler.pick(&logits),
+                        pick_by_full_sort(&o, &mut reference, &logits),
+                        "case {case}, {o:?}, draw {draw}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -291,6 +291,9 @@ struct BenchSettings {
     prefill_tokens: Option<usize>,
     contexts: Option<Vec<usize>>,
     decode_tokens: Option<usize>,
+    /// How decode picks tokens (0: greedy), as `captioner bench --temperature --top-p`.
+    temperature: Option<f32>,
+    top_p: Option<f32>,
     caption_tokens: Option<usize>,
     /// Pixels, or 0 for the processor's own setting (as `captioner bench --longest-edge 0`).
     longest_edge: Option<u32>,
@@ -323,6 +326,8 @@ pub async fn bench(
         prefill_tokens: settings.prefill_tokens.unwrap_or(d.prefill_tokens),
         contexts: settings.contexts.unwrap_or(d.contexts),
         decode_tokens: settings.decode_tokens.unwrap_or(d.decode_tokens),
+        temperature: settings.temperature.unwrap_or(d.temperature),
+        top_p: settings.top_p.unwrap_or(d.top_p),
         caption_tokens: settings.caption_tokens.unwrap_or(d.caption_tokens),
         longest_edge: settings
             .longest_edge

@@ -17,7 +17,7 @@ window.benchResult = new Promise((resolve) => (resolveResult = resolve));
 const numbers = (key) => params.get(key)?.split(',').map(Number);
 function settings() {
   const s = { runs: Number($('runs').value) };
-  const map = { warmup: 'warmup', prefill: 'prefillTokens', decode: 'decodeTokens', caption: 'captionTokens', edge: 'longestEdge' };
+  const map = { warmup: 'warmup', prefill: 'prefillTokens', decode: 'decodeTokens', caption: 'captionTokens', edge: 'longestEdge', temperature: 'temperature', top_p: 'topP' };
   for (const [param, key] of Object.entries(map)) if (params.has(param)) s[key] = Number(params.get(param));
   if (params.has('contexts')) s.contexts = numbers('contexts');
   if ($('synthetic').value) s.synthetic = $('synthetic').value;

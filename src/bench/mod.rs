@@ -36,6 +36,10 @@ pub struct Options {
     pub contexts: Vec<usize>,
     /// New tokens per decode measurement.
     pub decode_tokens: usize,
+    /// How decode picks its tokens (0: greedy); the defaults are a caption's,
+    /// `SamplingOptions::default()`.
+    pub temperature: f32,
+    pub top_p: f32,
     /// Longest new caption for the time to first caption.
     pub caption_tokens: usize,
     /// The image's longest edge after resizing (`None`: the processor's own setting); the
@@ -51,6 +55,8 @@ impl Default for Options {
             prefill_tokens: 128,
             contexts: vec![32, 256],
             decode_tokens: 32,
+            temperature: SamplingOptions::default().temperature,
+            top_p: SamplingOptions::default().top_p,
             caption_tokens: 32,
             longest_edge: Some(512),
         }
@@ -220,7 +226,7 @@ pub async fn run(
     for &context in &options.contexts {
         let mut rates = Vec::new();
         for _ in 0..repeat {
-            rates.push(decode_rate(&engine, context, options.decode_tokens).await?);
+            rates.push(decode_rate(&engine, context, options).await?);
             gpu.sample();
         }
         decode.push(Decode {
@@ -249,19 +255,28 @@ pub async fn run(
     })
 }
 
-/// Tokens per second of `tokens` greedy decode steps after a `context`-token prompt, each
-/// step as the real loop does it: one token in, its logits' argmax read back.
-async fn decode_rate(engine: &Engine, context: usize, tokens: usize) -> Result<f64> {
+/// Tokens per second of `options.decode_tokens` decode steps after a `context`-token prompt,
+/// through [`Engine::decode`], the loop captions run (sampling, streamed text, stop checks),
+/// with no stop token so that every run makes the same number of tokens. The prompt's logits
+/// are read before the clock starts (on a GPU the prefill is still running otherwise); the
+/// clock then covers `decode_tokens` steps and one more pick, the first token's.
+async fn decode_rate(engine: &Engine, context: usize, options: &Options) -> Result<f64> {
     let text = engine.text_model();
     let (logits, mut cache) =
         engine.prefill(&token_ids(context.max(1), text.config().vocab_size), &[])?;
-    let mut id = read_id(logits.argmax(0)).await?;
+    read_id(logits.clone().argmax(0)).await?;
+    let sampling = SamplingOptions {
+        max_new_tokens: options.decode_tokens + 1,
+        temperature: options.temperature,
+        top_p: options.top_p,
+        ..SamplingOptions::default()
+    };
     let t = Instant::now();
-    for _ in 0..tokens {
-        let hidden = text.forward_embeds(text.embed(&[id]), &mut cache);
-        id = read_id(text.last_logits(hidden).argmax(0)).await?;
-    }
-    Ok(tokens as f64 / (ms_since(t) / 1000.0))
+    let tokens = engine
+        .decode(logits, &mut cache, &[], &sampling, &mut |_| Flow::Continue)
+        .await?;
+    let elapsed = ms_since(t) / 1000.0;
+    Ok(tokens.len().saturating_sub(1) as f64 / elapsed)
 }
 
 /// A fixed, spread-out prompt of `n` ordinary token ids.

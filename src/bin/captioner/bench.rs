@@ -40,6 +40,11 @@ pub struct Bench {
     /// New tokens per decode measurement.
     #[arg(long, default_value_t = Options::default().decode_tokens)]
     decode_tokens: usize,
+    /// How decode picks its tokens, as a caption does (0: greedy).
+    #[arg(long, default_value_t = Options::default().temperature)]
+    temperature: f32,
+    #[arg(long, default_value_t = Options::default().top_p)]
+    top_p: f32,
     /// Longest first caption.
     #[arg(long, default_value_t = Options::default().caption_tokens)]
     caption_tokens: usize,
@@ -75,6 +80,8 @@ impl Bench {
             prefill_tokens: self.prefill_tokens,
             contexts,
             decode_tokens: self.decode_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
             caption_tokens: self.caption_tokens,
             longest_edge: Options::longest_edge_from(self.longest_edge),
         })
@@ -116,6 +123,12 @@ impl Bench {
         if self.no_gpu_matvec {
             args.push("--no-gpu-matvec".into());
         }
+        args.extend([
+            "--temperature".to_string(),
+            self.temperature.to_string(),
+            "--top-p".to_string(),
+            self.top_p.to_string(),
+        ]);
         if let Some(s) = &self.synthetic {
             args.extend(["--synthetic".to_string(), s.clone()]);
         }
