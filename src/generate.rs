@@ -91,9 +91,13 @@ impl Sampler {
         }
         let mut ranked = Ranked::new(logits, o.top_k);
         let max = logits[ranked.at(0)] / o.temperature;
-        let weight = |i: usize| ((logits[i] / o.temperature - max) as f64).exp();
-        let total: f64 = ranked.candidates.iter().map(|&i| weight(i)).sum();
-        let prob = |i: usize| weight(i) / total;
+        // Each exponential once: the top-p walk, the kept mass and the draw all read them.
+        let weights: Vec<f64> = logits
+            .iter()
+            .map(|&l| ((l / o.temperature - max) as f64).exp())
+            .collect();
+        let total: f64 = ranked.candidates.iter().map(|&i| weights[i]).sum();
+        let prob = |i: usize| weights[i] / total;
         // Top-p keeps the most likely tokens until their mass reaches top_p (at least one).
         let keep = if o.top_p < 1.0 {
             let mut mass = 0.0;
