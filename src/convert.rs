@@ -172,6 +172,16 @@ pub struct Pair {
     pub mmproj: Option<Vec<u8>>,
 }
 
+/// The pair's file names for model `stem` at `precision`, llama.cpp's way: `stem-Q8_0.gguf`
+/// and `mmproj-stem-Q8_0.gguf` (a loader finds the mmproj by that prefix).
+pub fn pair_names(stem: &str, precision: Precision) -> (String, String) {
+    let kind = precision.name().to_uppercase();
+    (
+        format!("{stem}-{kind}.gguf"),
+        format!("mmproj-{stem}-{kind}.gguf"),
+    )
+}
+
 /// Writes `files` (a Hugging Face folder with safetensors) as a GGUF pair at `precision`.
 pub fn write_pair(
     files: &ModelFiles,

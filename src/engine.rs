@@ -5,6 +5,7 @@ use crate::config::{processor_image_seq_len, GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
 use crate::files::{Checkpoint, ModelFiles};
 use crate::generate::{decode_loop, Flow, SamplingOptions};
+use crate::models::linear::is_cpu;
 use crate::models::llama::{KvCache, Llama};
 use crate::models::smolvlm::SmolVlm;
 use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
@@ -171,18 +172,22 @@ pub struct Engine {
     image_processor: Option<ImageProcessorConfig>,
     stop_tokens: Vec<u32>,
     config: ModelConfig,
+    precision: Precision,
 }
 
 impl Engine {
-    /// Builds the model on `device` from its files. Every inconsistency between config and
-    /// weights is reported before anything runs.
+    /// Builds the model on `device` from its files at the default precision (`auto`: as the
+    /// files have it on the CPU, float matrices packed as Q8_0 on a GPU). Every inconsistency
+    /// between config and weights is reported before anything runs.
     pub fn load(files: ModelFiles, device: &Device) -> Result<Self> {
         Self::load_with(files, device, Precision::Auto)
     }
 
-    /// Like [`Engine::load`], holding the matrices as `precision` says: a bf16 safetensors
-    /// folder can be quantized to Q8_0/Q4_0 as it loads, and a GGUF's blocks stay packed.
+    /// Like [`Engine::load`], holding the matrices as `precision` says (as it means on
+    /// `device`: [`Precision::on`]): a bf16 safetensors folder can be quantized to Q8_0/Q4_0 as
+    /// it loads, and a GGUF's blocks stay packed.
     pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
+        let precision = precision.on(!is_cpu(device));
         let config = ModelConfig::from_json(&files.config_json)?;
         let checkpoint =
             std::mem::replace(&mut files.checkpoint, Checkpoint::Safetensors(Vec::new()));
@@ -198,7 +203,23 @@ impl Engine {
             image_processor,
             stop_tokens,
             config,
+            precision,
         })
+    }
+
+    /// The precision the weights were loaded at, as it applies on this device (`auto` on a GPU
+    /// is [`Precision::Packed`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The bytes the GPU's allocator has handed out (weights, and any activations alive);
+    /// `None` on the CPU.
+    pub fn gpu_bytes_in_use(&self) -> Option<u64> {
+        if is_cpu(&self.device) {
+            return None;
+        }
+        self.device.memory_pool_usage().map(|u| u.bytes_in_use)
     }
 
     pub fn config(&self) -> &ModelConfig {

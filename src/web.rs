@@ -195,6 +195,20 @@ impl Captioner {
         self.device.clone()
     }
 
+    /// How the weights are held, as the device took the asked-for precision: `"auto (q8_0)"`
+    /// on WebGPU for `"auto"`, else the name asked for.
+    #[wasm_bindgen(getter)]
+    pub fn precision(&self) -> String {
+        self.engine.precision().name()
+    }
+
+    /// The bytes the GPU allocator holds for this model (weights and live activations), or
+    /// `undefined` on the CPU.
+    #[wasm_bindgen(getter, js_name = gpuBytes)]
+    pub fn gpu_bytes(&self) -> Option<f64> {
+        self.engine.gpu_bytes_in_use().map(|b| b as f64)
+    }
+
     /// Whether the model takes images (a VLM) or only text.
     #[wasm_bindgen(getter, js_name = acceptsImages)]
     pub fn accepts_images(&self) -> bool {
@@ -249,6 +263,34 @@ impl Captioner {
     pub fn cancel(&self) {
         self.cancel.set(true);
     }
+}
+
+/// A published model folder's files (`[[name, Uint8Array], ...]`, safetensors) as the GGUF pair
+/// `captioner quantize --type <precision> --name <stem>` writes, byte for byte:
+/// `[[stem-Q8_0.gguf, bytes], [mmproj-stem-Q8_0.gguf, bytes]]` (no mmproj for a text model).
+/// The page keeps this pack in its cache instead of the larger original.
+#[wasm_bindgen(js_name = quantizePack)]
+pub fn quantize_pack(files: Array, precision: String, stem: String) -> Result<Array, JsValue> {
+    let precision: Precision = precision.parse().map_err(js_error)?;
+    if matches!(precision, Precision::Auto | Precision::Packed) {
+        return Err(js_error(
+            "a pack needs a precision: f32, q8_0, q4_0 or mixed",
+        ));
+    }
+    let model = ModelFiles::from_named(named_files(files)?).map_err(js_error)?;
+    let pair = crate::convert::write_pair(&model, precision, false, &stem).map_err(js_error)?;
+    drop(model);
+    let (text_name, mmproj_name) = crate::convert::pair_names(&stem, precision);
+    let out = Array::new();
+    let entry = |name: String, bytes: Vec<u8>| {
+        let bytes = Uint8Array::from(bytes.as_slice());
+        Array::of2(&JsValue::from_str(&name), &bytes)
+    };
+    out.push(&entry(text_name, pair.text));
+    if let Some(mmproj) = pair.mmproj {
+        out.push(&entry(mmproj_name, mmproj));
+    }
+    Ok(out)
 }
 
 /// `[[name, Uint8Array], ...]` as names and bytes (the array is dropped as it is read).
@@ -333,24 +375,33 @@ pub async fn bench(
             .longest_edge
             .map_or(d.longest_edge, crate::bench::Options::longest_edge_from),
     };
-    let precision: Precision = precision.parse().map_err(js_error)?;
+    let precision = precision
+        .parse::<Precision>()
+        .map_err(js_error)?
+        .on(device == "webgpu");
     let image = match image {
         Some(bytes) => bytes.to_vec(),
         None => crate::bench::test_image(1024, 768).map_err(js_error)?,
     };
     let files = ModelFiles::from_named(named_files(files)?).map_err(js_error)?;
     let device_handle = burn_device(&device).await?;
-    let (name, files, load_as) = match &settings.synthetic {
+    let (name, files, precision) = match &settings.synthetic {
         Some(shape) => {
             let shape = crate::bench::Shape::published(shape)
                 .ok_or_else(|| js_error(format!("unknown synthetic shape '{shape}'")))?;
+            // Random weights have no form of their own: `auto` on the CPU builds them f32.
+            let precision = match precision {
+                Precision::Auto => Precision::F32,
+                p => p,
+            };
             let files =
                 crate::bench::synthetic_model(&shape, files, precision, 42).map_err(js_error)?;
-            (format!("synthetic {}", shape.name), files, Precision::Auto)
+            // Built at `precision`; loading at it keeps every matrix as built.
+            (format!("synthetic {}", shape.name), files, precision)
         }
         None => ("model".to_string(), files, precision),
     };
-    let mut report = crate::bench::run(&name, files, &device_handle, load_as, &image, &options)
+    let mut report = crate::bench::run(&name, files, &device_handle, precision, &image, &options)
         .await
         .map_err(js_error)?;
     report.precision = precision.name();

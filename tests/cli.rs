@@ -4,7 +4,7 @@ mod common;
 
 use burn_tensor::Device;
 use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions};
-use common::fixtures;
+use common::{fixtures, stored_values, wgpu_device};
 use std::process::Command;
 
 fn captioner() -> Command {
@@ -113,4 +113,51 @@ fn errors_exit_non_zero_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("image"), "{err}");
+}
+
+/// The bytes `--verbose` says the weights take on the GPU, for `generate` on tiny-b.
+fn device_weights(extra: &[&str]) -> u64 {
+    let out = captioner()
+        .args([
+            "generate",
+            "--device",
+            "gpu",
+            "--verbose",
+            "--temperature",
+            "0",
+        ])
+        .args(["--max-tokens", "2", "--prompt", "Hi"])
+        .args(extra)
+        .arg("--model")
+        .arg(fixtures().join("tiny-b"))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("device weights: "))
+        .unwrap_or_else(|| panic!("no device weights line in:\n{stderr}"));
+    line.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number of bytes")
+}
+
+#[test]
+fn verbose_says_the_device_weights_and_auto_packs_them() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    let f32_bytes = stored_values("tiny-b") * 4;
+    let dense = device_weights(&["--precision", "f32"]);
+    assert!(
+        dense >= f32_bytes - f32_bytes / 20 && dense <= f32_bytes + f32_bytes / 20,
+        "f32: {dense} bytes on the device for {f32_bytes} bytes of weights"
+    );
+    let auto = device_weights(&[]);
+    assert!(
+        auto * 3 < f32_bytes,
+        "auto: {auto} bytes on the device, f32 {f32_bytes}: not packed"
+    );
 }

@@ -2,7 +2,7 @@
 // Everything shown from files or captions goes through textContent, never HTML.
 
 import { Captioner, DEFAULT_MODEL_URL } from './captioner.js';
-import { listCached, remove as removeCached } from './model-store.js';
+import { listCached, remove as removeCached, storedFiles } from './model-store.js';
 import { fileFinder, isBlank, jsonlLines, lineText, looksLikeImage, looksLikeRows, normalisePath } from './picked-files.js';
 
 const $ = (id) => document.getElementById(id);
@@ -89,7 +89,17 @@ async function loadModel() {
       device: ui.device.value,
       precision: ui.precision.value,
       onProgress: (p) => {
-        if (p.phase === 'download') {
+        if (p.phase === 'plan') {
+          // Said before the first byte comes.
+          setStatus(
+            ui.modelStatus,
+            p.total != null
+              ? `Downloading ${formatBytes(p.total)} of model weights…`
+              : 'Downloading the model weights (the server does not say how big)…',
+          );
+        } else if (p.phase === 'packing') {
+          setStatus(ui.modelStatus, `Packing the weights as ${p.type} for this browser’s storage…`);
+        } else if (p.phase === 'download') {
           if (p.total) {
             ui.modelProgress.max = p.total;
             ui.modelProgress.value = p.loaded;
@@ -109,6 +119,7 @@ async function loadModel() {
       ui.modelStatus,
       `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : `the CPU (${c.threads} thread${c.threads === 1 ? '' : 's'})`}` +
         `${c.precision !== 'auto' ? `, weights ${c.precision}` : ''}` +
+        `${c.gpuBytes != null ? `, ${formatBytes(c.gpuBytes)} of GPU memory` : ''}` +
         `${c.fromCache ? ' (from this browser’s storage, no download)' : ''}.` +
         (c.deviceNote ? ` ${sentence(c.deviceNote)}` : '') +
         (c.threadNote ? ` ${sentence(c.threadNote)}` : ''),
@@ -129,16 +140,19 @@ async function showCached() {
   for (const m of await listCached()) {
     const li = document.createElement('li');
     const text = document.createElement('span');
-    text.textContent = `${m.url} — ${formatBytes(m.bytes)} `;
+    const pack = m.form !== 'original';
+    text.textContent = `${m.url} — ${formatBytes(m.bytes)}${pack ? `, ${m.form} pack` : ''} `;
     const del = document.createElement('button');
     del.type = 'button';
     del.textContent = 'Delete';
-    del.setAttribute('aria-label', `Delete the stored model ${m.url}`);
+    del.setAttribute('aria-label', `Delete the stored model ${m.url}${pack ? ` (${m.form} pack)` : ''}`);
     del.addEventListener('click', async () => {
-      await removeCached(m.url);
+      await removeCached(m.key);
       showCached();
     });
-    li.append(text, del);
+    li.append(text);
+    if (pack) li.append(...saveButtons(m));
+    li.append(del);
     ui.cached.append(li);
   }
   if (!ui.cached.children.length) {
@@ -146,6 +160,30 @@ async function showCached() {
     li.textContent = 'None yet.';
     ui.cached.append(li);
   }
+}
+
+/**
+ * Buttons that save a stored pack's files (the GGUF pair `captioner quantize` writes) to disk,
+ * one a file (a browser asks before letting one click download several), to host them for
+ * others or to load with `captioner --model`.
+ */
+function saveButtons(m) {
+  return m.files.map((name) => {
+    const save = document.createElement('button');
+    save.type = 'button';
+    save.textContent = `Save ${name}`;
+    save.dataset.testid = 'save-pack-file';
+    save.addEventListener('click', async () => {
+      const file = (await storedFiles(m.key))?.find((f) => f.name === name);
+      if (!file) return showCached();
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(new Blob([file.bytes], { type: 'application/octet-stream' }));
+      a.download = name;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+    });
+    return save;
+  });
 }
 
 // ---- inputs ----

@@ -3,7 +3,7 @@
 export declare const DEFAULT_MODEL_URL: string;
 
 export interface LoadProgress {
-  phase: 'download' | 'cached' | 'building';
+  phase: 'plan' | 'download' | 'packing' | 'cached' | 'building';
   file?: string;
   loaded?: number;
   total?: number | null;
@@ -96,8 +96,15 @@ export declare class Captioner {
   readonly threads: number | null;
   /** Why the CPU runs on one thread, when it does ('' otherwise). */
   readonly threadNote: string;
-  readonly precision: 'auto' | 'f32' | 'q8_0' | 'q4_0' | 'mixed';
+  /** How the weights are held: the precision asked for, where `'auto'` on WebGPU reads
+   * `'auto (q8_0)'`. */
+  readonly precision: string;
   readonly fromCache: boolean;
+  /** The files loaded: `'original'` (the model's own) or the quantized pack the browser keeps
+   * (`'q8_0'`). */
+  readonly form: string | null;
+  /** GPU memory the model holds after loading, in bytes; null on the CPU. */
+  readonly gpuBytes: number | null;
   caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
   /** Answers a text prompt with the model's text part alone (no image). */
   chat(prompt: string, options?: Omit<CaptionOptions, 'prompt' | 'longestEdge'>): Promise<string>;

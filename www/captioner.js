@@ -24,6 +24,12 @@ export class Captioner {
   deviceNote = '';
   /** Whether the model came from the browser's cache (no download). */
   fromCache = false;
+  /** How the weights are held, e.g. `'auto (q8_0)'` (auto on WebGPU) or `'f32'`. */
+  precision = null;
+  /** The files loaded: `'original'` (the model's own) or a quantized pack's type (`'q8_0'`). */
+  form = null;
+  /** GPU memory the model holds after loading, in bytes (null on the CPU). */
+  gpuBytes = null;
 
   constructor(worker) {
     this.#worker = worker;
@@ -39,9 +45,12 @@ export class Captioner {
    * Loads a model: `modelUrl` (a model folder's base URL; default SmolVLM-256M-Instruct on the
    * Hugging Face hub) or `files` (the folder's files, picked by the user). `device` is
    * `'webgpu'`, `'cpu'` or `'auto'` (WebGPU on a GPU; the CPU where WebGPU is missing or has
-   * only a software adapter). `precision` is how the weights are held: `'auto'` (as the files
-   * have them), `'f32'`, `'q8_0'`, `'q4_0'` or `'mixed'`; a safetensors folder is quantized as
-   * it loads. `onProgress({phase, loaded, total, bytesPerSecond, file})` reports the download.
+   * only a software adapter). `precision` is how the weights are held: `'auto'` (on WebGPU
+   * Q8_0, and a model folder from a URL is kept in the browser's cache as its Q8_0 GGUF pack;
+   * on the CPU as the files have them), `'f32'`, `'q8_0'`, `'q4_0'` or `'mixed'`; a
+   * safetensors folder is quantized as it loads. `onProgress({phase, loaded, total,
+   * bytesPerSecond, file})` reports the download: `phase: 'plan'` first, with its `total`
+   * bytes where the server says, then `'download'`, `'packing'`, `'building'`.
    */
   static async load({ modelUrl, files, device = 'auto', precision = 'auto', onProgress } = {}) {
     const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };
@@ -59,6 +68,8 @@ export class Captioner {
       captioner.threadNote = info.threadNote;
       captioner.fromCache = info.fromCache;
       captioner.precision = info.precision;
+      captioner.form = info.form;
+      captioner.gpuBytes = info.gpuBytes;
     } catch (e) {
       worker.terminate();
       throw e;

@@ -7,6 +7,9 @@ export const DEFAULT_MODEL_URL =
 const CACHE = 'captioner-models-v1';
 // A key of our own next to the files (never fetched): which files the folder had.
 const MANIFEST = '.captioner-manifest.json';
+// A model folder's quantized pack is kept under the folder's key plus this and its type
+// (`…/SmolVLM-256M-Instruct/.captioner-pack-q8_0/`), never fetched either.
+const PACK = '.captioner-pack-';
 const REQUIRED = ['config.json', 'tokenizer.json'];
 const OPTIONAL = [
   'tokenizer_config.json',
@@ -25,20 +28,52 @@ function folder(url) {
 }
 
 /**
- * `[{name, bytes}]` of the model at `url`, from the cache when it holds all of them. `url` is a
- * model folder, or a `.gguf` file: a text model, with its vision part when the same folder has
- * `mmproj-<name>` next to it (llama.cpp's naming).
+ * `{files, fromCache, form}`: `files` `[{name, bytes}]` of the model at `url`, from the cache
+ * when it holds all of them. `url` is a model folder, or a `.gguf` file: a text model, with
+ * its vision part when the same folder has `mmproj-<name>` next to it (llama.cpp's naming).
+ *
+ * `pack: {type, make(files, stem)}` asks for a safetensors folder as a quantized GGUF pack
+ * (`make` writes it): the pack is what the cache keeps, so a later visit reads it and nothing
+ * else. Without `pack`, only the folder's own files will do: a pack stored for WebGPU is not
+ * what the CPU's `auto` means (the files as they are), and the same settings give the same
+ * captions whatever the cache holds. `form` says what came: `'original'` or the pack's type.
  */
-export async function fromUrl(url, onProgress = () => {}) {
+export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) {
   // The cache keeps a model under a folder-like key; a .gguf file's key is its URL plus '/'.
   const key = folder(url);
   const cache = await openCache();
-  const cached = cache && (await fromCache(cache, key));
+  const ggufName = key.endsWith('.gguf/') ? key.slice(0, -1).split('/').pop() : null;
+  const packKey = pack && !ggufName ? `${key}${PACK}${pack.type}/` : null;
+  // Asked for a pack, only the pack will do (the folder's own files, stored by an earlier
+  // visit, are made into one without a download).
+  const cached = cache && (await fromCache(cache, packKey ?? key));
   if (cached) {
     onProgress({ phase: 'cached', loaded: total(cached), total: total(cached) });
-    return { files: cached, fromCache: true };
+    return { files: cached, fromCache: true, form: formOf(packKey ?? key) };
   }
-  const ggufName = key.endsWith('.gguf/') ? key.slice(0, -1).split('/').pop() : null;
+  const original = packKey && cache ? await fromCache(cache, key) : null;
+  const files = original ?? (await downloadModel(key, ggufName, onProgress));
+  if (packKey) {
+    onProgress({ phase: 'packing', type: pack.type });
+    let packed = null;
+    try {
+      packed = await pack.make(files, stemOf(key));
+    } catch (e) {
+      // Not a folder a pack can be made of: the model still loads from its own files.
+      console.warn(`no ${pack.type} pack for ${url} (${e?.message ?? e}); keeping its files`);
+    }
+    if (packed) {
+      const stored = cache ? await store(cache, packKey, packed, { source: key, form: pack.type }) : false;
+      return { files: packed, fromCache: original != null, stored, form: pack.type };
+    }
+  }
+  let stored = original != null;
+  if (cache && !original) stored = await store(cache, key, files, { source: key, form: 'original' });
+  return { files, fromCache: original != null, stored, form: 'original' };
+}
+
+/** The files of the model at folder `key` (a .gguf file's, `ggufName`), from the network. */
+async function downloadModel(key, ggufName, onProgress) {
   const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
   const files = [];
   let weights;
@@ -59,6 +94,10 @@ export async function fromUrl(url, onProgress = () => {}) {
       weights = [...shards].map((name) => [name, true]);
     }
   }
+  // The size of the whole download, said before its first byte (null where a server hides it).
+  const sizes = await Promise.all(weights.map(([name]) => sizeOf(base + name)));
+  const planned = sizes.every((n) => n != null) ? sizes.reduce((a, b) => a + b, 0) : null;
+  onProgress({ phase: 'plan', total: planned, files: weights.length });
   const started = performance.now();
   let done = 0;
   for (const [name, required] of weights) {
@@ -67,7 +106,7 @@ export async function fromUrl(url, onProgress = () => {}) {
         phase: 'download',
         file: name,
         loaded: done + loaded,
-        total: size ? done + size : null,
+        total: planned ?? (size ? done + size : null),
         bytesPerSecond: ((done + loaded) * 1000) / Math.max(1, performance.now() - started),
       }),
     );
@@ -75,9 +114,29 @@ export async function fromUrl(url, onProgress = () => {}) {
     done += bytes.byteLength;
     files.push({ name, bytes });
   }
-  let stored = false;
-  if (cache) stored = await store(cache, key, files);
-  return { files, fromCache: false, stored };
+  return files;
+}
+
+/** A folder key's last part: the model's name, as `captioner quantize` names its pack. */
+function stemOf(key) {
+  return key.slice(0, -1).split('/').pop() || 'model';
+}
+
+function formOf(key) {
+  const at = key.lastIndexOf(PACK);
+  return at < 0 ? 'original' : key.slice(at + PACK.length, -1);
+}
+
+/** A file's size from a HEAD request: 0 for none there (an optional file), null if unknown. */
+async function sizeOf(url) {
+  try {
+    const response = await fetch(url, { method: 'HEAD', credentials: 'omit' });
+    if (response.status === 404) return 0;
+    const size = Number(response.headers.get('content-length'));
+    return response.ok && size > 0 && !response.headers.get('content-encoding') ? size : null;
+  } catch {
+    return null;
+  }
 }
 
 /** `[{name, bytes}]` from picked files (a folder's relative paths are kept as names). */
@@ -165,12 +224,12 @@ async function fromCache(cache, base) {
   return files;
 }
 
-async function store(cache, base, files) {
+async function store(cache, base, files, about) {
   try {
     for (const { name, bytes } of files) {
       await cache.put(base + name, new Response(bytes));
     }
-    const manifest = { files: files.map((f) => f.name), bytes: total(files), saved: Date.now() };
+    const manifest = { files: files.map((f) => f.name), bytes: total(files), saved: Date.now(), ...about };
     await cache.put(base + MANIFEST, new Response(JSON.stringify(manifest)));
     return true;
   } catch (e) {
@@ -185,7 +244,10 @@ function total(files) {
   return files.reduce((n, f) => n + f.bytes.byteLength, 0);
 }
 
-/** Models in the browser's cache: `[{url, bytes, files, saved}]`. */
+/**
+ * Models in the browser's cache: `[{key, url, form, bytes, files, saved}]`, `url` the model's
+ * address and `form` `'original'` or a pack's type.
+ */
 export async function listCached() {
   const cache = await openCache();
   if (!cache) return [];
@@ -193,17 +255,28 @@ export async function listCached() {
   for (const request of await cache.keys()) {
     if (!request.url.endsWith(MANIFEST)) continue;
     const manifest = await (await cache.match(request)).json();
-    out.push({ url: request.url.slice(0, -MANIFEST.length), ...manifest });
+    const key = request.url.slice(0, -MANIFEST.length);
+    out.push({ key, url: manifest.source ?? key, form: formOf(key), ...manifest });
   }
   return out;
 }
 
-/** Deletes a cached model folder. */
-export async function remove(url) {
+/** Deletes a stored model: a folder's own files, or one of its packs (`key` from `listCached`). */
+export async function remove(key) {
   const cache = await openCache();
   if (!cache) return;
-  const base = folder(url);
+  const base = folder(key);
+  // A folder's own files, or one pack: the folder's packs live under its key and stay.
+  const other = base.includes(PACK) ? null : base + PACK;
   for (const request of await cache.keys()) {
-    if (request.url.startsWith(base)) await cache.delete(request);
+    if (request.url.startsWith(base) && !(other && request.url.startsWith(other))) {
+      await cache.delete(request);
+    }
   }
+}
+
+/** The files stored under `key` (from `listCached`), `[{name, bytes}]`, or null. */
+export async function storedFiles(key) {
+  const cache = await openCache();
+  return cache ? fromCache(cache, folder(key)) : null;
 }

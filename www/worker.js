@@ -42,17 +42,32 @@ self.onmessage = async ({ data: msg }) => {
   }
 };
 
-async function load({ id, source, device, precision }) {
+/**
+ * The pack a model folder is kept as in the browser's cache, for `precision` on `device`, or
+ * null to keep its own files: `auto` on WebGPU holds the weights as Q8_0 anyway (the engine's
+ * default there), so the cache keeps the Q8_0 pack, a quarter of f32 and half of bf16.
+ */
+function packFor(precision, device) {
+  return precision === 'auto' && device === 'webgpu' ? 'q8_0' : null;
+}
+
+async function load({ id, source, device, precision = 'auto' }) {
   const progress = (p) => post({ type: 'progress', id, progress: p });
+  const chosen = await pickDevice(device ?? 'auto');
+  const build = await loadEngine({ cpu: chosen.device === 'cpu' });
   let files;
   let fromCache = false;
+  let form = 'original';
   if (source.url) {
-    ({ files, fromCache } = await fromUrl(source.url, progress));
+    const type = packFor(precision, chosen.device);
+    const make = async (original, stem) =>
+      build.pkg
+        .quantizePack(original.map((f) => [f.name, f.bytes]), type, stem)
+        .map(([name, bytes]) => ({ name, bytes }));
+    ({ files, fromCache, form } = await fromUrl(source.url, progress, { pack: type && { type, make } }));
   } else {
     files = await fromFiles(source.files);
   }
-  const chosen = await pickDevice(device ?? 'auto');
-  const build = await loadEngine({ cpu: chosen.device === 'cpu' });
   progress({ phase: 'building' });
   engine?.free();
   engine = null;
@@ -60,8 +75,9 @@ async function load({ id, source, device, precision }) {
   engine = await pkg.Captioner.load(
     files.map((f) => [f.name, f.bytes]),
     chosen.device,
-    precision ?? 'auto',
+    precision,
   );
+  files = null;
   post({
     type: 'result',
     id,
@@ -72,8 +88,11 @@ async function load({ id, source, device, precision }) {
       threads: chosen.device === 'cpu' ? build.threads : null,
       threadNote: chosen.device === 'cpu' ? build.note : '',
       fromCache,
+      // What the files were: the model's own, or the quantized pack the cache keeps.
+      form,
       acceptsImages: engine.acceptsImages,
-      precision: precision ?? 'auto',
+      precision: engine.precision,
+      gpuBytes: engine.gpuBytes ?? null,
     },
   });
 }

@@ -217,6 +217,9 @@ impl Linear {
 #[allow(clippy::large_enum_variant)]
 pub enum Embedding {
     Dense(Tensor<2>),
+    /// The tied LM head's own f32 tensor, `[dim, vocab]`: a token's row is a column of it, so
+    /// the table is not held a second time.
+    Columns(Tensor<2>),
     /// f32 rows in host memory, copied on lookup: a table too large for one GPU binding.
     Host(Arc<HostTensor>),
     /// Packed rows, dequantized on lookup (host memory, on every backend).
@@ -224,8 +227,15 @@ pub enum Embedding {
 }
 
 impl Embedding {
-    /// The table `name`, `[vocab, dim]`, and the LM head that shares it (for a tied head).
-    pub fn load(l: &mut Loader, name: &str, vocab: usize, dim: usize) -> (Self, Weight) {
+    /// The table `name`, `[vocab, dim]`, and, when the LM head is `tied` to it, that head:
+    /// one copy of the weights serves both wherever the head's form allows it.
+    pub fn load(
+        l: &mut Loader,
+        name: &str,
+        vocab: usize,
+        dim: usize,
+        tied: bool,
+    ) -> (Self, Option<Weight>) {
         let device = l.device().clone();
         match l.matrix(name, vocab, dim) {
             StoredTensor::Blocks(b) => {
@@ -233,19 +243,29 @@ impl Embedding {
                 // its own so the file it was read from can be freed.
                 let b = if is_cpu(&device) { b } else { b.into_owned() };
                 let b = Arc::new(b);
-                let head = Weight::packed_shared(b.clone(), &device);
+                let head = tied.then(|| Weight::packed_shared(b.clone(), &device));
                 (Embedding::Blocks(b), head)
             }
             other => {
                 let host = other.into_host();
-                let head = Weight::dense(host.clone(), &device);
-                let too_big = host.data.len() * 4 > MAX_BINDING_BYTES;
-                let table = if too_big && !is_cpu(&device) {
-                    Embedding::Host(Arc::new(host))
-                } else {
-                    Embedding::Dense(host.to_device(&device))
-                };
-                (table, head)
+                let too_big = host.data.len() * 4 > MAX_BINDING_BYTES && !is_cpu(&device);
+                match (tied, too_big) {
+                    (false, false) => (Embedding::Dense(host.to_device(&device)), None),
+                    (false, true) => (Embedding::Host(Arc::new(host)), None),
+                    // The head is split over bindings; the rows stay on the host.
+                    (true, true) => {
+                        let head = Weight::dense(host.clone(), &device);
+                        (Embedding::Host(Arc::new(host)), Some(head))
+                    }
+                    // One binding holds it: the head's `[dim, vocab]` tensor is the table too.
+                    (true, false) => {
+                        let head = host.transposed().to_device(&device);
+                        (
+                            Embedding::Columns(head.clone()),
+                            Some(Weight::Dense(vec![head])),
+                        )
+                    }
+                }
             }
         }
     }
@@ -254,11 +274,8 @@ impl Embedding {
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
         let len = ids.len();
         match self {
-            Embedding::Dense(table) => {
-                let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [len]), device);
-                table.clone().select(0, ids)
-            }
+            Embedding::Dense(table) => table.clone().select(0, id_tensor(ids, device)),
+            Embedding::Columns(head) => head.clone().select(1, id_tensor(ids, device)).transpose(),
             Embedding::Host(table) => {
                 let dim = table.shape[1];
                 let mut rows = Vec::with_capacity(len * dim);
@@ -279,6 +296,12 @@ impl Embedding {
             }
         }
     }
+}
+
+fn id_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
+    let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let len = ids.len();
+    Tensor::from_data(TensorData::new(ids, [len]), device)
 }
 
 #[cfg(test)]

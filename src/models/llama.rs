@@ -189,14 +189,16 @@ impl Llama {
             &format!("{prefix}.embed_tokens.weight"),
             c.vocab_size,
             c.hidden_size,
+            c.tie_word_embeddings,
         );
-        let head = if c.tie_word_embeddings {
-            // A tied checkpoint may still carry a copy of the head; the embeddings win, as in
-            // transformers.
-            l.ignore(&format!("{lm_head}.weight"));
-            tied_head
-        } else {
-            Weight::load(l, &format!("{lm_head}.weight"), c.vocab_size, c.hidden_size)
+        let head = match tied_head {
+            Some(head) => {
+                // A tied checkpoint may still carry a copy of the head; the embeddings win, as
+                // in transformers.
+                l.ignore(&format!("{lm_head}.weight"));
+                head
+            }
+            None => Weight::load(l, &format!("{lm_head}.weight"), c.vocab_size, c.hidden_size),
         };
         Self {
             embed_tokens,

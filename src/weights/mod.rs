@@ -101,7 +101,7 @@ impl WeightSet {
         let mut set = WeightSet::new();
         match checkpoint {
             Checkpoint::Safetensors(buffers) => {
-                let quantizing = matches!(precision, Precision::Uniform(_) | Precision::Mixed);
+                let quantizing = precision.quantizes_floats();
                 for b in buffers {
                     if quantizing {
                         set.read_safetensors_shared(Arc::new(b))?;

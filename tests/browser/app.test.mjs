@@ -23,6 +23,19 @@ function nativeOutput(extra = [], model = join(fixtures, 'tiny-b')) {
   return nativeCaptions({ input: example, out, maxTokens: MAX_TOKENS, model, extra }).toString('utf8');
 }
 
+let pack = null;
+/**
+ * The Q8_0 pair `captioner quantize` writes of tiny-b: what the page keeps in its cache, and
+ * runs, for `auto` on WebGPU. The native program on it (`--device gpu`) is the reference there.
+ */
+function q8Pack() {
+  if (!pack) {
+    pack = join(suite.scratch, 'pack-q8_0');
+    captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pack, '--type', 'q8_0'], { stdio: 'ignore' });
+  }
+  return pack;
+}
+
 function assertLocal(requests) {
   assert.ok(requests.length > 0);
   for (const url of requests) assert.ok(suite.isLocal(url), `request to ${url}`);
@@ -34,7 +47,7 @@ function assertLocal(requests) {
  * photo_640x480.jpg). Resolves to the page's result, the page and its requests.
  */
 async function embedMatches(query, native, label = query) {
-  const { page, requests } = await openPage(`/examples/embed.html?${query}`);
+  const { page, requests, downloads } = await openPage(`/examples/embed.html?${query}`);
   await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
   await page.getByTestId('go').click();
   const out = await waitForText(page, 'output', /^(done|failed)/);
@@ -42,14 +55,20 @@ async function embedMatches(query, native, label = query) {
   const result = JSON.parse(await page.getByTestId('result').textContent());
   assert.equal(result.caption, native[1].caption, label);
   assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption], label);
-  return { result, page, requests };
+  return { result, page, requests, downloads };
 }
 
-test('the page captions a JSONL with images like the native program, and the model comes from the cache the second time', async () => {
-  const native = rowsOf(nativeOutput());
+test('the page captions a JSONL with images like the native program, keeps the model as its q8_0 pack, and reads that from the cache the second time', async () => {
+  // `auto` on WebGPU holds the weights as Q8_0, and the page keeps the folder as the pack
+  // `captioner quantize --type q8_0` writes: the native program on that pack is the reference.
+  const pack = q8Pack();
+  const packFiles = readdirSync(pack).filter((n) => n.endsWith('.gguf')).sort();
+  assert.deepEqual(packFiles, ['mmproj-tiny-b-Q8_0.gguf', 'tiny-b-Q8_0.gguf']);
+  const native = rowsOf(nativeOutput(['--device', 'gpu'], pack));
   const { page, requests, errors } = await openPage('/?model=/fixtures/tiny-b/&device=webgpu');
   const status = await waitForText(page, 'model-status', /Model ready|could not/);
-  assert.match(status, /Model ready on WebGPU/, status);
+  // Packed on the GPU, and the GPU memory it takes is said.
+  assert.match(status, /Model ready on WebGPU, weights auto \(q8_0\), [\d.]+ MB of GPU memory/, status);
 
   await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await page.getByTestId('temperature').fill('0');
@@ -83,12 +102,18 @@ test('the page captions a JSONL with images like the native program, and the mod
   assert.ok(requests.some((u) => isModel(u) && u.endsWith('/model.safetensors')));
   await page.close();
 
-  // Reload: the model comes from the browser's cache, with no model request at all.
-  const again = await openPage('/?model=/fixtures/tiny-b/');
+  // Reload, the same settings: the model (its pack) comes from the browser's cache, with no
+  // model request at all.
+  const again = await openPage('/?model=/fixtures/tiny-b/&device=webgpu');
   const status2 = await waitForText(again.page, 'model-status', /Model ready|could not/);
   assert.match(status2, /no download/, status2);
   const modelRequests = again.requests.filter(isModel);
   assert.deepEqual(modelRequests, []);
+  // What the cache holds is the pack, not the bf16 original.
+  const stored = await again.page.evaluate(async () =>
+    (await (await caches.open('captioner-models-v1')).keys()).map((r) => r.url));
+  assert.ok(!stored.some((u) => u.endsWith('/model.safetensors')), stored.join('\n'));
+  assert.deepEqual(stored.filter((u) => u.endsWith('.gguf')).map((u) => u.split('/').pop()).sort(), packFiles);
   // The same inputs and settings again: the finished rows are restored without a run.
   await again.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await again.page.getByTestId('temperature').fill('0');
@@ -99,8 +124,20 @@ test('the page captions a JSONL with images like the native program, and the mod
 
   // The stored model is listed with its size, and Delete removes it from the browser.
   const listed = await waitForText(again.page, 'cached', /fixtures\/tiny-b\//);
-  assert.match(listed, /\/fixtures\/tiny-b\/ — [\d.]+ MB/, listed);
+  assert.match(listed, /\/fixtures\/tiny-b\/ — [\d.]+ MB, q8_0 pack/, listed);
   await again.page.getByText('Models stored in this browser').click();
+  // Save writes the pack to disk: the very files `captioner quantize` wrote.
+  const buttons = again.page.getByTestId('save-pack-file');
+  assert.equal(await buttons.count(), packFiles.length);
+  const saved = [];
+  for (let i = 0; i < packFiles.length; i++) {
+    const [d] = await Promise.all([again.page.waitForEvent('download'), buttons.nth(i).click()]);
+    saved.push(d);
+  }
+  assert.deepEqual(saved.map((d) => d.suggestedFilename()).sort(), packFiles);
+  for (const d of saved) {
+    assert.ok(readFileSync(await d.path()).equals(readFileSync(join(pack, d.suggestedFilename()))), d.suggestedFilename());
+  }
   await again.page.getByRole('button', { name: /Delete the stored model .*tiny-b/ }).click();
   await waitForText(again.page, 'cached', /None yet/);
   const left = await again.page.evaluate(async () => (await (await caches.open('captioner-models-v1')).keys()).length);
@@ -136,9 +173,9 @@ test('a GGUF pair written by captioner quantize loads from its URL and captions 
   captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pair, '--type', 'q4_0', '--name', 'tiny'],
     { stdio: 'ignore' });
   const native = rowsOf(nativeOutput(['--device', 'gpu'], pair));
-  const { page, requests } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf&device=webgpu', native);
-  // The text model and its mmproj, found by llama.cpp's naming, and nothing else.
-  const model = requests
+  const { page, downloads } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf&device=webgpu', native);
+  // The text model and its mmproj, found by llama.cpp's naming, each read once, and nothing else.
+  const model = downloads
     .map((u) => new URL(u).pathname)
     .filter((path) => path.startsWith('/scratch/pair/'))
     .map((path) => path.split('/').pop());
@@ -202,7 +239,8 @@ test('without WebGPU the page says so and runs on the CPU; a wrong model URL say
 });
 
 test('cancel pauses after the current row, and Run goes on to the same file', async () => {
-  const native = rowsOf(nativeOutput());
+  const nativeText = nativeOutput(['--device', 'gpu'], q8Pack());
+  const native = rowsOf(nativeText);
   // On WebGPU: SwiftShader is slow enough that the run is still going when Cancel is clicked
   // (on the CPU path the 12 rows can finish first).
   const { page } = await openPage('/?model=/fixtures/tiny-b/&device=webgpu');
@@ -235,7 +273,7 @@ test('cancel pauses after the current row, and Run goes on to the same file', as
   // A caption edited by hand goes into the file; the row's other fields stay byte for byte.
   await page.getByTestId('row').first().getByTestId('caption').fill('Edited by hand ✓');
   const first = (await downloadOf(page)).toString('utf8').split('\n')[0];
-  const nativeFirst = nativeOutput().split('\n')[0];
+  const nativeFirst = nativeText.split('\n')[0];
   assert.equal(first, nativeFirst.replace(JSON.stringify(native[0].caption), JSON.stringify('Edited by hand ✓')));
   await page.close();
 });

@@ -46,16 +46,23 @@ export function pageSuite() {
   });
   /** Headless Chromium with a fresh profile; WebGPU (SwiftShader) only when asked. */
   suite.launch = (profile, { webgpu }) => launchChromium(join(suite.scratch, profile), { webgpu });
-  /** A page at `path` that records every request it makes and every uncaught error. */
+  /**
+   * A page at `path` that records every request it makes (`downloads`: the GETs among them,
+   * not the HEADs that size a download before it starts) and every uncaught error.
+   */
   suite.openPage = async (path, context = suite.browser) => {
     const page = await context.newPage();
     const requests = [];
-    page.on('request', (r) => requests.push(r.url()));
+    const downloads = [];
+    page.on('request', (r) => {
+      requests.push(r.url());
+      if (r.method() === 'GET') downloads.push(r.url());
+    });
     page.on('worker', (w) => w.on('console', () => {}));
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(suite.origin + path);
-    return { page, requests, errors };
+    return { page, requests, downloads, errors };
   };
   /** Every request went to the page's origin (blob: URLs are the page's own thumbnails). */
   suite.isLocal = (url) => url.startsWith(suite.origin + '/') || url.startsWith(`blob:${suite.origin}/`);

@@ -10,6 +10,18 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The number of values in the fixture `model`'s `model.safetensors` (a tied head is stored
+/// once, as its table).
+pub fn stored_values(model: &str) -> u64 {
+    let path = fixtures().join(model).join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    file.tensors()
+        .iter()
+        .map(|(_, t)| t.shape().iter().product::<usize>() as u64)
+        .sum()
+}
+
 pub fn read_json(path: PathBuf) -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -20,7 +20,7 @@ pub struct Bench {
     #[arg(long)]
     synthetic: Option<String>,
     /// Comma-separated; each runs in a process of its own, so each peak memory is its own.
-    /// A synthetic model is built at each (auto means f32 there).
+    /// A synthetic model is built at each (auto means f32 there on the CPU, q8_0 on the GPU).
     #[arg(long, default_value = "auto")]
     precision: String,
     /// cpu (burn's CPU backend) or gpu (wgpu).
@@ -200,6 +200,8 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
     };
     let files = ModelFiles::from_path(&args.model)
         .with_context(|| format!("reading the model at {}", args.model.display()))?;
+    // What `auto` means here (Q8_0 on a GPU), so that the report names it.
+    let precision = precision.on(args.device == "gpu");
     let (name, files, precision) = match &args.synthetic {
         Some(shape) => {
             let shape = match Shape::published(shape) {
@@ -213,13 +215,14 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
                     Shape::NAMES.join(", ")
                 ),
             };
+            // Random weights have no form of their own: `auto` on the CPU builds them f32.
             let precision = match precision {
                 Precision::Auto => Precision::F32,
                 p => p,
             };
             let files = bench::synthetic_model(&shape, files, precision, 42)
                 .context("building the synthetic model")?;
-            // Built at `precision`, so loaded as it is.
+            // Built at `precision`; loading at it keeps every matrix as built.
             (format!("synthetic {}", shape.name), files, precision)
         }
         None => (args.model.display().to_string(), files, precision),
@@ -229,21 +232,12 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
         captioner::models::matvec::set_enabled(false);
         name.push_str(", burn matmul for packed m <= 8");
     }
-    let load_precision = match args.synthetic {
-        Some(_) => Precision::Auto,
-        None => precision,
-    };
     let image = match &args.image {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => bench::test_image(1024, 768)?,
     };
     let mut report = pollster::block_on(bench::run(
-        &name,
-        files,
-        &device,
-        load_precision,
-        &image,
-        options,
+        &name, files, &device, precision, &image, options,
     ))
     .context("benchmark")?;
     report.precision = precision.name();

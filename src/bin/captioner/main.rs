@@ -159,7 +159,8 @@ struct Common {
     seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
-    /// How to hold the weights: auto (as the files have them), f32, q8_0, q4_0 or mixed
+    /// How to hold the weights: auto (as the files have them on the CPU; on the GPU float
+    /// matrices as q8_0), f32, q8_0, q4_0 or mixed
     /// (q4_0 with the text model's value projections at q8_0). Safetensors are quantized on
     /// load.
     #[arg(long, default_value = "auto", value_parser = parse_precision)]
@@ -223,11 +224,7 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".into())
     });
-    let kind = args.precision.name().to_uppercase();
-    let names = (
-        format!("{stem}-{kind}.gguf"),
-        format!("mmproj-{stem}-{kind}.gguf"),
-    );
+    let names = captioner::convert::pair_names(&stem, args.precision);
     println!("tensor data at {}:", args.precision.name());
     let mut by_type: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for t in &planned {
@@ -300,6 +297,13 @@ fn load(model: &std::path::Path, common: &Common) -> Result<Engine> {
             start.elapsed().as_secs_f64(),
             peak_memory().map_or(String::new(), |m| format!("; peak memory so far {m}"))
         );
+        // Right after loading, what the GPU's allocator holds is the weights.
+        if let Some(bytes) = engine.gpu_bytes_in_use() {
+            eprintln!(
+                "device weights: {bytes} bytes (held as {})",
+                engine.precision().name()
+            );
+        }
     }
     Ok(engine)
 }
