@@ -25,17 +25,19 @@ const state = {
   leftOut: new Set(), // paths of picked files that are neither images nor rows
   rows: null, // {name, lines}: the rows file, its lines as jsonlLines gives them
   removed: new Set(), // indexes of the rows file's lines removed by hand
-  lines: [], // the run's input lines: the rows file's, or one per image
+  // The grid's rows, replaced whole (frozen) by each input change, never changed in place:
+  lines: [], // the input lines: the rows file's, or one per image
   paths: [], // without a rows file: the image path of each line
-  identities: [], // per line: what a finished output of it is kept by when the inputs change
-  outputs: new Map(), // line index -> {line, outcome, caption, error}
-  edits: new Map(), // line index -> caption typed by hand
+  identities: [], // per line: what its output is kept by (see currentLines)
+  outputs: new Map(), // identity -> {line, outcome, caption, error}
+  edits: new Map(), // identity -> caption typed by hand
   restored: 0, // outputs found in this browser's storage
-  rowsByIndex: new Map(), // line index -> <li>
+  rowsById: new Map(), // identity -> <li>
   thumbnails: [], // object URLs of the shown thumbnails, revoked on each render
   running: false,
+  changes: Promise.resolve(), // the input changes, one after another (see inputChange)
+  cancelled: false, // Cancel pressed since Run was
   key: null, // storage key of this input (for resuming after a reload)
-  generation: 0, // bumped by each input change, so a slower, older one does not win
 };
 
 const params = new URLSearchParams(location.search);
@@ -192,56 +194,130 @@ function saveButtons(m) {
 const pathOf = (file) => normalisePath(file.webkitRelativePath || file.relativePath || file.name);
 
 /**
- * Files from the image pickers or a drop. Images join the list, where the same path again
- * replaces its file (picking a folder twice makes no duplicates); a rows file becomes the rows;
- * from a folder or a drop, anything else is left out and named. `asImages`: the image picker's
- * files are images whatever their names (a file that is not one becomes that row's error).
+ * What tells one file from another when its path cannot: its name, size and time of change. The
+ * same file picked twice (by folder and by name) has the same key; another file at the same
+ * path almost always has another.
+ */
+const fileKey = (file) => `${file.name}\u0000${file.size}\u0000${file.lastModified}`;
+
+/**
+ * Queues an input change (`change`, which may read files and await) unless a run goes. Changes
+ * run one after another, each on the inputs the one before left, and Run waits for the queue
+ * before it takes its snapshot: a run never starts on lines a change is about to replace, and
+ * no change lands while it goes. What a change needs from its event (a picker's files, a drop's
+ * items) is taken before it is queued.
+ */
+function inputChange(change) {
+  if (refuseWhileRunning()) return;
+  const done = state.changes.then(change);
+  state.changes = done.catch((e) => setStatus(ui.inputStatus, `The change failed: ${e.message ?? e}`));
+  return done;
+}
+
+/**
+ * Two 32-bit FNV-1a style hashes of `text` and its length: a line's text in its identity
+ * without holding (and storing) a second copy of a long line.
+ */
+function textHash(text) {
+  let a = 0x811c9dc5;
+  let b = 0x9e3779b9 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  return `${(a >>> 0).toString(36)}.${(b >>> 0).toString(36)}.${text.length}`;
+}
+
+/** Whether `a` and `b` name one picked file by folder and by name (`dir/a.jpg`, `a.jpg`). */
+const samePick = (a, b) => a === b || a.endsWith(`/${b}`) || b.endsWith(`/${a}`);
+
+/**
+ * Files from the image pickers or a drop. Images join the list: the same path again replaces
+ * its file (and says so when it is another file), and a file already picked under another path
+ * (by folder, then by name) is not added twice. Rows files: one given alone becomes the rows; one
+ * among other files (a folder) becomes the rows only when there are none yet; several are all
+ * left unused. Whatever is not used is named. From a folder or a drop, anything else is left out
+ * and named. `asImages`: the image picker's files are images whatever their names (a file that
+ * is not one becomes that row's error).
  */
 async function addFiles(files, { asImages = false } = {}) {
-  if (refuseWhileRunning()) return;
-  let rowsFile = null;
+  const notes = [];
+  const rowsFiles = [];
+  // Paths by file: the same file again under a path that is the other's with its folder.
+  const pickedAs = new Map();
+  for (const [path, file] of state.images) pickedAs.set(fileKey(file), [...(pickedAs.get(fileKey(file)) ?? []), path]);
+  const already = [];
+  const replaced = [];
   let images = 0;
   for (const file of files) {
-    if (looksLikeRows(file)) rowsFile = file;
-    else if (asImages || looksLikeImage(file)) {
-      state.images.set(pathOf(file), file);
+    const path = pathOf(file);
+    if (looksLikeRows(file)) {
+      rowsFiles.push(file);
+    } else if (asImages || looksLikeImage(file)) {
+      const other = (pickedAs.get(fileKey(file)) ?? []).find((p) => p !== path && samePick(p, path));
+      if (other != null) {
+        already.push(`${path} (as ${other})`);
+        continue;
+      }
+      const before = state.images.get(path);
+      if (before && fileKey(before) !== fileKey(file)) replaced.push(path);
+      state.images.set(path, file);
+      pickedAs.set(fileKey(file), [...(pickedAs.get(fileKey(file)) ?? []), path]);
       images++;
-    } else state.leftOut.add(pathOf(file));
+    } else state.leftOut.add(path);
   }
-  if (rowsFile) await setRows(rowsFile, { imagesChanged: images > 0 });
-  else await inputsChanged({ imagesChanged: true });
+  if (already.length) notes.push(`Already picked, not added again: ${someOf(already)}.`);
+  if (replaced.length) notes.push(`Replaced by another file of the same path: ${someOf(replaced)}.`);
+  const alone = files.length === 1 && rowsFiles.length === 1;
+  const rowsFile = rowsFiles.length === 1 && (alone || !state.rows) ? rowsFiles[0] : null;
+  if (rowsFiles.length && !rowsFile) {
+    const why = rowsFiles.length > 1
+      ? 'several rows files came together'
+      : `the rows are from ${state.rows.name}`;
+    notes.push(
+      `Not used as rows (${why}; pick one with “Rows” to use it): ${someOf(rowsFiles.map(pathOf))}.`,
+    );
+  }
+  if (rowsFile) await setRows(rowsFile, { imagesChanged: images > 0, notes });
+  else await inputsChanged({ imagesChanged: true, notes });
 }
 
 /**
  * Whatever is picked as rows is read as rows, as bytes (`jsonlLines`: a line that is not UTF-8
- * becomes the error row the native program writes). It replaces the rows picked before.
+ * becomes the error row the native program writes). It replaces the rows picked before, and
+ * says so.
  */
-async function setRows(file, { imagesChanged = false } = {}) {
-  if (refuseWhileRunning()) return;
+async function setRows(file, { imagesChanged = false, notes = [] } = {}) {
   let lines;
   try {
     lines = jsonlLines(new Uint8Array(await file.arrayBuffer()));
   } catch (e) {
-    setStatus(ui.inputStatus, `${file.name} could not be read: ${e.message}`);
-    return;
+    // The rows stay as they were; images that came with the file still count.
+    notes.push(`${file.name} could not be read: ${e.message}.`);
+    return inputsChanged({ imagesChanged, notes });
   }
+  if (state.rows) notes.push(`The rows from ${state.rows.name} were replaced by ${file.name}.`);
   state.rows = { name: file.name, lines };
   state.removed = new Set();
-  await inputsChanged({ imagesChanged });
+  await inputsChanged({ imagesChanged, notes });
 }
 
 function clearInputs() {
-  if (refuseWhileRunning()) return;
   state.images = new Map();
   state.leftOut = new Set();
   state.rows = null;
   state.removed = new Set();
-  inputsChanged({ reset: true });
+  return inputsChanged({ reset: true });
 }
 
-/** Removes a row: the rows file's line (its line number stays), or the image of its row. */
-function removeRow(index) {
-  if (refuseWhileRunning()) return;
+/**
+ * Removes the row `id`: the rows file's line (its line number stays), or the image of its row.
+ * By identity: a row that a change before it replaced is not there to remove.
+ */
+function removeRow(id) {
+  const index = state.identities.indexOf(id);
+  if (index < 0) return;
   if (state.rows) {
     state.removed.add(index);
     return inputsChanged();
@@ -259,56 +335,54 @@ function refuseWhileRunning() {
 
 /**
  * The run's lines from the inputs: the rows file's lines (a removed one blank, so that line
- * numbers stay those of the file), else a row per image in path order. Each line's identity
- * keeps its finished output across input changes: its line number and text, or its image.
+ * numbers stay those of the file), else a row per image in path order. Each line's identity is
+ * what its finished output is kept by: its line number, its text (hashed) and the picked files
+ * its images resolve to (another picture at the same path is another row), or, without a rows
+ * file, its image's path and file. The arrays are frozen: a change replaces them.
  */
 function currentLines() {
-  if (state.rows) {
-    const lines = state.rows.lines.map((line, i) => (state.removed.has(i) ? '' : line));
-    return { lines, paths: [], identities: lines.map((line, i) => `${i}:${lineText(line)}`) };
-  }
   const { imageKey } = settings();
+  if (state.rows) {
+    const find = fileFinder([...state.images]);
+    const lines = state.rows.lines.map((line, i) => (state.removed.has(i) ? '' : line));
+    const identities = lines.map((line, i) => {
+      const files = imagePaths(line, imageKey).map((path) => {
+        try {
+          return fileKey(find(path));
+        } catch {
+          return '';
+        }
+      });
+      return [i, textHash(lineText(line)), ...files].join('\u0000');
+    });
+    return { lines: Object.freeze(lines), paths: Object.freeze([]), identities: Object.freeze(identities) };
+  }
   const paths = [...state.images.keys()].sort((a, b) => a.localeCompare(b));
   return {
-    lines: paths.map((path) => JSON.stringify({ [imageKey]: [path] })),
-    paths,
-    identities: paths.map((path) => {
-      const file = state.images.get(path);
-      return `${path}:${file.size}:${file.lastModified}`;
-    }),
+    lines: Object.freeze(paths.map((path) => JSON.stringify({ [imageKey]: [path] }))),
+    paths: Object.freeze(paths),
+    identities: Object.freeze(paths.map((path) => `${path}\u0000${fileKey(state.images.get(path))}`)),
   };
 }
 
 /**
- * Recomputes the rows after an input change. Finished rows whose input is still there keep
+ * Recomputes the rows after an input change. Finished rows whose identity is still there keep
  * their output and edits, except failed ones when the images changed (the picked image may be
  * the one that was missing); `reset` drops them all (the fields the outputs were written with
- * changed).
+ * changed). `notes` say what the change did besides (see addFiles), in the status line.
  */
-async function inputsChanged({ reset = false, imagesChanged = false } = {}) {
-  const generation = ++state.generation;
+async function inputsChanged({ reset = false, imagesChanged = false, notes = [] } = {}) {
   const { lines, paths, identities } = currentLines();
-  const kept = new Map();
-  if (!reset) {
-    state.identities.forEach((identity, i) => {
-      const output = state.outputs.get(i);
-      if (!output || (imagesChanged && output.outcome === 'failed')) return;
-      kept.set(identity, { output, edit: state.edits.get(i) });
-    });
-  }
   const key = await inputKey(lines);
-  if (generation !== state.generation) return; // a newer change has won
-  Object.assign(state, { lines, paths, identities, key, outputs: new Map(), edits: new Map() });
-  identities.forEach((identity, i) => {
-    const k = kept.get(identity);
-    if (!k) return;
-    state.outputs.set(i, k.output);
-    if (k.edit != null) state.edits.set(i, k.edit);
-  });
+  const still = new Set(identities);
+  const keep = (output, id) => !reset && still.has(id) && !(imagesChanged && output.outcome === 'failed');
+  const outputs = new Map([...state.outputs].filter(([id, output]) => keep(output, id)));
+  const edits = new Map([...state.edits].filter(([id]) => outputs.has(id)));
+  Object.assign(state, { lines, paths, identities, key, outputs, edits });
   state.restored = restore();
-  if (state.outputs.size) save();
+  if (state.outputs.size) save(state.key);
   renderRows();
-  showInputStatus();
+  showInputStatus(notes);
   updateButtons();
 }
 
@@ -352,12 +426,14 @@ function someOf(names, shown = 3) {
   return names.slice(0, shown).join(', ') + (more > 0 ? ` and ${more} more` : '');
 }
 
-function inputSummary() {
+/** The inputs in a sentence or two, with `notes` on what the last change did. */
+function inputSummary(notes = []) {
   const rows = state.lines.filter((line, i) => !isBlank(line, i)).length;
   let text = `${state.images.size} image file(s)`;
   text += state.rows ? `, ${rows} row(s) from ${state.rows.name}` : ', one row each';
   if (state.removed.size) text += ` (${state.removed.size} removed)`;
   text += '.';
+  for (const note of notes) text += ` ${note}`;
   const { rows: short, missing } = missingImages();
   if (short) text += ` ${short} row(s) name images not picked: ${someOf(missing)}.`;
   if (state.leftOut.size) text += ` Left out, not images: ${someOf([...state.leftOut])}.`;
@@ -367,21 +443,22 @@ function inputSummary() {
   return text;
 }
 
-function showInputStatus() {
-  setStatus(ui.inputStatus, inputSummary());
+function showInputStatus(notes = []) {
+  setStatus(ui.inputStatus, inputSummary(notes));
 }
 
 /** A key for this input and settings, to find an interrupted run's progress after a reload. */
 async function inputKey(lines) {
-  const images = [...state.images].map(([path, file]) => [path, file.size]);
+  const images = [...state.images].map(([path, file]) => [path, file.size, file.lastModified]);
   const text = JSON.stringify([lines.map(lineText), images, settings()]);
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
   return 'captioner-run:' + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function save() {
+/** Stores the outputs, by identity, under the input's `key`. */
+function save(key) {
   try {
-    localStorage.setItem(state.key, JSON.stringify([...state.outputs.entries()]));
+    localStorage.setItem(key, JSON.stringify([...state.outputs.entries()]));
   } catch {
     // Storage full: the run goes on, it just cannot resume after a reload.
   }
@@ -392,10 +469,11 @@ function restore() {
   const saved = state.key && localStorage.getItem(state.key);
   if (!saved) return 0;
   try {
+    const here = new Set(state.identities);
     let restored = 0;
-    for (const [index, output] of JSON.parse(saved)) {
-      if (index >= state.lines.length || state.outputs.has(index)) continue;
-      state.outputs.set(index, output);
+    for (const [id, output] of JSON.parse(saved)) {
+      if (!here.has(id) || state.outputs.has(id)) continue;
+      state.outputs.set(id, output);
       restored++;
     }
     return restored;
@@ -411,11 +489,12 @@ function renderRows() {
   for (const url of state.thumbnails) URL.revokeObjectURL(url);
   state.thumbnails = [];
   ui.results.replaceChildren();
-  state.rowsByIndex = new Map();
+  state.rowsById = new Map();
   const find = fileFinder([...state.images]);
   const { imageKey } = settings();
   state.lines.forEach((line, index) => {
     if (isBlank(line, index)) return;
+    const id = state.identities[index];
     const li = document.createElement('li');
     li.dataset.testid = 'row';
     li.dataset.index = index;
@@ -444,7 +523,7 @@ function renderRows() {
     caption.setAttribute('role', 'textbox');
     caption.setAttribute('aria-label', `Caption of ${name}`);
     caption.addEventListener('input', () => {
-      state.edits.set(index, caption.textContent);
+      state.edits.set(id, caption.textContent);
     });
     const remove = document.createElement('button');
     remove.type = 'button';
@@ -455,21 +534,22 @@ function renderRows() {
     remove.disabled = state.running;
     remove.addEventListener('click', async () => {
       const position = [...ui.results.children].indexOf(li);
-      await removeRow(index);
+      await inputChange(() => removeRow(id));
       // The next row's Remove (or the last one's) takes the focus, not the page body.
       const buttons = ui.results.querySelectorAll('.remove');
       (buttons[Math.min(position, buttons.length - 1)] ?? ui.clear).focus();
     });
     li.append(path, caption, remove);
     ui.results.append(li);
-    state.rowsByIndex.set(index, li);
-    const done = state.outputs.get(index);
-    if (done) showResult(index, done);
+    state.rowsById.set(id, li);
+    const done = state.outputs.get(id);
+    if (done) showResult(id, done);
   });
 }
 
-function showResult(index, result) {
-  const li = state.rowsByIndex.get(index);
+/** Shows the output of the row with identity `id`, where the grid has that row. */
+function showResult(id, result) {
+  const li = state.rowsById.get(id);
   if (!li) return;
   const caption = li.querySelector('.caption');
   if (result.error != null && result.caption == null) {
@@ -513,26 +593,49 @@ function settings() {
 async function run() {
   if (!state.captioner || state.running || !hasRows()) return;
   state.running = true;
+  state.cancelled = false;
   updateButtons();
+  // Until the first row of this run finishes, the last run's "Done" is not its status.
+  setStatus(ui.progressText, 'Starting…');
   // Run is disabled now; the focus goes where the next key press is useful.
   ui.cancel.focus();
   let progress = null;
   let finished = false;
   try {
-    const rows = state.captioner.captionRows(state.lines, [...state.images], {
-      ...settings(),
+    // A change that was under way when Run was pressed (a rows file still being read, a field
+    // left just before the click) lands first; none starts from now on (inputChange refuses).
+    await state.changes;
+    if (!hasRows()) return setStatus(ui.progressText, '');
+    if (state.cancelled) return setStatus(ui.progressText, 'Paused before the first row.');
+    // What the run works on, taken once: its lines, their identities and files, its settings
+    // and the key its progress is stored under. Every result goes to the row of its identity,
+    // never to whatever row holds its index now.
+    state.key = await inputKey(state.lines);
+    const run = {
+      lines: state.lines,
+      ids: state.identities,
+      images: [...state.images],
+      settings: settings(),
+      key: state.key,
+    };
+    const rows = state.captioner.captionRows(run.lines, run.images, {
+      ...run.settings,
       // Finished rows are not run again, and count as they came out (captioned, skipped or failed).
-      done: [...state.outputs].map(([index, output]) => [index, output.outcome]),
+      done: run.ids.flatMap((id, index) => {
+        const output = state.outputs.get(id);
+        return output ? [[index, output.outcome]] : [];
+      }),
       onToken: (text, index) => {
-        const caption = state.rowsByIndex.get(index)?.querySelector('.caption');
+        const caption = state.rowsById.get(run.ids[index])?.querySelector('.caption');
         if (caption) caption.textContent += text;
       },
       onRow: (result) => {
-        state.outputs.set(result.index, result);
-        showResult(result.index, result);
+        const id = run.ids[result.index];
+        state.outputs.set(id, result);
+        showResult(id, result);
         progress = result.progress;
         showProgress(progress);
-        save();
+        save(run.key);
       },
     });
     for await (const _ of rows) {
@@ -563,31 +666,35 @@ function showProgress(p, word) {
   );
 }
 
+/** The JSONL of the rows the grid shows, in their order, each as far as it got. */
 async function download() {
   const { captionKey } = settings();
-  const edits = [...state.edits.entries()]
-    .filter(([i]) => state.outputs.has(i))
-    .map(([i, caption]) => ({ index: i, line: state.outputs.get(i).line, caption }));
+  const { lines, identities } = state;
+  const outputOf = (i) => state.outputs.get(identities[i]);
+  const edits = lines
+    .map((_, i) => i)
+    .filter((i) => outputOf(i) && state.edits.has(identities[i]))
+    .map((i) => ({ index: i, line: outputOf(i).line, caption: state.edits.get(identities[i]) }));
   const edited = new Map();
   if (edits.length && state.captioner) {
-    const lines = await state.captioner.setCaptions(edits, { captionKey });
-    edits.forEach((e, k) => edited.set(e.index, lines[k]));
+    const out = await state.captioner.setCaptions(edits, { captionKey });
+    edits.forEach((e, k) => edited.set(e.index, out[k]));
   }
   // Rows not reached yet get what they would get without the model (a malformed line its
   // error row) or go out as they came in, so the file is whole and valid at any time.
-  const pending = state.lines
+  const pending = lines
     .map((line, index) => ({ index, line }))
-    .filter(({ index, line }) => !isBlank(line, index) && !state.outputs.has(index));
+    .filter(({ index, line }) => !isBlank(line, index) && !outputOf(index));
   const without = new Map();
   if (pending.length && state.captioner) {
-    const lines = await state.captioner.outputsWithoutModel(pending, settings());
-    pending.forEach(({ index }, k) => lines[k] && without.set(index, lines[k]));
+    const out = await state.captioner.outputsWithoutModel(pending, settings());
+    pending.forEach(({ index }, k) => out[k] && without.set(index, out[k]));
   }
   // Strings and, for a line that is not UTF-8 and has no output yet, its bytes as they came.
   const parts = [];
-  state.lines.forEach((line, i) => {
+  lines.forEach((line, i) => {
     if (isBlank(line, i)) return;
-    parts.push(edited.get(i) ?? state.outputs.get(i)?.line ?? without.get(i) ?? withoutCr(line), '\n');
+    parts.push(edited.get(i) ?? outputOf(i)?.line ?? without.get(i) ?? withoutCr(line), '\n');
   });
   const blob = new Blob(parts, { type: 'application/jsonl' });
   const a = document.createElement('a');
@@ -621,7 +728,7 @@ function runHint(rows) {
   if (!state.captioner) needs.push(state.loading ? 'wait for the model to load' : 'load a model');
   if (!rows) needs.push('add images or a rows file');
   if (needs.length) return `To caption, ${needs.join(' and ')}.`;
-  const left = state.lines.filter((line, i) => !isBlank(line, i) && !state.outputs.has(i)).length;
+  const left = state.lines.filter((line, i) => !isBlank(line, i) && !state.outputs.has(state.identities[i])).length;
   if (!left) return 'Every row is finished: Download has them.';
   return state.outputs.size ? `Run goes on with the ${left} row(s) not finished.` : '';
 }
@@ -637,16 +744,29 @@ function takeFiles(input) {
 
 ui.loadModel.addEventListener('click', loadModel);
 ui.run.addEventListener('click', run);
-ui.cancel.addEventListener('click', () => state.captioner?.cancel());
+ui.cancel.addEventListener('click', () => {
+  // (A run still waiting for an input change has nothing in the worker to cancel yet.)
+  state.cancelled = true;
+  state.captioner?.cancel();
+});
 ui.download.addEventListener('click', download);
-ui.images.addEventListener('change', () => addFiles(takeFiles(ui.images), { asImages: true }));
-ui.folder.addEventListener('change', () => addFiles(takeFiles(ui.folder)));
+// Every input change goes through inputChange: refused while a run goes, waited for by Run.
+ui.images.addEventListener('change', () => {
+  const files = takeFiles(ui.images);
+  inputChange(() => addFiles(files, { asImages: true }));
+});
+ui.folder.addEventListener('change', () => {
+  const files = takeFiles(ui.folder);
+  inputChange(() => addFiles(files));
+});
 ui.jsonl.addEventListener('change', () => {
   const [file] = takeFiles(ui.jsonl);
-  if (file) setRows(file);
+  if (file) inputChange(() => setRows(file));
 });
-ui.clear.addEventListener('click', clearInputs);
-for (const id of ['image-key', 'caption-key']) $(id).addEventListener('change', () => inputsChanged({ reset: true }));
+ui.clear.addEventListener('click', () => inputChange(clearInputs));
+for (const id of ['image-key', 'caption-key']) {
+  $(id).addEventListener('change', () => inputChange(() => inputsChanged({ reset: true })));
+}
 
 // A file dropped anywhere else would make the browser open it in place of the page (and its run).
 for (const type of ['dragover', 'drop']) window.addEventListener(type, (e) => e.preventDefault());
@@ -659,7 +779,10 @@ ui.drop.addEventListener('drop', async (e) => {
   e.preventDefault();
   ui.drop.classList.remove('over');
   if (refuseWhileRunning()) return;
-  addFiles(await droppedFiles(e.dataTransfer));
+  // The drop's items can only be read while its event is current: droppedFiles takes them
+  // before its first await.
+  const files = droppedFiles(e.dataTransfer);
+  inputChange(async () => addFiles(await files));
 });
 ui.drop.addEventListener('keydown', (e) => {
   if (e.key !== 'Enter' && e.key !== ' ') return;

@@ -59,14 +59,15 @@ export function jsonlLines(bytes) {
 }
 
 /**
- * Whether line `index` (0-based) holds no row: empty or white space (a BOM too, on the first
- * line). Bytes that are not UTF-8 always hold one: the error row.
+ * Whether line `index` (0-based) holds no row, by the engine's rule (`rows::Line::parse`): empty
+ * or white space, a BOM too on the first line. White space is Unicode's White_Space property,
+ * which Rust's `char::is_whitespace` follows; JavaScript's `\s` differs from it (it lacks U+0085
+ * and adds U+FEFF). Bytes that are not UTF-8 always hold a row: the error row.
  */
 export function isBlank(line, index) {
   if (typeof line !== 'string') return false;
   const text = index === 0 ? line.replace(/^\uFEFF/, '') : line;
-  // JS's \s counts U+FEFF as space, the engine (Rust's char::is_whitespace) does not.
-  return /^[^\S\uFEFF]*$/.test(text);
+  return /^\p{White_Space}*$/u.test(text);
 }
 
 /** A line as text, for showing it (invalid bytes replaced). */
