@@ -162,12 +162,13 @@ fn open_input(input: &Input) -> Result<Lines> {
     })
 }
 
-/// Rows in a JSONL file (non-blank lines), counted in a quick first pass for the time left.
+/// Rows in a JSONL file (lines that are not blank by [`crate::rows::is_blank`], the reader's
+/// rule), counted in a quick first pass for the time left.
 pub fn count_rows(path: &Path) -> Result<usize> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
-    let mut rows = 0;
+    let (mut rows, mut line_no) = (0, 0);
     loop {
         buf.clear();
         let n = reader
@@ -176,7 +177,8 @@ pub fn count_rows(path: &Path) -> Result<usize> {
         if n == 0 {
             return Ok(rows);
         }
-        if !buf.iter().all(|b| b.is_ascii_whitespace()) {
+        line_no += 1;
+        if !crate::rows::is_blank(&buf, line_no) {
             rows += 1;
         }
     }
@@ -306,4 +308,29 @@ pub fn run(
         resumed,
         interrupted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_row_count_and_the_reader_agree_on_blank_lines() {
+        let text = "\u{feff}\n{\"image\": \"a.jpg\"}\r\n \t\r\n\u{85}\n\u{a0}\n\u{b}\n\u{c}\n\n\u{2028}\nnot json\n\u{feff}\n";
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(0xff); // and a last line that is not UTF-8
+        let path =
+            std::env::temp_dir().join(format!("captioner-count-{}.jsonl", std::process::id()));
+        std::fs::write(&path, &bytes).expect("write");
+        let rows = bytes
+            .split_inclusive(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(i, line)| !matches!(Line::from_bytes(line, i + 1), Line::Blank))
+            .count();
+        let counted = count_rows(&path).expect("count");
+        std::fs::remove_file(&path).ok();
+        // The row, U+0085, U+00A0, VT, FF, U+2028, "not json", a BOM past line 1, the bytes.
+        assert_eq!(rows, 9);
+        assert_eq!(counted, rows);
+    }
 }

@@ -127,10 +127,25 @@ impl Row {
     }
 }
 
+/// Whether line `line_no` (1-based) of a JSONL file, as bytes, holds no row: after a UTF-8 BOM
+/// on the first line, nothing but JSON's white space (space, tab, CR, LF). Any other character,
+/// white space to Unicode or not (U+0085, U+00A0, U+2028, VT, FF), is not JSON, so its line is
+/// an error row that keeps it: nothing is dropped. The one rule for the native reader, the row
+/// count and the browser (`www/picked-files.js` has the same rule).
+pub fn is_blank(bytes: &[u8], line_no: usize) -> bool {
+    let bytes = match line_no {
+        1 => bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes),
+        _ => bytes,
+    };
+    bytes
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
 /// One line of a JSONL file, read.
 #[derive(Debug, Clone)]
 pub enum Line {
-    /// Empty or whitespace only: it holds no row and produces no output line.
+    /// Empty or JSON white space only ([`is_blank`]): it holds no row and produces no output.
     Blank,
     Row(Row),
     /// Not a JSON object; carried through as an error row holding the raw text.
@@ -168,7 +183,7 @@ impl Line {
         };
         let text = text.strip_suffix('\n').unwrap_or(text);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        if text.trim().is_empty() {
+        if is_blank(text.as_bytes(), line_no) {
             return Line::Blank;
         }
         match serde_json::from_str::<Row>(text) {
@@ -535,7 +550,18 @@ mod tests {
     #[test]
     fn bom_crlf_and_blank_lines() {
         assert!(matches!(Line::parse("  \r\n", 4), Line::Blank));
+        assert!(matches!(Line::parse(" \t \r\r\n", 4), Line::Blank));
         assert!(matches!(Line::parse("", 4), Line::Blank));
+        assert!(matches!(Line::parse("\u{feff} \n", 1), Line::Blank));
+        // White space that is not JSON's is not blank: the line is an error row that keeps it.
+        for other in [
+            "\u{85}", "\u{a0}", "\u{2028}", "\u{3000}", "\u{b}", "\u{c}", "\u{feff}",
+        ] {
+            match Line::parse(other, 2) {
+                Line::Malformed { raw, .. } => assert_eq!(raw, other),
+                line => panic!("{other:?} read as {line:?}"),
+            }
+        }
         let j = job(plan(
             Line::parse("\u{feff}{\"image\": \"a.jpg\"}\r\n", 1),
             &opts(),

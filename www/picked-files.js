@@ -59,15 +59,15 @@ export function jsonlLines(bytes) {
 }
 
 /**
- * Whether line `index` (0-based) holds no row, by the engine's rule (`rows::Line::parse`): empty
- * or white space, a BOM too on the first line. White space is Unicode's White_Space property,
- * which Rust's `char::is_whitespace` follows; JavaScript's `\s` differs from it (it lacks U+0085
- * and adds U+FEFF). Bytes that are not UTF-8 always hold a row: the error row.
+ * Whether line `index` (0-based) holds no row, by the engine's rule (`rows::is_blank`): after a
+ * BOM on the first line, nothing but JSON's white space (space, tab, CR, LF). Other white space
+ * (U+0085, U+00A0, U+2028, VT, FF) is not JSON: its line is an error row that keeps it. Bytes
+ * that are not UTF-8 always hold a row: the error row.
  */
 export function isBlank(line, index) {
   if (typeof line !== 'string') return false;
   const text = index === 0 ? line.replace(/^\uFEFF/, '') : line;
-  return /^\p{White_Space}*$/u.test(text);
+  return /^[ \t\r\n]*$/.test(text);
 }
 
 /** A line as text, for showing it (invalid bytes replaced). */

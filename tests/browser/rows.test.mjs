@@ -1,8 +1,9 @@
 // Rows that cannot go astray: a run works on the rows and files as they were when Run was
 // pressed, a result goes to the row it belongs to (by identity, never by index), a picture
-// replaced at the same path loses its old caption, one rule says which lines are blank, and a
-// pick never doubles an image or switches the rows without saying so. Each test here failed on
-// the page before these rules (issue "The page as a product…", first section).
+// replaced at the same path loses its old caption, one rule says which lines are blank (JSON's
+// white space only, as the engine reads them), and a pick never doubles an image or switches
+// the rows without saying so. Each test here failed on the page before these rules (issue "The
+// page as a product…", first section).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -116,23 +117,26 @@ test('another picture at the same path loses the old caption, and the run captio
   await page.close();
 });
 
-test('a line of Unicode white space is blank for the page as for the engine', async () => {
-  // U+0085 (NEL) is white space to Rust and not to JavaScript's \s; U+00A0 and U+3000 to both.
+test('only JSON white space makes a blank line, for the page as for the engine; other white space is a row', async () => {
+  // U+0085 (NEL) is white space to Rust and not to JavaScript's \s; U+00A0, U+2028, U+3000 and
+  // FF are to both; none is JSON's. Each of those lines is an error row that keeps it.
   const input = join(suite.scratch, 'white.jsonl');
   writeFileSync(input, [
-    '{"image": ["small_100x80.png"], "id": 1}', '\u0085', '\u00a0\u3000 \t',
+    '{"image": ["small_100x80.png"], "id": 1}', '\u0085', ' \t\r', '\u00a0\u3000 \t', '\f',
     '{"image": ["gray_200x150.png"], "id": 2}', '\u2028', '',
   ].join('\n'));
   const expected = native(input, images);
-  assert.equal(rowsOf(expected.toString('utf8')).length, 2);
+  const rows = rowsOf(expected.toString('utf8'));
+  assert.equal(rows.length, 6);
+  assert.deepEqual(rows.filter((r) => r.error).map((r) => r.raw), ['\u0085', '\u00a0\u3000 \t', '\f', '\u2028']);
   const { page, errors } = await pageWithModel(203);
   await page.getByTestId('images').setInputFiles(examplePictures);
   await page.getByTestId('jsonl').setInputFiles(input);
   await waitForText(page, 'input-status', /\d+ row\(s\) from white\.jsonl/);
-  assert.match(await page.getByTestId('input-status').textContent(), /^10 image file\(s\), 2 row\(s\)/);
-  assert.equal(await page.getByTestId('row').count(), 2);
+  assert.match(await page.getByTestId('input-status').textContent(), /^10 image file\(s\), 6 row\(s\)/);
+  assert.equal(await page.getByTestId('row').count(), 6);
   await page.getByTestId('run').click();
-  await waitForText(page, 'progress-text', /^Done: 2 of 2 rows/);
+  await waitForText(page, 'progress-text', /^Done: 6 of 6 rows/);
   assert.deepEqual(await downloadOf(page), expected);
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
