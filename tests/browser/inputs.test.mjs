@@ -7,32 +7,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, example, examplePictures } from './page.mjs';
+import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, example, examplePictures, dropFiles } from './page.mjs';
 
 const MAX_TOKENS = 8;
 
 const suite = pageSuite();
 
-/** The page with the tiny model loaded on `device`, greedy, `seed` keeping saved runs apart. */
-async function pageWithModel(device, seed) {
-  const opened = await suite.openPage(`/?model=/fixtures/tiny-b/&device=${device}`);
-  const status = await waitForText(opened.page, 'model-status', /Model ready|could not/);
-  assert.match(status, /Model ready/, status);
-  await opened.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
-  await opened.page.getByTestId('temperature').fill('0');
-  await opened.page.getByTestId('seed').fill(String(seed));
-  return opened;
-}
-
-/** Drops files (name and bytes) on the drop zone, as a user dragging them from a file manager. */
-async function drop(page, files) {
-  const transfer = await page.evaluateHandle((list) => {
-    const t = new DataTransfer();
-    for (const { name, type, bytes } of list) t.items.add(new File([new Uint8Array(bytes)], name, { type }));
-    return t;
-  }, files);
-  await page.getByTestId('drop').dispatchEvent('drop', { dataTransfer: transfer });
-}
+/** The page with the tiny model loaded on `device`, greedy (see page.mjs). */
+const pageWithModel = (device, seed) => suite.pageWithModel(device, seed, MAX_TOKENS);
 
 const focused = (page) => page.evaluate(() => document.activeElement?.dataset.testid ?? document.activeElement?.tagName);
 
@@ -57,7 +39,7 @@ test('a pick or a drop while a run goes changes nothing, and the download is the
   assert.equal(await page.locator('#input-controls').evaluate((f) => f.disabled), true);
   assert.equal(await page.locator('#settings-controls').evaluate((f) => f.disabled), true);
   const shown = await page.getByTestId('row').count();
-  await drop(page, [{ name: 'aaa_first.jpg', type: 'image/jpeg', bytes: [0xff, 0xd8, 0xff] }]);
+  await dropFiles(page, [{ name: 'aaa_first.jpg', type: 'image/jpeg', bytes: [0xff, 0xd8, 0xff] }]);
   const refused = await waitForText(page, 'input-status', /A run is going/);
   assert.match(refused, /^10 image file\(s\), 12 row\(s\) from rows\.jsonl/, refused);
   assert.equal(await page.getByTestId('row').count(), shown);
@@ -101,7 +83,7 @@ test('picks merge without duplicates; Clear, Remove and the summary of missing i
   await waitForText(page, 'input-status', /^10 image file\(s\)/);
   assert.equal(await page.getByTestId('row').count(), 10);
   // A dropped file that is neither an image nor rows is left out, by name.
-  await drop(page, [{ name: 'notes.txt', type: 'text/plain', bytes: [0x68, 0x69] }]);
+  await dropFiles(page, [{ name: 'notes.txt', type: 'text/plain', bytes: [0x68, 0x69] }]);
   const leftOut = await waitForText(page, 'input-status', /Left out/);
   assert.match(leftOut, /^10 image file\(s\).*Left out, not images: notes\.txt\./, leftOut);
 

@@ -64,6 +64,19 @@ export function pageSuite() {
     await page.goto(suite.origin + path);
     return { page, requests, downloads, errors };
   };
+  /**
+   * The page with the tiny model loaded on `device`, greedy with `maxTokens` new tokens, `seed`
+   * keeping the runs that pages save in the browser apart.
+   */
+  suite.pageWithModel = async (device, seed, maxTokens) => {
+    const opened = await suite.openPage(`/?model=/fixtures/tiny-b/&device=${device}`);
+    const status = await waitForText(opened.page, 'model-status', /Model ready|could not/);
+    if (!/Model ready/.test(status)) throw new Error(`the model did not load: ${status}`);
+    await opened.page.getByTestId('max-tokens').fill(String(maxTokens));
+    await opened.page.getByTestId('temperature').fill('0');
+    await opened.page.getByTestId('seed').fill(String(seed));
+    return opened;
+  };
   /** Every request went to the page's origin (blob: URLs are the page's own thumbnails). */
   suite.isLocal = (url) => url.startsWith(suite.origin + '/') || url.startsWith(`blob:${suite.origin}/`);
   return suite;
@@ -77,6 +90,16 @@ export async function waitForText(page, testid, pattern, timeout = 300_000) {
     { timeout, polling: 200 },
   );
   return page.getByTestId(testid).textContent();
+}
+
+/** Drops files (name, type and bytes) on the drop zone, as a user dragging them from a file manager. */
+export async function dropFiles(page, files) {
+  const transfer = await page.evaluateHandle((list) => {
+    const t = new DataTransfer();
+    for (const { name, type, bytes } of list) t.items.add(new File([new Uint8Array(bytes)], name, { type }));
+    return t;
+  }, files);
+  await page.getByTestId('drop').dispatchEvent('drop', { dataTransfer: transfer });
 }
 
 /** Runs the native program. */

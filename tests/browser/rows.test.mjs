@@ -9,22 +9,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { captioner, downloadOf, example, examplePictures, fixtures, images, pageSuite, rowsOf, waitForText } from './page.mjs';
+import { captioner, downloadOf, example, examplePictures, fixtures, images, pageSuite, rowsOf, dropFiles, waitForText } from './page.mjs';
 
 const MAX_TOKENS = 8;
 
 const suite = pageSuite();
 
-/** The page with the tiny model loaded on the CPU, greedy, `seed` keeping saved runs apart. */
-async function pageWithModel(seed) {
-  const opened = await suite.openPage('/?model=/fixtures/tiny-b/&device=cpu');
-  const status = await waitForText(opened.page, 'model-status', /Model ready|could not/);
-  assert.match(status, /Model ready/, status);
-  await opened.page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
-  await opened.page.getByTestId('temperature').fill('0');
-  await opened.page.getByTestId('seed').fill(String(seed));
-  return opened;
-}
+/** The page with the tiny model loaded on the CPU, greedy (see page.mjs). */
+const pageWithModel = (seed) => suite.pageWithModel('cpu', seed, MAX_TOKENS);
 
 /** `captioner caption-jsonl` on `input` with images under `root`, greedy; its output's bytes. */
 function native(input, root, extra = []) {
@@ -35,16 +27,6 @@ function native(input, root, extra = []) {
     ...extra,
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   return readFileSync(out);
-}
-
-/** Drops files (name and bytes) on the drop zone, as a user dragging them from a file manager. */
-async function drop(page, files) {
-  const transfer = await page.evaluateHandle((list) => {
-    const t = new DataTransfer();
-    for (const { name, type, bytes } of list) t.items.add(new File([new Uint8Array(bytes)], name, { type }));
-    return t;
-  }, files);
-  await page.getByTestId('drop').dispatchEvent('drop', { dataTransfer: transfer });
 }
 
 test('a rows file picked, or a field left, just as Run is pressed: the run captions the new rows, every one', async () => {
@@ -193,7 +175,7 @@ test('rows are never switched without a word: a folder keeps the rows, several r
   await page.getByTestId('clear').click();
   await waitForText(page, 'input-status', /^0 image file\(s\), one row each\.$/);
   const row = [...Buffer.from('{"image": ["a.png"]}\n')];
-  await drop(page, [
+  await dropFiles(page, [
     { name: 'one.jsonl', type: 'application/jsonl', bytes: row },
     { name: 'two.jsonl', type: 'application/jsonl', bytes: row },
   ]);
@@ -203,7 +185,7 @@ test('rows are never switched without a word: a folder keeps the rows, several r
   // One rows file dropped alone is a choice: it becomes the rows, and what it replaced is said.
   await page.getByTestId('jsonl').setInputFiles(example);
   await waitForText(page, 'input-status', /12 row\(s\) from rows\.jsonl/);
-  await drop(page, [{ name: 'one.jsonl', type: 'application/jsonl', bytes: row }]);
+  await dropFiles(page, [{ name: 'one.jsonl', type: 'application/jsonl', bytes: row }]);
   const alone = await waitForText(page, 'input-status', /from one\.jsonl/);
   assert.match(alone, /^0 image file\(s\), 1 row\(s\) from one\.jsonl\. The rows from rows\.jsonl were replaced by one\.jsonl\./, alone);
   assert.equal(errors.length, 0, errors.join('\n'));
