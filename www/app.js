@@ -229,8 +229,8 @@ function textHash(text) {
   return `${(a >>> 0).toString(36)}.${(b >>> 0).toString(36)}.${text.length}`;
 }
 
-/** Whether `a` and `b` name one picked file by folder and by name (`dir/a.jpg`, `a.jpg`). */
-const samePick = (a, b) => a === b || a.endsWith(`/${b}`) || b.endsWith(`/${a}`);
+/** Whether paths `a` and `b` name one file picked by folder and by name (`dir/a.jpg`, `a.jpg`). */
+const samePick = (a, b) => a.endsWith(`/${b}`) || b.endsWith(`/${a}`);
 
 /**
  * Files from the image pickers or a drop. Images join the list: the same path again replaces
@@ -246,7 +246,8 @@ async function addFiles(files, { asImages = false } = {}) {
   const rowsFiles = [];
   // Paths by file: the same file again under a path that is the other's with its folder.
   const pickedAs = new Map();
-  for (const [path, file] of state.images) pickedAs.set(fileKey(file), [...(pickedAs.get(fileKey(file)) ?? []), path]);
+  const remember = (path, file) => pickedAs.set(fileKey(file), [...(pickedAs.get(fileKey(file)) ?? []), path]);
+  for (const [path, file] of state.images) remember(path, file);
   const already = [];
   const replaced = [];
   let images = 0;
@@ -255,7 +256,7 @@ async function addFiles(files, { asImages = false } = {}) {
     if (looksLikeRows(file)) {
       rowsFiles.push(file);
     } else if (asImages || looksLikeImage(file)) {
-      const other = (pickedAs.get(fileKey(file)) ?? []).find((p) => p !== path && samePick(p, path));
+      const other = (pickedAs.get(fileKey(file)) ?? []).find((p) => samePick(p, path));
       if (other != null) {
         already.push(`${path} (as ${other})`);
         continue;
@@ -263,7 +264,7 @@ async function addFiles(files, { asImages = false } = {}) {
       const before = state.images.get(path);
       if (before && fileKey(before) !== fileKey(file)) replaced.push(path);
       state.images.set(path, file);
-      pickedAs.set(fileKey(file), [...(pickedAs.get(fileKey(file)) ?? []), path]);
+      remember(path, file);
       images++;
     } else state.leftOut.add(path);
   }
