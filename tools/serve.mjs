@@ -85,6 +85,7 @@ export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1', isolate
         'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
         'content-length': info.size,
         'cache-control': 'no-cache',
+        'accept-ranges': 'bytes',
         'x-content-type-options': 'nosniff',
         'referrer-policy': 'no-referrer',
       };
@@ -95,6 +96,21 @@ export function serve({ root, mounts = {}, port = 0, host = '127.0.0.1', isolate
       }
       if (policy && /\.(html|js)$/.test(file)) {
         headers['content-security-policy'] = contentSecurityPolicy(requested.searchParams.get('model'));
+      }
+      // One byte range, as the hub answers one (the page reads safetensors headers so), else
+      // the whole file.
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+      if (range && req.method === 'GET') {
+        const start = Number(range[1]);
+        const end = Math.min(range[2] ? Number(range[2]) : info.size - 1, info.size - 1);
+        if (start > end) {
+          res.writeHead(416, { 'content-range': `bytes */${info.size}` });
+          return res.end();
+        }
+        headers['content-range'] = `bytes ${start}-${end}/${info.size}`;
+        headers['content-length'] = end - start + 1;
+        res.writeHead(206, headers);
+        return createReadStream(file, { start, end }).pipe(res);
       }
       res.writeHead(200, headers);
       if (req.method === 'HEAD') return res.end();

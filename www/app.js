@@ -2,14 +2,15 @@
 // Everything shown from files or captions goes through textContent, never HTML.
 
 import { Captioner, DEFAULT_MODEL_URL } from './captioner.js';
-import { listCached, remove as removeCached, storedFiles } from './model-store.js';
+import { pickDevice } from './engine.js';
+import { listCached, packType, planLoad, remove as removeCached, storedFiles } from './model-store.js';
 import { fileFinder, isBlank, jsonlLines, lineText, looksLikeImage, looksLikeRows, normalisePath } from './picked-files.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   modelUrl: $('model-url'), modelFiles: $('model-files'), device: $('device'),
   precision: $('precision'),
-  loadModel: $('load-model'), modelStatus: $('model-status'), modelProgress: $('model-progress'),
+  modelPlan: $('model-plan'), loadModel: $('load-model'), modelStatus: $('model-status'), modelProgress: $('model-progress'),
   cached: $('cached'), drop: $('drop'), images: $('images'), folder: $('folder'), jsonl: $('jsonl'),
   clear: $('clear'), inputStatus: $('input-status'), run: $('run'), runHint: $('run-hint'),
   cancel: $('cancel'), download: $('download'), progress: $('progress'),
@@ -134,7 +135,47 @@ async function loadModel() {
     ui.modelProgress.hidden = true;
     updateButtons();
     showCached();
+    showPlan();
   }
+}
+
+/**
+ * Says what Load will take before it starts: the download and what stays in this browser
+ * afterwards, or that the model is stored already (`planLoad`), or the picked files' size.
+ */
+let plans = 0; // the latest plan asked for: an older one's answer is dropped
+async function showPlan() {
+  const asked = ++plans;
+  const say = (text) => asked === plans && setStatus(ui.modelPlan, text);
+  const picked = [...ui.modelFiles.files];
+  if (picked.length) {
+    const bytes = picked.reduce((n, f) => n + f.size, 0);
+    return say(
+      `${picked.length} picked file${picked.length === 1 ? '' : 's'}, ${formatBytes(bytes)}, read from ` +
+        'your disk: nothing is downloaded or kept in this browser.',
+    );
+  }
+  const url = ui.modelUrl.value.trim();
+  if (!url) return say('');
+  try {
+    // (Without WebGPU, asking for it fails at Load, which says why.)
+    const { device } = await pickDevice(ui.device.value).catch(() => ({ device: 'webgpu' }));
+    say(planText(await planLoad(url, { pack: packType(ui.precision.value, device) })));
+  } catch (e) {
+    say(`The model’s size is not known: ${e.message}.`);
+  }
+}
+
+function planText({ name, stored, download, kept, form }) {
+  const as = form === 'original' ? 'its own files' : `its ${form} pack`;
+  if (stored) {
+    return `${name}: kept in this browser${kept != null ? `, ${formatBytes(kept)}` : ''}; no download.`;
+  }
+  const size =
+    download != null ? `${formatBytes(download)} download once` : 'a download of a size the server does not say';
+  const estimate = form === 'original' ? '' : 'about ';
+  const after = kept != null ? `${estimate}${formatBytes(kept)} kept (${as})` : `${as} kept`;
+  return `${name}: ${size}, ${after} in this browser.`;
 }
 
 async function showCached() {
@@ -151,6 +192,7 @@ async function showCached() {
     del.addEventListener('click', async () => {
       await removeCached(m.key);
       showCached();
+      showPlan();
     });
     li.append(text);
     if (pack) li.append(...saveButtons(m));
@@ -744,6 +786,12 @@ function takeFiles(input) {
 }
 
 ui.loadModel.addEventListener('click', loadModel);
+let typing = null;
+ui.modelUrl.addEventListener('input', () => {
+  clearTimeout(typing);
+  typing = setTimeout(showPlan, 400);
+});
+for (const control of [ui.modelFiles, ui.device, ui.precision]) control.addEventListener('change', showPlan);
 ui.run.addEventListener('click', run);
 ui.cancel.addEventListener('click', () => {
   // (A run still waiting for an input change has nothing in the worker to cancel yet.)
@@ -819,4 +867,5 @@ async function droppedFiles(dataTransfer) {
 
 updateButtons();
 showCached();
+showPlan();
 if (params.has('model')) loadModel();

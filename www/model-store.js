@@ -72,6 +72,145 @@ export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) 
   return { files, fromCache: original != null, stored, form: 'original' };
 }
 
+/**
+ * The pack a model folder is kept as in the browser's cache, for `precision` on `device`
+ * (`'webgpu'` or `'cpu'`), or null to keep its own files: `auto` on WebGPU holds the weights
+ * as Q8_0 anyway (the engine's default there), so the cache keeps the Q8_0 pack, a quarter of
+ * f32 and half of bf16.
+ */
+export function packType(precision, device) {
+  return precision === 'auto' && device === 'webgpu' ? 'q8_0' : null;
+}
+
+/**
+ * What loading the model at `url` will take, said before Load starts: `{name, stored, download,
+ * kept, form}`. `stored` is true when this browser already keeps what the load reads (the
+ * `pack` of type `packType` gives, else the folder's own files); `kept` is then its size.
+ * Otherwise `download` is the weights' size from HEAD requests (null where a server hides one)
+ * and `kept` what the cache holds afterwards: the folder's files, or for a pack an estimate
+ * from the safetensors headers (`packEstimate`; null when they cannot be read). `form` is
+ * `'original'` or the pack's type.
+ */
+export async function planLoad(url, { pack = null } = {}) {
+  const key = folder(url);
+  const ggufName = key.endsWith('.gguf/') ? key.slice(0, -1).split('/').pop() : null;
+  const packKey = pack && !ggufName ? `${key}${PACK}${pack}/` : null;
+  const name = stemOf(key);
+  const cache = await openCache();
+  const manifest = cache && (await storedManifest(cache, packKey ?? key));
+  const form = packKey ? pack : 'original';
+  if (manifest) return { name, stored: true, download: 0, kept: manifest.bytes, form };
+  // The folder made into a pack without a download (an earlier visit kept its own files).
+  if (packKey && cache && (await storedManifest(cache, key))) {
+    return { name, stored: true, download: 0, kept: null, form };
+  }
+  const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
+  let weights;
+  if (ggufName) {
+    weights = [ggufName, `mmproj-${ggufName}`];
+  } else {
+    // Said now rather than at Load: a folder that cannot be reached, or is not a model's.
+    let config;
+    try {
+      config = await fetch(key + 'config.json', { method: 'HEAD', credentials: 'omit' });
+    } catch {
+      throw new ModelError(`could not reach ${key} (the network is down, or the server does not allow this page to read it)`);
+    }
+    if (!config.ok) throw new ModelError(`${key}config.json: ${config.status} ${config.statusText}; is this a model folder?`);
+    const index = await fetch(base + 'model.safetensors.index.json', { credentials: 'omit' }).catch(() => null);
+    weights = index?.ok
+      ? [...new Set(Object.values((await index.json()).weight_map ?? {}))]
+      : ['model.safetensors'];
+  }
+  const sizes = await Promise.all(weights.map((w) => sizeOf(base + w)));
+  const download = sizes.every((n) => n != null) ? sizes.reduce((a, b) => a + b, 0) : null;
+  if (!packKey) return { name, stored: false, download, kept: download, form };
+  return { name, stored: false, download, kept: await packEstimate(base, weights), form };
+}
+
+async function storedManifest(cache, base) {
+  const hit = await cache.match(base + MANIFEST);
+  return hit ? hit.json().catch(() => null) : null;
+}
+
+/**
+ * About how big the Q8_0 pack of the safetensors files `weights` at `base` is, from their
+ * headers alone (a range read each): each tensor as `convert::plan` holds it, Q8_0 for a
+ * matrix whose rows are whole blocks (34 bytes a block of 32), F16 for the patch embedding,
+ * F32 for the rest, plus the tokenizer, which the pack's metadata carries. Null if a header
+ * cannot be read.
+ */
+async function packEstimate(base, weights) {
+  let bytes = (await sizeOf(base + 'tokenizer.json')) ?? 0;
+  for (const w of weights) {
+    const header = await safetensorsHeader(base + w);
+    if (!header) return null;
+    for (const [tensor, info] of Object.entries(header)) {
+      if (tensor === '__metadata__' || !Array.isArray(info?.shape)) continue;
+      const elements = info.shape.reduce((a, b) => a * b, 1);
+      if (info.shape.length >= 2 && tensor.includes('.patch_embedding.')) bytes += 2 * elements;
+      else if (info.shape.length === 2 && info.shape[1] > 0 && info.shape[1] % 32 === 0) bytes += (elements / 32) * 34;
+      else bytes += 4 * elements;
+    }
+  }
+  return bytes;
+}
+
+// A safetensors header larger than this is not read (the format's own reader stops at 100 MB;
+// published models' headers are tens of KB).
+const MAX_HEADER = 16 << 20;
+
+/** The JSON header of the safetensors file at `url` (its length, then itself), or null. */
+async function safetensorsHeader(url) {
+  try {
+    const length = await bytesAt(url, 0, 8);
+    if (!length) return null;
+    const n = new DataView(length.buffer, length.byteOffset, 8).getBigUint64(0, true);
+    if (n === 0n || n > BigInt(MAX_HEADER)) return null;
+    const json = await bytesAt(url, 8, Number(n));
+    return json && JSON.parse(new TextDecoder().decode(json));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `length` bytes of the file at `url` from `start`, by a range request, or null. A server that
+ * ignores the range sends the whole file: its body is read only as far as needed.
+ */
+async function bytesAt(url, start, length) {
+  const response = await fetch(url, {
+    credentials: 'omit',
+    headers: { Range: `bytes=${start}-${start + length - 1}` },
+  });
+  if (!response.ok || !response.body) return null;
+  const skip = response.status === 206 ? 0 : start;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let have = 0;
+  try {
+    while (have < skip + length) {
+      const { done, value } = await reader.read();
+      if (done) return null;
+      chunks.push(value);
+      have += value.byteLength;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return joined(chunks, have).subarray(skip, skip + length);
+}
+
+function joined(chunks, length) {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
 /** The files of the model at folder `key` (a .gguf file's, `ggufName`), from the network. */
 async function downloadModel(key, ggufName, onProgress) {
   const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
@@ -117,9 +256,15 @@ async function downloadModel(key, ggufName, onProgress) {
   return files;
 }
 
-/** A folder key's last part: the model's name, as `captioner quantize` names its pack. */
-function stemOf(key) {
-  return key.slice(0, -1).split('/').pop() || 'model';
+/**
+ * The model's name, as `captioner quantize` names its pack: a folder key's last part, or on a
+ * Hugging Face hub address (`…/<owner>/<name>/resolve/<revision>/`) the repository's name.
+ */
+export function stemOf(key) {
+  const parts = folder(key).slice(0, -1).split('/');
+  const at = parts.lastIndexOf('resolve');
+  const name = at >= 1 && at === parts.length - 2 ? parts[at - 1] : parts.at(-1);
+  return name?.replace(/\.gguf$/, '') || 'model';
 }
 
 function formOf(key) {
@@ -194,13 +339,7 @@ async function download(base, name, required, onBytes) {
   if (size && !encoded && loaded < size) {
     throw new ModelError(`${name} arrived cut short (${loaded} of ${size} bytes); try again`);
   }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.byteLength;
-  }
-  return bytes;
+  return joined(chunks, loaded);
 }
 
 async function openCache() {

@@ -3,7 +3,7 @@
 // carry the request's id.
 
 import { loadEngine, pickDevice } from './engine.js';
-import { fromFiles, fromUrl } from './model-store.js';
+import { fromFiles, fromUrl, packType } from './model-store.js';
 import { fileFinder, isBlank } from './picked-files.js';
 
 let engine = null;
@@ -42,15 +42,6 @@ self.onmessage = async ({ data: msg }) => {
   }
 };
 
-/**
- * The pack a model folder is kept as in the browser's cache, for `precision` on `device`, or
- * null to keep its own files: `auto` on WebGPU holds the weights as Q8_0 anyway (the engine's
- * default there), so the cache keeps the Q8_0 pack, a quarter of f32 and half of bf16.
- */
-function packFor(precision, device) {
-  return precision === 'auto' && device === 'webgpu' ? 'q8_0' : null;
-}
-
 async function load({ id, source, device, precision = 'auto' }) {
   const progress = (p) => post({ type: 'progress', id, progress: p });
   const chosen = await pickDevice(device ?? 'auto');
@@ -59,7 +50,7 @@ async function load({ id, source, device, precision = 'auto' }) {
   let fromCache = false;
   let form = 'original';
   if (source.url) {
-    const type = packFor(precision, chosen.device);
+    const type = packType(precision, chosen.device);
     const make = async (original, stem) =>
       build.pkg
         .quantizePack(original.map((f) => [f.name, f.bytes]), type, stem)

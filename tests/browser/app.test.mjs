@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve } from '../../tools/serve.mjs';
 import { captioner, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, downloadOf, example, examplePictures } from './page.mjs';
@@ -143,6 +143,64 @@ test('the page captions a JSONL with images like the native program, keeps the m
   const left = await again.page.evaluate(async () => (await (await caches.open('captioner-models-v1')).keys()).length);
   assert.equal(left, 0);
   await again.page.close();
+});
+
+test('before Load the page says what the model downloads and what stays in the browser; once stored, that it needs no download', async () => {
+  const pack = q8Pack();
+  const packBytes = readdirSync(pack).reduce((n, f) => n + statSync(join(pack, f)).size, 0);
+  const weights = statSync(join(fixtures, 'tiny-b', 'model.safetensors')).size;
+  const mb = (text) => Number(/([\d.]+) MB/.exec(text)?.[1]);
+  // A profile of its own: nothing stored yet.
+  const fresh = await launch('profile-plan', { webgpu: true });
+  try {
+    const { page, errors } = await openPage('/?device=webgpu', fresh);
+    await page.getByTestId('model-url').fill('/fixtures/tiny-b/');
+    // `auto` on WebGPU: the bf16 weights are downloaded, their q8_0 pack is what stays. The pack
+    // is estimated from the safetensors header (a range read), the tokenizer included.
+    const line = await waitForText(page, 'model-plan', /^tiny-b: /);
+    const said = /^tiny-b: ([\d.]+ MB) download once, about ([\d.]+ MB) kept \(its q8_0 pack\) in this browser\.$/.exec(line);
+    assert.ok(said, line);
+    assert.equal(mb(said[1]), Number((weights / 1e6).toFixed(1)), line);
+    assert.ok(Math.abs(mb(said[2]) * 1e6 - packBytes) < 0.1 * packBytes, `${line} (the pack is ${packBytes} bytes)`);
+
+    // f32 keeps the folder's own files; on the CPU, `auto` does too.
+    await page.getByTestId('precision').selectOption('f32');
+    const own = await waitForText(page, 'model-plan', /its own files/);
+    assert.equal(mb(own), mb(said[1]), own);
+    assert.match(own, /^tiny-b: [\d.]+ MB download once, [\d.]+ MB kept \(its own files\) in this browser\.$/);
+    await page.getByTestId('precision').selectOption('auto');
+    await waitForText(page, 'model-plan', /q8_0 pack/);
+
+    // After Load the pack is stored: the line says so, with the stored size.
+    await page.getByTestId('load-model').click();
+    const status = await waitForText(page, 'model-status', /Model ready|could not/);
+    assert.match(status, /Model ready on WebGPU/, status);
+    const stored = await waitForText(page, 'model-plan', /kept in this browser,/);
+    assert.equal(stored, `tiny-b: kept in this browser, ${(packBytes / 1e6).toFixed(1)} MB; no download.`);
+
+    // A folder that is not there, said before Load.
+    await page.getByTestId('model-url').fill('/fixtures/no-such-model/');
+    const missing = await waitForText(page, 'model-plan', /no-such-model/);
+    assert.match(missing, /^The model’s size is not known: .*no-such-model\/config\.json: 404 Not Found; is this a model folder\?\.$/, missing);
+
+    // Picked files are read from the disk: nothing downloaded, nothing kept.
+    const modelDir = join(fixtures, 'tiny-b');
+    const files = readdirSync(modelDir);
+    await page.getByTestId('model-files').setInputFiles(files.map((f) => join(modelDir, f)));
+    const picked = await waitForText(page, 'model-plan', /picked files/);
+    assert.match(picked, new RegExp(`^${files.length} picked files, [\\d.]+ MB, read from your disk: nothing is downloaded or kept in this browser\\.$`), picked);
+    // A hub address names the model by its repository, not by its revision ('main'): the
+    // pack's files are named so too.
+    const names = await page.evaluate(async () => {
+      const { stemOf, DEFAULT_MODEL_URL } = await import('./model-store.js');
+      return [stemOf(DEFAULT_MODEL_URL), stemOf('/fixtures/tiny-b/'), stemOf('/m/tiny-Q4_0.gguf')];
+    });
+    assert.deepEqual(names, ['SmolVLM-256M-Instruct', 'tiny-b', 'tiny-Q4_0']);
+    assert.equal(errors.length, 0, errors.join('\n'));
+    await page.close();
+  } finally {
+    await fresh.close();
+  }
 });
 
 test('the embedding API captions an image and rows from an example page', async () => {
