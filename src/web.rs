@@ -389,14 +389,8 @@ pub async fn bench(
         Some(shape) => {
             let shape = crate::bench::Shape::published(shape)
                 .ok_or_else(|| js_error(format!("unknown synthetic shape '{shape}'")))?;
-            // Random weights have no form of their own: `auto` on the CPU builds them f32.
-            let precision = match precision {
-                Precision::Auto => Precision::F32,
-                p => p,
-            };
-            let files =
+            let (files, precision) =
                 crate::bench::synthetic_model(&shape, files, precision, 42).map_err(js_error)?;
-            // Built at `precision`; loading at it keeps every matrix as built.
             (format!("synthetic {}", shape.name), files, precision)
         }
         None => ("model".to_string(), files, precision),

@@ -58,20 +58,22 @@ impl Shape {
     }
 }
 
-/// A model of `shape` with random weights at `precision` (`f32`, `q8_0`, `q4_0` or `mixed`),
-/// as a GGUF pair in memory; the tokenizer and chat template come from `tokenizer_from` (any
-/// model folder with the same vocabulary, e.g. `tests/fixtures/tiny-b` for SmolVLM).
+/// A model of `shape` with random weights, as a GGUF pair in memory, and the precision it is
+/// built at, which loading it at keeps every matrix as built: `precision` as given (`f32`,
+/// `q8_0`, `q4_0`, `mixed`, or what `auto` means on a GPU), except `auto` on the CPU, which
+/// builds it f32 (random weights have no form of their own to keep). The tokenizer and chat
+/// template come from `tokenizer_from` (any model folder with the same vocabulary, e.g.
+/// `tests/fixtures/tiny-b` for SmolVLM).
 pub fn synthetic_model(
     shape: &Shape,
     mut tokenizer_from: ModelFiles,
     precision: Precision,
     seed: u64,
-) -> Result<ModelFiles> {
-    if precision == Precision::Auto {
-        return Err(Error::Invalid(
-            "a synthetic model needs a precision: f32, q8_0, q4_0 or mixed".into(),
-        ));
-    }
+) -> Result<(ModelFiles, Precision)> {
+    let precision = match precision {
+        Precision::Auto => Precision::F32,
+        p => p,
+    };
     tokenizer_from.config_json = shape.config_json.clone();
     if let Some(p) = &shape.preprocessor_config_json {
         tokenizer_from.preprocessor_config_json = Some(p.clone());
@@ -80,10 +82,11 @@ pub fn synthetic_model(
         tokenizer_from.processor_config_json = Some(p.clone());
     }
     let pair = write_random_pair(&tokenizer_from, precision, false, seed)?;
-    match pair.mmproj {
+    let files = match pair.mmproj {
         Some(mmproj) => pair_files(GgufFile::parse(pair.text)?, GgufFile::parse(mmproj)?),
         None => ModelFiles::from_gguf(pair.text),
-    }
+    }?;
+    Ok((files, precision))
 }
 
 /// A `width`×`height` PNG with smooth gradients and fine texture, like a photo for the

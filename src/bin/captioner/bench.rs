@@ -215,14 +215,8 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
                     Shape::NAMES.join(", ")
                 ),
             };
-            // Random weights have no form of their own: `auto` on the CPU builds them f32.
-            let precision = match precision {
-                Precision::Auto => Precision::F32,
-                p => p,
-            };
-            let files = bench::synthetic_model(&shape, files, precision, 42)
+            let (files, precision) = bench::synthetic_model(&shape, files, precision, 42)
                 .context("building the synthetic model")?;
-            // Built at `precision`; loading at it keeps every matrix as built.
             (format!("synthetic {}", shape.name), files, precision)
         }
         None => (args.model.display().to_string(), files, precision),
