@@ -29,6 +29,7 @@ const state = {
   // The grid's rows, replaced whole (frozen) by each input change, never changed in place:
   lines: [], // the input lines: the rows file's, or one per image
   paths: [], // without a rows file: the image path of each line
+  lineImages: [], // per line: [{path, file}], its image paths and the picked files (or null)
   identities: [], // per line: what its output is kept by (see currentLines)
   outputs: new Map(), // identity -> {line, outcome, caption, error}
   edits: new Map(), // identity -> caption typed by hand
@@ -388,22 +389,33 @@ function currentLines() {
   if (state.rows) {
     const find = fileFinder([...state.images]);
     const lines = state.rows.lines.map((line, i) => (state.removed.has(i) ? '' : line));
-    const identities = lines.map((line, i) => {
-      const files = imagePaths(line, imageKey).map((path) => {
-        try {
-          return fileKey(find(path));
-        } catch {
-          return '';
-        }
-      });
-      return [i, textHash(lineText(line)), ...files].join('\u0000');
-    });
-    return { lines: Object.freeze(lines), paths: Object.freeze([]), identities: Object.freeze(identities) };
+    // Each line is parsed here once; the grid and the summary of missing images read this.
+    const images = lines.map((line) =>
+      Object.freeze(
+        imagePaths(line, imageKey).map((path) => {
+          try {
+            return { path, file: find(path) };
+          } catch {
+            return { path, file: null };
+          }
+        }),
+      ),
+    );
+    const identities = lines.map((line, i) =>
+      [i, textHash(lineText(line)), ...images[i].map(({ file }) => (file ? fileKey(file) : ''))].join('\u0000'),
+    );
+    return {
+      lines: Object.freeze(lines),
+      paths: Object.freeze([]),
+      images: Object.freeze(images),
+      identities: Object.freeze(identities),
+    };
   }
   const paths = [...state.images.keys()].sort((a, b) => a.localeCompare(b));
   return {
     lines: Object.freeze(paths.map((path) => JSON.stringify({ [imageKey]: [path] }))),
     paths: Object.freeze(paths),
+    images: Object.freeze(paths.map((path) => Object.freeze([{ path, file: state.images.get(path) }]))),
     identities: Object.freeze(paths.map((path) => `${path}\u0000${fileKey(state.images.get(path))}`)),
   };
 }
@@ -415,13 +427,13 @@ function currentLines() {
  * changed). `notes` say what the change did besides (see addFiles), in the status line.
  */
 async function inputsChanged({ reset = false, imagesChanged = false, notes = [] } = {}) {
-  const { lines, paths, identities } = currentLines();
+  const { lines, paths, images, identities } = currentLines();
   const key = await inputKey(lines);
   const still = new Set(identities);
   const keep = (output, id) => !reset && still.has(id) && !(imagesChanged && output.outcome === 'failed');
   const outputs = new Map([...state.outputs].filter(([id, output]) => keep(output, id)));
   const edits = new Map([...state.edits].filter(([id]) => outputs.has(id)));
-  Object.assign(state, { lines, paths, identities, key, outputs, edits });
+  Object.assign(state, { lines, paths, lineImages: images, identities, key, outputs, edits });
   state.restored = restore();
   if (state.outputs.size) save(state.key);
   renderRows();
@@ -444,22 +456,13 @@ function imagePaths(line, imageKey) {
 
 /** The images rows name that are not among the picked files, as the run will look them up. */
 function missingImages() {
-  const find = fileFinder([...state.images]);
-  const { imageKey } = settings();
   const missing = new Set();
   let rows = 0;
-  state.lines.forEach((line) => {
-    const absent = imagePaths(line, imageKey).filter((path) => {
-      try {
-        find(path);
-        return false;
-      } catch {
-        return true;
-      }
-    });
+  for (const images of state.lineImages) {
+    const absent = images.filter(({ file }) => !file);
     if (absent.length) rows++;
-    for (const path of absent) missing.add(path);
-  });
+    for (const { path } of absent) missing.add(path);
+  }
   return { rows, missing: [...missing] };
 }
 
@@ -533,21 +536,14 @@ function renderRows() {
   state.thumbnails = [];
   ui.results.replaceChildren();
   state.rowsById = new Map();
-  const find = fileFinder([...state.images]);
-  const { imageKey } = settings();
   state.lines.forEach((line, index) => {
     if (isBlank(line, index)) return;
     const id = state.identities[index];
     const li = document.createElement('li');
     li.dataset.testid = 'row';
     li.dataset.index = index;
-    const [first] = imagePaths(line, imageKey);
-    let file = null;
-    try {
-      file = first === undefined ? null : find(first);
-    } catch {
-      // Not picked: the row shows no thumbnail (the summary names it, the run gives its error).
-    }
+    // An image not picked shows no thumbnail (the summary names it, the run gives its error).
+    const { path: first, file } = state.lineImages[index][0] ?? {};
     if (file) {
       const img = document.createElement('img');
       img.src = URL.createObjectURL(file);
