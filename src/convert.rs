@@ -3,8 +3,9 @@
 //! the Idefics3 connector.
 //!
 //! [`plan`] lists every tensor of the pair from a config alone (names, shapes, storage types),
-//! so sizes are known before any weight is read; [`write_pair`] fills the plan from a Hugging
-//! Face folder. Names, metadata keys and the Q/K row order follow llama.cpp's converter, so its
+//! so sizes are known before any weight is read; a [`PairWriter`] fills the plan, tensor by
+//! tensor in any order, and [`PackStream`] feeds it from safetensors bytes as they arrive (the
+//! browser packs a download while it streams; [`write_pair`] is the same path on whole files). Names, metadata keys and the Q/K row order follow llama.cpp's converter, so its
 //! tools can read the files too; `weights::gguf::pair` reads them back. It sits on top of the
 //! weights, the prompt and the image processor, whose settings it writes into the files.
 //!
@@ -17,11 +18,14 @@ use crate::files::{Checkpoint, ModelFiles};
 use crate::quant::{BlockMatrix, QuantType, BLOCK};
 use crate::weights::gguf::names::{self, Dim};
 use crate::weights::gguf::pair::{KEY_GENERATION, KEY_PROCESSOR};
-use crate::weights::gguf::write::GgufWriter;
+use crate::weights::gguf::write::{encode, GgufWriter};
 use crate::weights::gguf::{permute_rope_rows, GgmlType, GgufValue};
 use crate::weights::Precision;
-use crate::weights::WeightSet;
 use serde_json::Value;
+use std::collections::HashMap;
+
+mod stream;
+pub use stream::PackStream;
 
 /// Which file of the pair a tensor goes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,36 +198,14 @@ pub fn write_pair(
             "quantize reads a Hugging Face folder (config.json and safetensors)".into(),
         ));
     };
-    let mut weights = WeightSet::new();
-    for b in buffers {
-        weights.read_safetensors(b)?;
+    // The browser's path, where a download is converted as it arrives: here each file comes
+    // as one piece.
+    let mut stream = PackStream::new(files, precision, for_llama_cpp, name)?;
+    for buffer in buffers {
+        stream.push(buffer)?;
+        stream.end_file()?;
     }
-    let config = ModelConfig::from_json(&files.config_json)?;
-    let (ModelConfig::Idefics3(Idefics3Config { text, .. }) | ModelConfig::Llama(text)) = &config;
-    if text.tie_word_embeddings {
-        weights.take("lm_head.weight");
-    }
-    let pair = write_pair_with(files, precision, for_llama_cpp, name, &mut |t: &Planned| {
-        let host = weights
-            .take(&t.hf_name)
-            .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?
-            .into_host();
-        if host.shape != t.shape {
-            return Err(Error::Weights(format!(
-                "{} is {:?}, expected {:?}",
-                t.hf_name, host.shape, t.shape
-            )));
-        }
-        Ok(host.data)
-    })?;
-    let extra: Vec<&str> = weights.names().collect();
-    if !extra.is_empty() {
-        return Err(Error::Weights(format!(
-            "tensors this model does not use: {}",
-            extra.join(", ")
-        )));
-    }
-    Ok(pair)
+    stream.finish()
 }
 
 /// A pair of `files`' config, tokenizer and settings whose tensors are random: a synthetic
@@ -242,105 +224,150 @@ pub fn write_random_pair(
         state ^= state << 17;
         ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
-    write_pair_with(
-        files,
-        precision,
-        for_llama_cpp,
-        "synthetic",
-        &mut |t: &Planned| {
-            let n: usize = t.shape.iter().product();
-            let norm = t.hf_name.contains("norm");
-            Ok(if t.shape.len() == 1 {
-                vec![if norm { 1.0 } else { 0.0 }; n]
-            } else {
-                (0..n)
-                    .map(|_| {
-                        // Box-Muller.
-                        let (u, v) = (uniform(), uniform());
-                        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
-                    })
-                    .collect()
-            })
-        },
-    )
+    let mut writer = PairWriter::new(files, precision, for_llama_cpp, "synthetic")?;
+    for index in 0..writer.planned().len() {
+        let t = &writer.planned()[index];
+        let n: usize = t.shape.iter().product();
+        let norm = t.hf_name.contains("norm");
+        let values = if t.shape.len() == 1 {
+            vec![if norm { 1.0 } else { 0.0 }; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    // Box-Muller.
+                    let (u, v) = (uniform(), uniform());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
+                })
+                .collect()
+        };
+        writer.put(index, values)?;
+    }
+    writer.finish()
 }
 
-/// Writes the pair of `files`' config at `precision`, each tensor's values (f32, PyTorch
-/// layout) coming from `values`.
-pub fn write_pair_with(
-    files: &ModelFiles,
-    precision: Precision,
-    for_llama_cpp: bool,
-    name: &str,
-    values: &mut dyn FnMut(&Planned) -> Result<Vec<f32>>,
-) -> Result<Pair> {
-    let config = ModelConfig::from_json(&files.config_json)?;
-    let raw: Value = serde_json::from_str(&files.config_json)
-        .map_err(|e| Error::config("config.json", e.to_string()))?;
-    let planned = plan(&config, precision, for_llama_cpp);
-    let (text_cfg, text_raw) = match &config {
-        ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
-        ModelConfig::Llama(c) => (c, &raw),
-    };
+/// The pair being written. The metadata comes from the folder's text files up front; tensors
+/// are put in any order (a download brings them in its file's order, which is not the plan's)
+/// and each is packed as it comes, so only packed bytes wait. The files list them in plan
+/// order, the same bytes whatever order they came in.
+pub struct PairWriter {
+    planned: Vec<Planned>,
+    /// Each planned tensor's bytes in its file, once put.
+    data: Vec<Option<Vec<u8>>>,
+    by_name: HashMap<String, usize>,
+    /// `lm_head.weight` is the embedding table again (tied): a checkpoint may carry it anyway.
+    tied_head: bool,
+    /// Query and key-value heads, whose rows llama.cpp's RoPE wants in its own order.
+    heads: (usize, usize),
+    text: GgufWriter,
+    mmproj: Option<GgufWriter>,
+}
 
-    let file_type = |part: Part| -> u32 {
-        let types: Vec<GgmlType> = planned
-            .iter()
-            .filter(|t| t.part == part)
-            .map(|t| t.ty)
-            .collect();
-        // llama.cpp's `general.file_type`: the "mostly" type.
-        if types.contains(&GgmlType::Q4_0) {
-            2
-        } else if types.contains(&GgmlType::Q8_0) {
-            7
-        } else {
-            0
+impl PairWriter {
+    /// The pair of `files`' config at `precision`; the checkpoint in `files` is not read.
+    pub fn new(
+        files: &ModelFiles,
+        precision: Precision,
+        for_llama_cpp: bool,
+        name: &str,
+    ) -> Result<Self> {
+        let config = ModelConfig::from_json(&files.config_json)?;
+        let raw: Value = serde_json::from_str(&files.config_json)
+            .map_err(|e| Error::config("config.json", e.to_string()))?;
+        let planned = plan(&config, precision, for_llama_cpp);
+        let (text_cfg, text_raw) = match &config {
+            ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
+            ModelConfig::Llama(c) => (c, &raw),
+        };
+
+        let file_type = |part: Part| -> u32 {
+            let types: Vec<GgmlType> = planned
+                .iter()
+                .filter(|t| t.part == part)
+                .map(|t| t.ty)
+                .collect();
+            // llama.cpp's `general.file_type`: the "mostly" type.
+            if types.contains(&GgmlType::Q4_0) {
+                2
+            } else if types.contains(&GgmlType::Q8_0) {
+                7
+            } else {
+                0
+            }
+        };
+
+        let mut text = GgufWriter::new();
+        text.metadata("general.architecture", s("llama"));
+        text.metadata("general.type", s("model"));
+        text.metadata("general.name", s(name));
+        text.metadata("general.file_type", GgufValue::U32(file_type(Part::Text)));
+        text.metadata("general.quantization_version", GgufValue::U32(2));
+        llama_metadata(&mut text, text_cfg);
+        tokenizer_metadata(&mut text, files, text_cfg, text_raw)?;
+        if let Some(g) = &files.generation_config_json {
+            text.metadata(KEY_GENERATION, s(g));
         }
-    };
 
-    let mut text = GgufWriter::new();
-    text.metadata("general.architecture", s("llama"));
-    text.metadata("general.type", s("model"));
-    text.metadata("general.name", s(name));
-    text.metadata("general.file_type", GgufValue::U32(file_type(Part::Text)));
-    text.metadata("general.quantization_version", GgufValue::U32(2));
-    llama_metadata(&mut text, text_cfg);
-    tokenizer_metadata(&mut text, files, text_cfg, text_raw)?;
-    if let Some(g) = &files.generation_config_json {
-        text.metadata(KEY_GENERATION, s(g));
+        let mmproj = match &config {
+            ModelConfig::Idefics3(c) => {
+                let mut w = GgufWriter::new();
+                w.metadata("general.architecture", s("clip"));
+                w.metadata("general.type", s("mmproj"));
+                w.metadata("general.name", s(name));
+                w.metadata("general.file_type", GgufValue::U32(file_type(Part::Mmproj)));
+                clip_metadata(&mut w, c, files)?;
+                w.metadata("general.quantization_version", GgufValue::U32(2));
+                Some(w)
+            }
+            ModelConfig::Llama(_) => None,
+        };
+        let by_name = planned
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.hf_name.clone(), i))
+            .collect();
+        Ok(Self {
+            data: vec![None; planned.len()],
+            planned,
+            by_name,
+            tied_head: text_cfg.tie_word_embeddings,
+            heads: (text_cfg.num_attention_heads, text_cfg.num_key_value_heads),
+            text,
+            mmproj,
+        })
     }
 
-    let mut mmproj = match &config {
-        ModelConfig::Idefics3(c) => {
-            let mut w = GgufWriter::new();
-            w.metadata("general.architecture", s("clip"));
-            w.metadata("general.type", s("mmproj"));
-            w.metadata("general.name", s(name));
-            w.metadata("general.file_type", GgufValue::U32(file_type(Part::Mmproj)));
-            clip_metadata(&mut w, c, files)?;
-            w.metadata("general.quantization_version", GgufValue::U32(2));
-            Some(w)
-        }
-        ModelConfig::Llama(_) => None,
-    };
+    /// Every tensor the pair holds, in file order.
+    pub fn planned(&self) -> &[Planned] {
+        &self.planned
+    }
 
-    for t in &planned {
-        let data = values(t)?;
+    /// Where the checkpoint's tensor `hf_name` goes in [`Self::planned`], if anywhere.
+    pub fn index_of(&self, hf_name: &str) -> Option<usize> {
+        self.by_name.get(hf_name).copied()
+    }
+
+    /// Whether the checkpoint's tensor `hf_name` is one the pair leaves out (a tied head).
+    pub fn leaves_out(&self, hf_name: &str) -> bool {
+        self.tied_head && hf_name == "lm_head.weight"
+    }
+
+    /// Packs planned tensor `index` from its values (f32, PyTorch layout).
+    pub fn put(&mut self, index: usize, values: Vec<f32>) -> Result<()> {
+        let t = self
+            .planned
+            .get(index)
+            .ok_or_else(|| Error::Invalid(format!("no planned tensor {index}")))?;
+        if self.data[index].is_some() {
+            return Err(Error::Weights(format!("tensor {} given twice", t.hf_name)));
+        }
         let heads = match t.gguf_name.rsplit('.').nth(1) {
-            Some("attn_q") if t.part == Part::Text => Some(text_cfg.num_attention_heads),
-            Some("attn_k") if t.part == Part::Text => Some(text_cfg.num_key_value_heads),
+            Some("attn_q") if t.part == Part::Text => Some(self.heads.0),
+            Some("attn_k") if t.part == Part::Text => Some(self.heads.1),
             _ => None,
         };
-        let data = match heads {
-            Some(n) => permute_rope_rows(&data, t.shape[0], n),
-            None => data,
-        };
-        let writer = match t.part {
-            Part::Text => &mut text,
-            Part::Mmproj => mmproj
-                .as_mut()
-                .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
+        let values = match heads {
+            Some(n) => permute_rope_rows(&values, t.shape[0], n),
+            None => values,
         };
         // Packed with the same quantizers as quantizing on load, so both give the same blocks.
         let packed = match t.ty {
@@ -348,26 +375,37 @@ pub fn write_pair_with(
             GgmlType::Q4_0 => Some(QuantType::Q4_0),
             _ => None,
         };
-        match (packed, t.shape.as_slice()) {
-            (Some(ty), [rows, cols]) => {
-                let blocks = BlockMatrix::quantize(ty, *rows, *cols, &data)?;
-                writer.tensor_bytes(&t.gguf_name, &t.shape, t.ty, blocks.bytes().to_vec());
+        let bytes = match (packed, t.shape.as_slice()) {
+            (Some(ty), [rows, cols]) if values.len() == rows * cols => {
+                BlockMatrix::quantize(ty, *rows, *cols, &values)?.into_bytes()
             }
-            _ => writer
-                .tensor(&t.gguf_name, &t.shape, &data, t.ty)
+            _ => encode(&t.gguf_name, &t.shape, &values, t.ty)
                 .map_err(|e| Error::Weights(e.to_string()))?,
-        }
+        };
+        self.data[index] = Some(bytes);
+        Ok(())
     }
-    let bytes = |w: &GgufWriter| -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        w.write(&mut out)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(out)
-    };
-    Ok(Pair {
-        text: bytes(&text)?,
-        mmproj: mmproj.as_ref().map(bytes).transpose()?,
-    })
+
+    /// The two files, once every planned tensor is in.
+    pub fn finish(mut self) -> Result<Pair> {
+        for (t, data) in self.planned.iter().zip(&mut self.data) {
+            let data = data
+                .take()
+                .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?;
+            let writer = match t.part {
+                Part::Text => &mut self.text,
+                Part::Mmproj => self
+                    .mmproj
+                    .as_mut()
+                    .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
+            };
+            writer.tensor_bytes(&t.gguf_name, &t.shape, t.ty, data);
+        }
+        Ok(Pair {
+            text: self.text.into_bytes(),
+            mmproj: self.mmproj.map(GgufWriter::into_bytes),
+        })
+    }
 }
 
 fn s(v: &str) -> GgufValue {

@@ -265,32 +265,74 @@ impl Captioner {
     }
 }
 
-/// A published model folder's files (`[[name, Uint8Array], ...]`, safetensors) as the GGUF pair
-/// `captioner quantize --type <precision> --name <stem>` writes, byte for byte:
-/// `[[stem-Q8_0.gguf, bytes], [mmproj-stem-Q8_0.gguf, bytes]]` (no mmproj for a text model).
-/// The page keeps this pack in its cache instead of the larger original.
-#[wasm_bindgen(js_name = quantizePack)]
-pub fn quantize_pack(files: Array, precision: String, stem: String) -> Result<Array, JsValue> {
-    let precision: Precision = precision.parse().map_err(js_error)?;
-    if matches!(precision, Precision::Auto | Precision::Packed) {
-        return Err(js_error(
-            "a pack needs a precision: f32, q8_0, q4_0 or mixed",
-        ));
+/// A published model folder made into the GGUF pair `captioner quantize --type <precision>
+/// --name <stem>` writes, byte for byte, while its safetensors download: the page keeps this
+/// pack in its cache instead of the larger original, and never holds the whole original.
+///
+/// `new PackStream([[name, Uint8Array], ...] text files, precision, stem)`, then for each
+/// weights file `push(bytes)` each piece as it arrives and `endFile()` after its last, then
+/// `finish()`: `[[stem-Q8_0.gguf, bytes], [mmproj-stem-Q8_0.gguf, bytes]]` (no mmproj for a
+/// text model).
+#[wasm_bindgen(js_name = PackStream)]
+pub struct WebPackStream {
+    stream: Option<crate::convert::PackStream>,
+    names: (String, String),
+}
+
+#[wasm_bindgen(js_class = PackStream)]
+impl WebPackStream {
+    #[wasm_bindgen(constructor)]
+    pub fn new(files: Array, precision: String, stem: String) -> Result<WebPackStream, JsValue> {
+        let precision: Precision = precision.parse().map_err(js_error)?;
+        if matches!(precision, Precision::Auto | Precision::Packed) {
+            return Err(js_error(
+                "a pack needs a precision: f32, q8_0, q4_0 or mixed",
+            ));
+        }
+        let model = ModelFiles::folder_texts(named_files(files)?).map_err(js_error)?;
+        let stream =
+            crate::convert::PackStream::new(&model, precision, false, &stem).map_err(js_error)?;
+        Ok(Self {
+            stream: Some(stream),
+            names: crate::convert::pair_names(&stem, precision),
+        })
     }
-    let model = ModelFiles::from_named(named_files(files)?).map_err(js_error)?;
-    let pair = crate::convert::write_pair(&model, precision, false, &stem).map_err(js_error)?;
-    drop(model);
-    let (text_name, mmproj_name) = crate::convert::pair_names(&stem, precision);
-    let out = Array::new();
-    let entry = |name: String, bytes: Vec<u8>| {
-        let bytes = Uint8Array::from(bytes.as_slice());
-        Array::of2(&JsValue::from_str(&name), &bytes)
-    };
-    out.push(&entry(text_name, pair.text));
-    if let Some(mmproj) = pair.mmproj {
-        out.push(&entry(mmproj_name, mmproj));
+
+    /// The next bytes of the weights file being downloaded.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.stream()?.push(bytes).map_err(js_error)
     }
-    Ok(out)
+
+    /// The weights file being downloaded has ended.
+    #[wasm_bindgen(js_name = endFile)]
+    pub fn end_file(&mut self) -> Result<(), JsValue> {
+        self.stream()?.end_file().map_err(js_error)
+    }
+
+    /// The pair's files, once every weights file has ended.
+    pub fn finish(&mut self) -> Result<Array, JsValue> {
+        let stream = self
+            .stream
+            .take()
+            .ok_or_else(|| js_error("the pack is already finished"))?;
+        let pair = stream.finish().map_err(js_error)?;
+        let out = Array::new();
+        let entry = |name: &str, bytes: Vec<u8>| {
+            let bytes = Uint8Array::from(bytes.as_slice());
+            Array::of2(&JsValue::from_str(name), &bytes)
+        };
+        out.push(&entry(&self.names.0, pair.text));
+        if let Some(mmproj) = pair.mmproj {
+            out.push(&entry(&self.names.1, mmproj));
+        }
+        Ok(out)
+    }
+
+    fn stream(&mut self) -> Result<&mut crate::convert::PackStream, JsValue> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| js_error("the pack is already finished"))
+    }
 }
 
 /// `[[name, Uint8Array], ...]` as names and bytes (the array is dropped as it is read).

@@ -102,7 +102,7 @@ async function loadModel() {
               : 'Downloading the model weights (the server does not say how big)…',
           );
         } else if (p.phase === 'packing') {
-          setStatus(ui.modelStatus, `Packing the weights as ${p.type} for this browser’s storage…`);
+          setStatus(ui.modelStatus, `Writing the ${p.type} pack for this browser’s storage…`);
         } else if (p.phase === 'download') {
           if (p.total) {
             ui.modelProgress.max = p.total;
@@ -110,8 +110,8 @@ async function loadModel() {
           }
           setStatus(
             ui.modelStatus,
-            `Downloading ${p.file}: ${formatBytes(p.loaded)} of ${formatBytes(p.total)} ` +
-              `(${formatBytes(p.bytesPerSecond)}/s)`,
+            `Downloading ${p.file}${p.packing ? ` (packed as ${p.packing} as it arrives)` : ''}: ` +
+              `${formatBytes(p.loaded)} of ${formatBytes(p.total)} (${formatBytes(p.bytesPerSecond)}/s)`,
           );
         } else if (p.phase === 'building') {
           setStatus(ui.modelStatus, 'Preparing the model on the device…');

@@ -32,11 +32,14 @@ function folder(url) {
  * when it holds all of them. `url` is a model folder, or a `.gguf` file: a text model, with
  * its vision part when the same folder has `mmproj-<name>` next to it (llama.cpp's naming).
  *
- * `pack: {type, make(files, stem)}` asks for a safetensors folder as a quantized GGUF pack
- * (`make` writes it): the pack is what the cache keeps, so a later visit reads it and nothing
- * else. Without `pack`, only the folder's own files will do: a pack stored for WebGPU is not
- * what the CPU's `auto` means (the files as they are), and the same settings give the same
- * captions whatever the cache holds. `form` says what came: `'original'` or the pack's type.
+ * `pack: {type, begin(textFiles, stem)}` asks for a safetensors folder as a quantized GGUF
+ * pack: `begin` starts writing it (`{push(bytes), endFile(), finish(), free()}`, the engine's
+ * `PackStream`), and the weights go into it piece by piece as they download, so the whole
+ * original is never held. The pack is what the cache keeps, so a later visit reads it and
+ * nothing else. Without `pack`, only the folder's own files will do: a pack stored for WebGPU
+ * is not what the CPU's `auto` means (the files as they are), and the same settings give the
+ * same captions whatever the cache holds. `form` says what came: `'original'` or the pack's
+ * type.
  */
 export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) {
   // The cache keeps a model under a folder-like key; a .gguf file's key is its URL plus '/'.
@@ -52,24 +55,64 @@ export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) 
     return { files: cached, fromCache: true, form: formOf(packKey ?? key) };
   }
   const original = packKey && cache ? await fromCache(cache, key) : null;
-  const files = original ?? (await downloadModel(key, ggufName, onProgress));
   if (packKey) {
-    onProgress({ phase: 'packing', type: pack.type });
     let packed = null;
     try {
-      packed = await pack.make(files, stemOf(key));
+      packed = original
+        ? packOf(original, pack, stemOf(key), onProgress)
+        : (await downloadModel(key, null, onProgress, pack)).packed;
     } catch (e) {
-      // Not a folder a pack can be made of: the model still loads from its own files.
-      console.warn(`no ${pack.type} pack for ${url} (${e?.message ?? e}); keeping its files`);
+      if (!(e instanceof PackError)) throw e;
+      // Not a folder a pack can be made of: the model still loads from its own files (for a
+      // folder that fails halfway through its weights, downloaded again).
+      console.warn(`no ${pack.type} pack for ${url} (${e.message}); keeping its files`);
     }
     if (packed) {
       const stored = cache ? await store(cache, packKey, packed, { source: key, form: pack.type }) : false;
       return { files: packed, fromCache: original != null, stored, form: pack.type };
     }
   }
+  const files = original ?? (await downloadModel(key, ggufName, onProgress)).files;
   let stored = original != null;
   if (cache && !original) stored = await store(cache, key, files, { source: key, form: 'original' });
   return { files, fromCache: original != null, stored, form: 'original' };
+}
+
+/** The engine could not make the pack (as opposed to the download failing). */
+class PackError extends Error {}
+
+/** `pack.begin(texts, stem)`, every error it and its stream throw a `PackError`. */
+function packSink(pack, texts, stem) {
+  const guard = (f) => {
+    try {
+      return f();
+    } catch (e) {
+      throw new PackError(String(e?.message ?? e));
+    }
+  };
+  const stream = guard(() => pack.begin(texts, stem));
+  return {
+    push: (bytes) => guard(() => stream.push(bytes)),
+    endFile: () => guard(() => stream.endFile()),
+    finish: () => guard(() => stream.finish()),
+    free: () => stream.free(),
+  };
+}
+
+/** The pack of a folder's files already at hand (an earlier visit stored the original). */
+function packOf(files, pack, stem, onProgress) {
+  onProgress({ phase: 'packing', type: pack.type });
+  const isWeights = (f) => f.name.endsWith('.safetensors');
+  const sink = packSink(pack, files.filter((f) => !isWeights(f)), stem);
+  try {
+    for (const f of files.filter(isWeights)) {
+      sink.push(f.bytes);
+      sink.endFile();
+    }
+    return sink.finish();
+  } finally {
+    sink.free();
+  }
 }
 
 /**
@@ -105,10 +148,8 @@ export async function planLoad(url, { pack = null } = {}) {
     return { name, stored: true, download: 0, kept: null, form };
   }
   const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
-  let weights;
-  if (ggufName) {
-    weights = [ggufName, `mmproj-${ggufName}`];
-  } else {
+  let index = null;
+  if (!ggufName) {
     // Said now rather than at Load: a folder that cannot be reached, or is not a model's.
     let config;
     try {
@@ -117,11 +158,10 @@ export async function planLoad(url, { pack = null } = {}) {
       throw new ModelError(`could not reach ${key} (the network is down, or the server does not allow this page to read it)`);
     }
     if (!config.ok) throw new ModelError(`${key}config.json: ${config.status} ${config.statusText}; is this a model folder?`);
-    const index = await fetch(base + 'model.safetensors.index.json', { credentials: 'omit' }).catch(() => null);
-    weights = index?.ok
-      ? [...new Set(Object.values((await index.json()).weight_map ?? {}))]
-      : ['model.safetensors'];
+    const response = await fetch(base + 'model.safetensors.index.json', { credentials: 'omit' }).catch(() => null);
+    if (response?.ok) index = new Uint8Array(await response.arrayBuffer());
   }
+  const weights = weightFiles(ggufName, index).map(([w]) => w);
   const sizes = await Promise.all(weights.map((w) => sizeOf(base + w)));
   const download = sizes.every((n) => n != null) ? sizes.reduce((a, b) => a + b, 0) : null;
   if (!packKey) return { name, stored: false, download, kept: download, form };
@@ -211,49 +251,79 @@ function joined(chunks, length) {
   return out;
 }
 
-/** The files of the model at folder `key` (a .gguf file's, `ggufName`), from the network. */
-async function downloadModel(key, ggufName, onProgress) {
+/**
+ * The files of the model at folder `key` (a .gguf file's, `ggufName`), from the network:
+ * `{files}`. With `pack` (see `fromUrl`), the safetensors weights go into the pack as they
+ * arrive and are not kept: `{files: the text files, packed: the pack's files}`.
+ */
+async function downloadModel(key, ggufName, onProgress, pack = null) {
   const base = ggufName ? new URL('.', key.slice(0, -1)).href : key;
   const files = [];
-  let weights;
-  if (ggufName) {
-    weights = [[ggufName, true], [`mmproj-${ggufName}`, false]];
-  } else {
+  let index = null;
+  if (!ggufName) {
     const plan = [...REQUIRED.map((n) => [n, true]), ...OPTIONAL.map((n) => [n, false])];
     for (const [name, required] of plan) {
       const bytes = await download(base, name, required, () => {});
       if (bytes) files.push({ name, bytes });
     }
-    // Weights: one file, or the shards a safetensors index names.
-    weights = [['model.safetensors', true]];
-    const index = await download(base, 'model.safetensors.index.json', false, () => {});
-    if (index) {
-      files.push({ name: 'model.safetensors.index.json', bytes: index });
-      const shards = new Set(Object.values(JSON.parse(new TextDecoder().decode(index)).weight_map));
-      weights = [...shards].map((name) => [name, true]);
+    index = await download(base, 'model.safetensors.index.json', false, () => {});
+    if (index) files.push({ name: 'model.safetensors.index.json', bytes: index });
+  }
+  const weights = weightFiles(ggufName, index);
+  // Begun before the weights' first byte: a config the engine cannot pack is said now.
+  const sink = pack && packSink(pack, files, stemOf(key));
+  try {
+    // The size of the whole download, said before its first byte (null where a server hides it).
+    const sizes = await Promise.all(weights.map(([name]) => sizeOf(base + name)));
+    const planned = sizes.every((n) => n != null) ? sizes.reduce((a, b) => a + b, 0) : null;
+    onProgress({ phase: 'plan', total: planned, files: weights.length });
+    const started = performance.now();
+    let done = 0;
+    for (const [name, required] of weights) {
+      const response = await open(base, name, required);
+      if (!response) continue;
+      const chunks = [];
+      const loaded = await readBody(response, name, (chunk, loaded, size) => {
+        if (sink) sink.push(chunk);
+        else chunks.push(chunk);
+        onProgress({
+          phase: 'download',
+          file: name,
+          packing: pack?.type ?? null,
+          loaded: done + loaded,
+          total: planned ?? (size ? done + size : null),
+          bytesPerSecond: ((done + loaded) * 1000) / Math.max(1, performance.now() - started),
+        });
+      });
+      done += loaded;
+      if (sink) sink.endFile();
+      else files.push({ name, bytes: joined(chunks, loaded) });
     }
+    if (!sink) return { files };
+    onProgress({ phase: 'packing', type: pack.type });
+    return { files, packed: sink.finish() };
+  } finally {
+    sink?.free();
   }
-  // The size of the whole download, said before its first byte (null where a server hides it).
-  const sizes = await Promise.all(weights.map(([name]) => sizeOf(base + name)));
-  const planned = sizes.every((n) => n != null) ? sizes.reduce((a, b) => a + b, 0) : null;
-  onProgress({ phase: 'plan', total: planned, files: weights.length });
-  const started = performance.now();
-  let done = 0;
-  for (const [name, required] of weights) {
-    const bytes = await download(base, name, required, (loaded, size) =>
-      onProgress({
-        phase: 'download',
-        file: name,
-        loaded: done + loaded,
-        total: planned ?? (size ? done + size : null),
-        bytesPerSecond: ((done + loaded) * 1000) / Math.max(1, performance.now() - started),
-      }),
-    );
-    if (!bytes) continue;
-    done += bytes.byteLength;
-    files.push({ name, bytes });
+}
+
+/**
+ * The weight files to fetch, `[[name, required]]`: a GGUF file `ggufName` and its `mmproj-`
+ * file where there is one (llama.cpp's naming), else a folder's `model.safetensors` or the
+ * shards its safetensors index (`index`, bytes, or null for none) names.
+ */
+function weightFiles(ggufName, index) {
+  if (ggufName) return [[ggufName, true], [`mmproj-${ggufName}`, false]];
+  if (!index) return [['model.safetensors', true]];
+  let map;
+  try {
+    map = JSON.parse(new TextDecoder().decode(index)).weight_map;
+  } catch {
+    throw new ModelError('model.safetensors.index.json is not JSON');
   }
-  return files;
+  const shards = [...new Set(Object.values(map ?? {}))].filter((name) => typeof name === 'string');
+  if (!shards.length) throw new ModelError('model.safetensors.index.json names no weight files');
+  return shards.map((name) => [name, true]);
 }
 
 /**
@@ -299,7 +369,20 @@ export async function fromFiles(fileList) {
   return files;
 }
 
+/** The bytes of `name` at `base`; null for an optional file that is not there. */
 async function download(base, name, required, onBytes) {
+  const response = await open(base, name, required);
+  if (!response) return null;
+  const chunks = [];
+  const loaded = await readBody(response, name, (chunk, loaded, size) => {
+    chunks.push(chunk);
+    onBytes(loaded, size);
+  });
+  return joined(chunks, loaded);
+}
+
+/** The response for `name` at `base`, its body still to read; null for an optional file that is not there. */
+async function open(base, name, required) {
   const url = base + name;
   let response;
   try {
@@ -317,9 +400,16 @@ async function download(base, name, required, onBytes) {
         'config.json, tokenizer.json and model.safetensors.',
     );
   }
+  return response;
+}
+
+/**
+ * Reads `response`'s body, handing each piece to `onChunk(chunk, loaded, size)` as it comes;
+ * the bytes read. A body cut short is an error.
+ */
+async function readBody(response, name, onChunk) {
   const size = Number(response.headers.get('content-length')) || null;
   const reader = response.body.getReader();
-  const chunks = [];
   let loaded = 0;
   for (;;) {
     let step;
@@ -329,9 +419,13 @@ async function download(base, name, required, onBytes) {
       throw new ModelError(`the download of ${name} broke off after ${loaded} bytes; try again`);
     }
     if (step.done) break;
-    chunks.push(step.value);
     loaded += step.value.byteLength;
-    onBytes(loaded, size);
+    try {
+      onChunk(step.value, loaded, size);
+    } catch (e) {
+      reader.cancel().catch(() => {});
+      throw e;
+    }
   }
   // A server that compresses reports the compressed length; only a shortfall on an identity
   // response means the file was cut.
@@ -339,7 +433,7 @@ async function download(base, name, required, onBytes) {
   if (size && !encoded && loaded < size) {
     throw new ModelError(`${name} arrived cut short (${loaded} of ${size} bytes); try again`);
   }
-  return joined(chunks, loaded);
+  return loaded;
 }
 
 async function openCache() {

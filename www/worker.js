@@ -51,11 +51,17 @@ async function load({ id, source, device, precision = 'auto' }) {
   let form = 'original';
   if (source.url) {
     const type = packType(precision, chosen.device);
-    const make = async (original, stem) =>
-      build.pkg
-        .quantizePack(original.map((f) => [f.name, f.bytes]), type, stem)
-        .map(([name, bytes]) => ({ name, bytes }));
-    ({ files, fromCache, form } = await fromUrl(source.url, progress, { pack: type && { type, make } }));
+    // The engine's PackStream: the download is packed as it arrives.
+    const begin = (texts, stem) => {
+      const stream = new build.pkg.PackStream(texts.map((f) => [f.name, f.bytes]), type, stem);
+      return {
+        push: (bytes) => stream.push(bytes),
+        endFile: () => stream.endFile(),
+        finish: () => stream.finish().map(([name, bytes]) => ({ name, bytes })),
+        free: () => stream.free(),
+      };
+    };
+    ({ files, fromCache, form } = await fromUrl(source.url, progress, { pack: type && { type, begin } }));
   } else {
     files = await fromFiles(source.files);
   }

@@ -217,6 +217,14 @@ impl BlockMatrix {
         self.cols
     }
 
+    /// The packed blocks in a buffer of their own (no copy when they have one already).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self.data {
+            Data::Owned(bytes) => bytes,
+            Data::Shared { .. } => self.bytes().to_vec(),
+        }
+    }
+
     /// The packed blocks, exactly as GGUF stores them.
     pub fn bytes(&self) -> &[u8] {
         match &self.data {

@@ -93,6 +93,20 @@ impl ModelFiles {
         })
     }
 
+    /// A published folder's text files (config, tokenizer, settings; anything else named is
+    /// ignored) with no weights yet: for writing a pack whose tensors come another way (a
+    /// download converted as it streams, or made-up weights). The checkpoint is empty.
+    pub fn folder_texts(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self> {
+        let texts = files.into_iter().filter(|(name, _)| {
+            let base = name.rsplit('/').next().unwrap_or(name);
+            TEXT_FILES.contains(&base)
+        });
+        let none = ("model.safetensors".to_string(), Vec::new());
+        let mut files = Self::from_named(texts.chain([none]))?;
+        files.checkpoint = Checkpoint::Safetensors(Vec::new());
+        Ok(files)
+    }
+
     /// A model folder or a `.gguf` file on disk.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_path(path: &std::path::Path) -> Result<Self> {

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { serve } from '../../tools/serve.mjs';
 import { captioner, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, downloadOf, example, examplePictures } from './page.mjs';
 
@@ -198,6 +199,44 @@ test('before Load the page says what the model downloads and what stays in the b
     assert.deepEqual(names, ['SmolVLM-256M-Instruct', 'tiny-b', 'tiny-Q4_0']);
     assert.equal(errors.length, 0, errors.join('\n'));
     await page.close();
+  } finally {
+    await fresh.close();
+  }
+});
+
+test('a model kept as its own files is packed from the cache without a download, into the very pack a download makes', async () => {
+  const pack = q8Pack();
+  const sha = (bytes) => createHash('sha256').update(bytes).digest('hex');
+  const want = Object.fromEntries(readdirSync(pack).map((f) => [f, sha(readFileSync(join(pack, f)))]));
+  const fresh = await launch('profile-repack', { webgpu: true });
+  try {
+    // f32 keeps the folder's own files in the cache.
+    const first = await openPage('/?device=webgpu', fresh);
+    await first.page.getByTestId('model-url').fill('/fixtures/tiny-b/');
+    await first.page.getByTestId('precision').selectOption('f32');
+    await first.page.getByTestId('load-model').click();
+    assert.match(await waitForText(first.page, 'model-status', /Model ready|could not/), /Model ready/);
+    await first.page.close();
+    // `auto` on WebGPU wants the q8_0 pack: made from the stored files, with no model request.
+    const second = await openPage('/?model=/fixtures/tiny-b/&device=webgpu', fresh);
+    const status = await waitForText(second.page, 'model-status', /Model ready|could not/);
+    assert.match(status, /Model ready on WebGPU, weights auto \(q8_0\)/, status);
+    const isModel = (u) => new URL(u).pathname.startsWith('/fixtures/tiny-b/');
+    assert.deepEqual(second.requests.filter(isModel), []);
+    const stored = await second.page.evaluate(async () => {
+      const cache = await caches.open('captioner-models-v1');
+      const out = {};
+      for (const request of await cache.keys()) {
+        if (!request.url.endsWith('.gguf')) continue;
+        const bytes = await (await cache.match(request)).arrayBuffer();
+        const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+        out[request.url.split('/').pop()] = [...hash].map((b) => b.toString(16).padStart(2, '0')).join('');
+      }
+      return out;
+    });
+    assert.deepEqual(stored, want);
+    assert.equal(second.errors.length, 0, second.errors.join('\n'));
+    await second.page.close();
   } finally {
     await fresh.close();
   }

@@ -255,9 +255,8 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
                 named.push((name.to_string(), std::fs::read(&path)?));
             }
         }
-        // Any weights file stands in; the tensors are made up.
-        named.push(("model.safetensors".into(), Vec::new()));
-        let files = ModelFiles::from_named(named)
+        // The tensors are made up.
+        let files = ModelFiles::folder_texts(named)
             .with_context(|| format!("reading the model at {}", args.model.display()))?;
         captioner::convert::write_random_pair(&files, args.precision, args.llama_cpp, 42)
     } else {

@@ -50,40 +50,8 @@ impl GgufWriter {
         values: &[f32],
         ggml_type: GgmlType,
     ) -> Result<(), GgufError> {
-        let n: usize = shape.iter().product();
-        if n != values.len() {
-            return Err(GgufError::Unsupported(format!(
-                "tensor {name}: shape {shape:?} holds {n} values, not {}",
-                values.len()
-            )));
-        }
-        let inner = shape.last().copied().unwrap_or(1);
-        let quantized = matches!(ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0);
-        if quantized && inner % BLOCK != 0 {
-            return Err(GgufError::Unsupported(format!(
-                "tensor {name}: {ggml_type:?} needs rows of a multiple of {BLOCK} values, not {inner}"
-            )));
-        }
-        let data = match ggml_type {
-            GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            GgmlType::F16 => values
-                .iter()
-                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-                .collect(),
-            GgmlType::Q8_0 => quantize_q8_0(values),
-            GgmlType::Q4_0 => quantize_q4_0(values),
-            other => {
-                return Err(GgufError::Unsupported(format!(
-                    "tensor {name}: writing {other:?} is not supported"
-                )))
-            }
-        };
-        self.tensors.push(TensorEntry {
-            name: name.to_string(),
-            dims: shape.iter().rev().map(|&d| d as u64).collect(),
-            ggml_type,
-            data,
-        });
+        let data = encode(name, shape, values, ggml_type)?;
+        self.tensor_bytes(name, shape, ggml_type, data);
         Ok(())
     }
 
@@ -106,6 +74,29 @@ impl GgufWriter {
 
     /// Writes the file: header, metadata, tensor table, then the aligned data.
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.head())?;
+        for t in &self.tensors {
+            out.write_all(&t.data)?;
+            out.write_all(&vec![0u8; padded(t.data.len()) - t.data.len()])?;
+        }
+        Ok(())
+    }
+
+    /// The file's bytes, each tensor's data freed once copied: at most the file and one tensor
+    /// are held at once, not the file twice (a pack made in the browser's memory).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = self.head();
+        out.reserve_exact(self.tensors.iter().map(|t| padded(t.data.len())).sum());
+        for t in self.tensors {
+            out.extend_from_slice(&t.data);
+            // The header ends aligned, so aligning the end aligns each tensor.
+            out.resize(padded(out.len()), 0);
+        }
+        out
+    }
+
+    /// Header, metadata and tensor table, padded to where the data starts.
+    fn head(&self) -> Vec<u8> {
         let mut head = Vec::new();
         head.extend_from_slice(b"GGUF");
         head.extend_from_slice(&3u32.to_le_bytes());
@@ -128,13 +119,46 @@ impl GgufWriter {
             offset += padded(t.data.len());
         }
         head.resize(padded(head.len()), 0);
-        out.write_all(&head)?;
-        for t in &self.tensors {
-            out.write_all(&t.data)?;
-            out.write_all(&vec![0u8; padded(t.data.len()) - t.data.len()])?;
-        }
-        Ok(())
+        head
     }
+}
+
+/// f32 values of a PyTorch-order `shape` in `ggml_type`'s layout (F32, F16, Q8_0 or Q4_0;
+/// quantized types need a multiple of 32 in the innermost dimension). `name` is for errors.
+pub fn encode(
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+    ggml_type: GgmlType,
+) -> Result<Vec<u8>, GgufError> {
+    let n: usize = shape.iter().product();
+    if n != values.len() {
+        return Err(GgufError::Unsupported(format!(
+            "tensor {name}: shape {shape:?} holds {n} values, not {}",
+            values.len()
+        )));
+    }
+    let inner = shape.last().copied().unwrap_or(1);
+    let quantized = matches!(ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0);
+    if quantized && inner % BLOCK != 0 {
+        return Err(GgufError::Unsupported(format!(
+            "tensor {name}: {ggml_type:?} needs rows of a multiple of {BLOCK} values, not {inner}"
+        )));
+    }
+    Ok(match ggml_type {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        GgmlType::Q8_0 => quantize_q8_0(values),
+        GgmlType::Q4_0 => quantize_q4_0(values),
+        other => {
+            return Err(GgufError::Unsupported(format!(
+                "tensor {name}: writing {other:?} is not supported"
+            )))
+        }
+    })
 }
 
 fn padded(n: usize) -> usize {
