@@ -23,6 +23,7 @@ use crate::weights::gguf::{permute_rope_rows, GgmlType, GgufValue};
 use crate::weights::Precision;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::ops::Range;
 
 mod stream;
 pub use stream::PackStream;
@@ -245,21 +246,22 @@ pub fn write_random_pair(
     writer.finish()
 }
 
-/// The pair being written. The metadata comes from the folder's text files up front; tensors
-/// are put in any order (a download brings them in its file's order, which is not the plan's)
-/// and each is packed as it comes, so only packed bytes wait. The files list them in plan
-/// order, the same bytes whatever order they came in.
+/// The pair being written. Both files are laid out whole from the plan and the folder's text
+/// files up front, since every tensor's size is known; tensors are then put in any order (a
+/// download brings them in its file's order, not the plan's) and each is packed straight into
+/// its place. So the pack is never held twice, and the bytes are the same whatever the order.
 pub struct PairWriter {
     planned: Vec<Planned>,
-    /// Each planned tensor's bytes in its file, once put.
-    data: Vec<Option<Vec<u8>>>,
     by_name: HashMap<String, usize>,
     /// `lm_head.weight` is the embedding table again (tied): a checkpoint may carry it anyway.
     tied_head: bool,
     /// Query and key-value heads, whose rows llama.cpp's RoPE wants in its own order.
     heads: (usize, usize),
-    text: GgufWriter,
-    mmproj: Option<GgufWriter>,
+    text: Vec<u8>,
+    mmproj: Option<Vec<u8>>,
+    /// Each planned tensor's bytes in its file.
+    places: Vec<Range<usize>>,
+    done: Vec<bool>,
 }
 
 impl PairWriter {
@@ -307,7 +309,7 @@ impl PairWriter {
             text.metadata(KEY_GENERATION, s(g));
         }
 
-        let mmproj = match &config {
+        let mut mmproj = match &config {
             ModelConfig::Idefics3(c) => {
                 let mut w = GgufWriter::new();
                 w.metadata("general.architecture", s("clip"));
@@ -320,19 +322,44 @@ impl PairWriter {
             }
             ModelConfig::Llama(_) => None,
         };
+        let mut places = Vec::with_capacity(planned.len());
+        for part in [Part::Text, Part::Mmproj] {
+            let writer = match part {
+                Part::Text => Some(&mut text),
+                Part::Mmproj => mmproj.as_mut(),
+            };
+            let Some(writer) = writer else { continue };
+            for t in planned.iter().filter(|t| t.part == part) {
+                writer.tensor_later(&t.gguf_name, &t.shape, t.ty, t.bytes());
+            }
+        }
+        let (text, text_places) = text.into_frame();
+        let (mmproj, mmproj_places) = match mmproj.map(GgufWriter::into_frame) {
+            Some((bytes, places)) => (Some(bytes), places),
+            None => (None, Vec::new()),
+        };
+        let (mut in_text, mut in_mmproj) = (text_places.into_iter(), mmproj_places.into_iter());
+        for t in &planned {
+            let place = match t.part {
+                Part::Text => in_text.next(),
+                Part::Mmproj => in_mmproj.next(),
+            };
+            places.push(place.ok_or_else(|| Error::Invalid("a tensor without a place".into()))?);
+        }
         let by_name = planned
             .iter()
             .enumerate()
             .map(|(i, t)| (t.hf_name.clone(), i))
             .collect();
         Ok(Self {
-            data: vec![None; planned.len()],
+            done: vec![false; planned.len()],
             planned,
             by_name,
             tied_head: text_cfg.tie_word_embeddings,
             heads: (text_cfg.num_attention_heads, text_cfg.num_key_value_heads),
             text,
             mmproj,
+            places,
         })
     }
 
@@ -357,7 +384,7 @@ impl PairWriter {
             .planned
             .get(index)
             .ok_or_else(|| Error::Invalid(format!("no planned tensor {index}")))?;
-        if self.data[index].is_some() {
+        if self.done[index] {
             return Err(Error::Weights(format!("tensor {} given twice", t.hf_name)));
         }
         let heads = match t.gguf_name.rsplit('.').nth(1) {
@@ -382,28 +409,40 @@ impl PairWriter {
             _ => encode(&t.gguf_name, &t.shape, &values, t.ty)
                 .map_err(|e| Error::Weights(e.to_string()))?,
         };
-        self.data[index] = Some(bytes);
+        let place = self.places[index].clone();
+        if bytes.len() != place.len() {
+            return Err(Error::Invalid(format!(
+                "{} packed to {} bytes, not the {} planned",
+                t.hf_name,
+                bytes.len(),
+                place.len()
+            )));
+        }
+        let file = match t.part {
+            Part::Text => &mut self.text,
+            Part::Mmproj => self
+                .mmproj
+                .as_mut()
+                .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
+        };
+        file[place].copy_from_slice(&bytes);
+        self.done[index] = true;
         Ok(())
     }
 
     /// The two files, once every planned tensor is in.
-    pub fn finish(mut self) -> Result<Pair> {
-        for (t, data) in self.planned.iter().zip(&mut self.data) {
-            let data = data
-                .take()
-                .ok_or_else(|| Error::Weights(format!("missing tensor {}", t.hf_name)))?;
-            let writer = match t.part {
-                Part::Text => &mut self.text,
-                Part::Mmproj => self
-                    .mmproj
-                    .as_mut()
-                    .ok_or_else(|| Error::Invalid("no mmproj".into()))?,
-            };
-            writer.tensor_bytes(&t.gguf_name, &t.shape, t.ty, data);
+    pub fn finish(self) -> Result<Pair> {
+        if let Some(t) = self
+            .planned
+            .iter()
+            .zip(&self.done)
+            .find(|(_, done)| !**done)
+        {
+            return Err(Error::Weights(format!("missing tensor {}", t.0.hf_name)));
         }
         Ok(Pair {
-            text: self.text.into_bytes(),
-            mmproj: self.mmproj.map(GgufWriter::into_bytes),
+            text: self.text,
+            mmproj: self.mmproj,
         })
     }
 }

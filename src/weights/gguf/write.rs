@@ -5,6 +5,7 @@
 use super::{GgmlType, GgufError, GgufValue};
 use half::f16;
 use std::io::{self, Write};
+use std::ops::Range;
 
 /// Tensor data starts at, and each tensor is padded to, a multiple of this (GGUF's default).
 pub const ALIGNMENT: usize = 32;
@@ -20,6 +21,8 @@ struct TensorEntry {
     /// ggml order: innermost dimension first.
     dims: Vec<u64>,
     ggml_type: GgmlType,
+    /// Bytes in the file (before padding): `data`'s, or a tensor's written later.
+    len: usize,
     data: Vec<u8>,
 }
 
@@ -68,7 +71,20 @@ impl GgufWriter {
             name: name.to_string(),
             dims: shape.iter().rev().map(|&d| d as u64).collect(),
             ggml_type,
+            len: data.len(),
             data,
+        });
+    }
+
+    /// Adds a tensor of `len` bytes in `ggml_type`'s layout whose data is written into the
+    /// file's frame later (see [`Self::into_frame`]); until then it reads as zeros.
+    pub fn tensor_later(&mut self, name: &str, shape: &[usize], ggml_type: GgmlType, len: usize) {
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            ggml_type,
+            len,
+            data: Vec::new(),
         });
     }
 
@@ -77,22 +93,25 @@ impl GgufWriter {
         out.write_all(&self.head())?;
         for t in &self.tensors {
             out.write_all(&t.data)?;
-            out.write_all(&vec![0u8; padded(t.data.len()) - t.data.len()])?;
+            out.write_all(&vec![0u8; padded(t.len) - t.data.len()])?;
         }
         Ok(())
     }
 
-    /// The file's bytes, each tensor's data freed once copied: at most the file and one tensor
-    /// are held at once, not the file twice (a pack made in the browser's memory).
-    pub fn into_bytes(self) -> Vec<u8> {
+    /// The whole file in one buffer, and where each tensor's data is in it (in the order they
+    /// were added): a tensor added with [`Self::tensor_later`] is written there in place, so a
+    /// file is made without a second copy of its data.
+    pub fn into_frame(self) -> (Vec<u8>, Vec<Range<usize>>) {
         let mut out = self.head();
-        out.reserve_exact(self.tensors.iter().map(|t| padded(t.data.len())).sum());
+        out.reserve_exact(self.tensors.iter().map(|t| padded(t.len)).sum());
+        let mut places = Vec::with_capacity(self.tensors.len());
         for t in self.tensors {
+            let start = out.len();
             out.extend_from_slice(&t.data);
-            // The header ends aligned, so aligning the end aligns each tensor.
-            out.resize(padded(out.len()), 0);
+            out.resize(start + padded(t.len), 0);
+            places.push(start..start + t.len);
         }
-        out
+        (out, places)
     }
 
     /// Header, metadata and tensor table, padded to where the data starts.
@@ -116,7 +135,7 @@ impl GgufWriter {
             }
             head.extend_from_slice(&t.ggml_type.id().to_le_bytes());
             head.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += padded(t.data.len());
+            offset += padded(t.len);
         }
         head.resize(padded(head.len()), 0);
         head
