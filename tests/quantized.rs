@@ -37,11 +37,12 @@ fn prompt(
     engine: &Engine,
     user: &str,
     image: Option<&str>,
+    longest_edge: Option<u32>,
 ) -> (Vec<u32>, Vec<captioner::preprocess::ProcessedImage>) {
     match image {
         Some(name) => {
             let bytes = std::fs::read(fixtures().join("images").join(name)).expect("image");
-            let processed = engine.preprocess(&bytes, None).expect("preprocess");
+            let processed = engine.preprocess(&bytes, longest_edge).expect("preprocess");
             let layout = ImageLayout {
                 rows: processed.rows,
                 cols: processed.cols,
@@ -60,7 +61,18 @@ fn teacher_forced(
     image: Option<&str>,
     answer: &[u32],
 ) -> Vec<Vec<f32>> {
-    let (ids, images) = prompt(engine, user, image);
+    teacher_forced_at(engine, user, image, None, answer)
+}
+
+/// [`teacher_forced`] with the image resized to `longest_edge`.
+fn teacher_forced_at(
+    engine: &Engine,
+    user: &str,
+    image: Option<&str>,
+    longest_edge: Option<u32>,
+    answer: &[u32],
+) -> Vec<Vec<f32>> {
+    let (ids, images) = prompt(engine, user, image, longest_edge);
     let (logits, mut cache) = engine.prefill(&ids, &images).expect("prefill");
     let text = engine.text_model();
     let mut all = vec![values(logits)];
@@ -260,4 +272,85 @@ fn real_weights_fidelity_per_preset() {
         kls[0] < kls[2] && kls[2] < kls[1],
         "q8_0, q4_0, mixed KL: {kls:?}"
     );
+}
+
+/// The vision side at a published model's size: SmolVLM-256M's shapes with random weights
+/// (`bench::synthetic_model`, the same values at every precision), one 512-px tile of a photo.
+/// How far each preset moves the image features the text model reads (the connector's output)
+/// and the next-token distributions along the f32 model's greedy caption. A measurement for
+/// BENCHMARKS.md, too slow for every run:
+/// `cargo test --test quantized synthetic_256m -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn synthetic_256m_fidelity_per_preset() {
+    use captioner::bench::{synthetic_model, Shape};
+    let cpu = Device::flex();
+    let shape = Shape::published("smolvlm-256m").expect("shape");
+    let engine = |precision| {
+        let tokenizer = ModelFiles::from_path(&fixtures().join("tiny-b")).expect("files");
+        let (files, precision) = synthetic_model(&shape, tokenizer, precision, 7).expect("model");
+        load(files, &cpu, precision)
+    };
+    let (image, edge) = (Some("photo_640x480.jpg"), Some(512));
+    let features = |e: &Engine| {
+        let (_, images) = prompt(e, PROMPT, image, edge);
+        values(
+            e.image_features(&images[0])
+                .expect("features")
+                .flatten(0, 2),
+        )
+    };
+    let reference = engine(Precision::F32);
+    let answer = {
+        let (ids, images) = prompt(&reference, PROMPT, image, edge);
+        let (logits, mut cache) = reference.prefill(&ids, &images).expect("prefill");
+        let text = reference.text_model();
+        let mut answer = vec![argmax(&values(logits)) as u32];
+        while answer.len() < 16 {
+            let last = *answer.last().expect("a token");
+            let hidden = text.forward_embeds(text.embed(&[last]), &mut cache);
+            answer.push(argmax(&values(text.last_logits(hidden))) as u32);
+        }
+        answer
+    };
+    let ref_features = features(&reference);
+    let ref_logits = teacher_forced_at(&reference, PROMPT, image, edge, &answer);
+    drop(reference);
+    // Random weights give nearly flat distributions: the top two are close, so greedy
+    // agreement says little here and KL is the figure to read.
+    let margins: Vec<f32> = ref_logits
+        .iter()
+        .map(|l| {
+            let mut sorted = l.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            sorted[0] - sorted[1]
+        })
+        .collect();
+    eprintln!(
+        "f32 top-1/top-2 logit margin: mean {:.2e}, smallest {:.2e}",
+        margins.iter().sum::<f32>() / margins.len() as f32,
+        margins.iter().fold(f32::INFINITY, |m, x| m.min(*x))
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut errors = Vec::new();
+    for precision in PRESETS {
+        let e = engine(precision);
+        let f = features(&e);
+        let diff: Vec<f32> = f.iter().zip(&ref_features).map(|(a, b)| a - b).collect();
+        let relative = norm(&diff) / norm(&ref_features);
+        let (same, kl) = compare(
+            &ref_logits,
+            &teacher_forced_at(&e, PROMPT, image, edge, &answer),
+        );
+        eprintln!(
+            "SmolVLM-256M shapes {:>6}: image features off by {:.2}% (relative RMS), greedy agreement {:.1}% over {} positions, mean KL {kl:.2e}",
+            precision.name(),
+            100.0 * relative,
+            100.0 * same,
+            answer.len()
+        );
+        errors.push(relative);
+    }
+    // Eight bits move the features least.
+    assert!(errors[0] < errors[1] && errors[0] < errors[2], "{errors:?}");
 }
