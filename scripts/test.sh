@@ -2,12 +2,94 @@
 # Sets up what the tests need, then runs every test: formatting, lints (clippy, riding on the
 # builds), the wasm32 builds, the native test suite (CPU backend, the wgpu backend on lavapipe,
 # real SmolLM2 weights) and the browser tests (the page and the embedding API in headless
-# Chromium).
+# Chromium). Each step's time is printed at the end.
+#
+#   scripts/test.sh                 everything (what CI runs)
+#   scripts/test.sh --quick [REV]   the inner loop: what the changes since REV (default HEAD:
+#                                   the uncommitted ones, untracked files included) touch
+#
+# --quick runs the native tests when Rust code changed, and the browser test files whose
+# subjects changed (the table in `browser_tests_for` below), rebuilding the wasm32 engine only
+# when they need it. It skips nothing silently: it says what it runs and what it leaves to CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+quick=false
+since=HEAD
+if [ "${1:-}" = --quick ]; then
+  quick=true
+  since="${2:-HEAD}"
+fi
+
 . scripts/setup.sh
 
-echo "== cargo fmt --check"
+times=()
+step_name=""
+step_start=0
+step() {
+  finish_step
+  echo "== $1"
+  step_name="$1"
+  step_start=$SECONDS
+}
+finish_step() {
+  [ -z "$step_name" ] || times+=("$(printf '%5ds  %s' $((SECONDS - step_start)) "$step_name")")
+  step_name=""
+}
+report() {
+  finish_step
+  echo "== times (whole run $((SECONDS / 60)) min $((SECONDS % 60)) s)"
+  [ ${#times[@]} -eq 0 ] || printf '%s\n' "${times[@]}"
+}
+trap report EXIT
+
+# The browser test files a changed path calls for (one per line); `all` for every file.
+browser_tests_for() {
+  case "$1" in
+    tests/browser/page.mjs | tools/chromium.mjs | scripts/setup-browser.sh) echo all ;;
+    tests/browser/*.test.mjs) echo "$1" ;;
+    tools/serve.mjs) printf '%s\n' tests/browser/serve.test.mjs tests/browser/app.test.mjs ;;
+    tools/probe_webgpu.mjs) echo tests/browser/probe.test.mjs ;;
+    tools/bench_wllama.mjs | tools/wllama/*) echo tests/browser/wllama.test.mjs ;;
+    www/bench*) echo tests/browser/bench.test.mjs ;;
+    www/app.js | www/picked-files.js | www/index.html | www/*.css)
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs ;;
+    www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs ;;
+    www/*) echo tests/browser/app.test.mjs ;;
+    # The engine's browser face: what the page calls, and the row rules it shares.
+    src/web.rs | src/convert.rs | src/convert/* | src/rows.rs | src/caption_run.rs | src/jsonl.rs)
+      echo tests/browser/app.test.mjs ;;
+    src/bench/*) echo tests/browser/bench.test.mjs ;;
+    src/workers.rs | src/heap.rs) echo tests/browser/threads.test.mjs ;;
+  esac
+}
+
+rust_changed=false
+browser=()
+if $quick; then
+  changed=$( (git diff --name-only "$since" -- && git ls-files --others --exclude-standard) | sort -u)
+  if [ -z "$changed" ]; then
+    echo "test.sh --quick: nothing changed since $since"
+    exit 0
+  fi
+  declare -A picked=()
+  while read -r path; do
+    case "$path" in
+      *.rs | Cargo.toml | Cargo.lock | build.rs | tests/fixtures/*) rust_changed=true ;;
+    esac
+    for t in $(browser_tests_for "$path"); do picked[$t]=1; done
+  done <<<"$changed"
+  if [ -n "${picked[all]:-}" ]; then
+    browser=(tests/browser/)
+  else
+    browser=("${!picked[@]}")
+  fi
+  echo "test.sh --quick: $(wc -l <<<"$changed") changed path(s) since $since;" \
+    "native tests: $($rust_changed && echo yes || echo no);" \
+    "browser tests: ${browser[*]:-none} (CI runs them all)"
+fi
+
+step "cargo fmt --check"
 cargo fmt --all -- --check
 # Lints ride on the builds. Clippy's driver is rustc with clippy's lint passes added; `cargo
 # clippy` is `cargo check` with it as the workspace's compiler (RUSTC_WORKSPACE_WRAPPER) and
@@ -19,12 +101,25 @@ export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # The browser tests' engine: both wasm32 builds (dev profile: dependencies are optimised anyway,
 # see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and www/pkg-threads/.
-echo "== wasm32 builds, linted"
-WASM_PROFILE=dev scripts/build-web.sh
-echo "== tests, built linted"
-# The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
-export CAPTIONER_TEST_WGPU=1
-cargo test --all-targets -- --test-threads=1
-echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
-. scripts/setup-browser.sh
-CAPTIONER_BIN="$CARGO_TARGET_DIR/debug/captioner" node --test tests/browser/
+if ! $quick || { [ ${#browser[@]} -gt 0 ] && $rust_changed; } || [ ! -f www/pkg/captioner_bg.wasm ]; then
+  step "wasm32 builds, linted"
+  WASM_PROFILE=dev scripts/build-web.sh
+fi
+# The native binary the browser tests compare with, and every test target, linted.
+if ! $quick || $rust_changed || [ ! -x "$CARGO_TARGET_DIR/debug/captioner" ]; then
+  step "tests, built linted"
+  cargo test --all-targets --no-run
+fi
+if ! $quick || $rust_changed; then
+  step "native tests"
+  # The wgpu backend runs on whatever Vulkan device is present (lavapipe here).
+  CAPTIONER_TEST_WGPU=1 cargo test --all-targets -- --test-threads=1
+fi
+if ! $quick; then
+  browser=(tests/browser/)
+fi
+if [ ${#browser[@]} -gt 0 ]; then
+  step "browser tests (headless Chromium, WebGPU on SwiftShader): ${browser[*]}"
+  . scripts/setup-browser.sh
+  CAPTIONER_BIN="$CARGO_TARGET_DIR/debug/captioner" node --test "${browser[@]}"
+fi
