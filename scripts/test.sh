@@ -61,6 +61,7 @@ browser_tests_for() {
       echo tests/browser/app.test.mjs ;;
     src/bench/*) echo tests/browser/bench.test.mjs ;;
     src/workers.rs | src/heap.rs) echo tests/browser/threads.test.mjs ;;
+    tests/fixtures/*) echo tests/browser/app.test.mjs ;;
   esac
 }
 
@@ -77,7 +78,10 @@ if $quick; then
     case "$path" in
       *.rs | Cargo.toml | Cargo.lock | build.rs | tests/fixtures/*) rust_changed=true ;;
     esac
-    for t in $(browser_tests_for "$path"); do picked[$t]=1; done
+    for t in $(browser_tests_for "$path"); do
+      # (A deleted test file is listed as changed too.)
+      if [ "$t" = all ] || [ -e "$t" ]; then picked[$t]=1; fi
+    done
   done <<<"$changed"
   if [ -n "${picked[all]:-}" ]; then
     browser=(tests/browser/)
@@ -86,7 +90,8 @@ if $quick; then
   fi
   echo "test.sh --quick: $(wc -l <<<"$changed") changed path(s) since $since;" \
     "native tests: $($rust_changed && echo yes || echo no);" \
-    "browser tests: ${browser[*]:-none} (CI runs them all)"
+    "browser tests: ${browser[*]:-none} (CI runs them all, and builds and lints the wasm32" \
+    "engine whatever changed)"
 fi
 
 step "cargo fmt --check"
@@ -101,12 +106,14 @@ export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # The browser tests' engine: both wasm32 builds (dev profile: dependencies are optimised anyway,
 # see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and www/pkg-threads/.
-if ! $quick || { [ ${#browser[@]} -gt 0 ] && $rust_changed; } || [ ! -f www/pkg/captioner_bg.wasm ]; then
+needs_browser=false
+{ ! $quick || [ ${#browser[@]} -gt 0 ]; } && needs_browser=true
+if ! $quick || { $needs_browser && { $rust_changed || [ ! -f www/pkg/captioner_bg.wasm ] || [ ! -f www/pkg-threads/captioner_bg.wasm ]; }; }; then
   step "wasm32 builds, linted"
   WASM_PROFILE=dev scripts/build-web.sh
 fi
 # The native binary the browser tests compare with, and every test target, linted.
-if ! $quick || $rust_changed || [ ! -x "$CARGO_TARGET_DIR/debug/captioner" ]; then
+if ! $quick || $rust_changed || { $needs_browser && [ ! -x "$CARGO_TARGET_DIR/debug/captioner" ]; }; then
   step "tests, built linted"
   cargo test --all-targets --no-run
 fi

@@ -51,8 +51,10 @@ impl Planned {
     pub fn bytes(&self) -> usize {
         let n: usize = self.shape.iter().product();
         match self.ty {
-            GgmlType::Q8_0 => QuantType::Q8_0.block_bytes() * n / BLOCK,
-            GgmlType::Q4_0 => QuantType::Q4_0.block_bytes() * n / BLOCK,
+            // Whole blocks (the plan packs only those): divided first, so no product of the
+            // element count overflows a 32-bit usize.
+            GgmlType::Q8_0 => n / BLOCK * QuantType::Q8_0.block_bytes(),
+            GgmlType::Q4_0 => n / BLOCK * QuantType::Q4_0.block_bytes(),
             GgmlType::F16 => 2 * n,
             _ => 4 * n,
         }
@@ -333,8 +335,10 @@ impl PairWriter {
                 writer.tensor_later(&t.gguf_name, &t.shape, t.ty, t.bytes());
             }
         }
-        let (text, text_places) = text.into_frame();
-        let (mmproj, mmproj_places) = match mmproj.map(GgufWriter::into_frame) {
+        // Both files whole, before any weight arrives: a pack too big for memory fails here.
+        let frame = |w: GgufWriter| w.into_frame().map_err(|e| Error::Weights(e.to_string()));
+        let (text, text_places) = frame(text)?;
+        let (mmproj, mmproj_places) = match mmproj.map(frame).transpose()? {
             Some((bytes, places)) => (Some(bytes), places),
             None => (None, Vec::new()),
         };

@@ -55,12 +55,12 @@ export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) 
     return { files: cached, fromCache: true, form: formOf(packKey ?? key) };
   }
   const original = packKey && cache ? await fromCache(cache, key) : null;
+  let downloaded = null;
   if (packKey) {
     let packed = null;
     try {
-      packed = original
-        ? packOf(original, pack, stemOf(key), onProgress)
-        : (await downloadModel(key, null, onProgress, pack)).packed;
+      if (original) packed = packOf(original, pack, stemOf(key), onProgress);
+      else ({ packed, files: downloaded } = await downloadModel(key, null, onProgress, pack));
     } catch (e) {
       if (!(e instanceof PackError)) throw e;
       // Not a folder a pack can be made of: the model still loads from its own files (for a
@@ -72,7 +72,8 @@ export async function fromUrl(url, onProgress = () => {}, { pack = null } = {}) 
       return { files: packed, fromCache: original != null, stored, form: pack.type };
     }
   }
-  const files = original ?? (await downloadModel(key, ggufName, onProgress)).files;
+  // A pack that could not begin leaves the whole download in `downloaded`.
+  const files = original ?? downloaded ?? (await downloadModel(key, ggufName, onProgress)).files;
   let stored = original != null;
   if (cache && !original) stored = await store(cache, key, files, { source: key, form: 'original' });
   return { files, fromCache: original != null, stored, form: 'original' };
@@ -87,6 +88,8 @@ function packSink(pack, texts, stem) {
     try {
       return f();
     } catch (e) {
+      // A trap (a panic, memory exhausted) leaves the engine unusable: no fallback can run.
+      if (e instanceof WebAssembly.RuntimeError) throw e;
       throw new PackError(String(e?.message ?? e));
     }
   };
@@ -105,8 +108,10 @@ function packOf(files, pack, stem, onProgress) {
   const isWeights = (f) => f.name.endsWith('.safetensors');
   const sink = packSink(pack, files.filter((f) => !isWeights(f)), stem);
   try {
+    // In slices: the engine copies what it is given into its memory, which never shrinks.
+    const slice = 8 << 20;
     for (const f of files.filter(isWeights)) {
-      sink.push(f.bytes);
+      for (let at = 0; at < f.bytes.byteLength; at += slice) sink.push(f.bytes.subarray(at, at + slice));
       sink.endFile();
     }
     return sink.finish();
@@ -270,8 +275,15 @@ async function downloadModel(key, ggufName, onProgress, pack = null) {
     if (index) files.push({ name: 'model.safetensors.index.json', bytes: index });
   }
   const weights = weightFiles(ggufName, index);
-  // Begun before the weights' first byte: a config the engine cannot pack is said now.
-  const sink = pack && packSink(pack, files, stemOf(key));
+  // Begun before the weights' first byte: a folder the engine cannot pack is downloaded
+  // as it is.
+  let sink = null;
+  try {
+    sink = pack && packSink(pack, files, stemOf(key));
+  } catch (e) {
+    if (!(e instanceof PackError)) throw e;
+    console.warn(`no ${pack.type} pack for ${key} (${e.message}); downloading its files`);
+  }
   try {
     // The size of the whole download, said before its first byte (null where a server hides it).
     const sizes = await Promise.all(weights.map(([name]) => sizeOf(base + name)));
@@ -299,7 +311,7 @@ async function downloadModel(key, ggufName, onProgress, pack = null) {
       if (sink) sink.endFile();
       else files.push({ name, bytes: joined(chunks, loaded) });
     }
-    if (!sink) return { files };
+    if (!sink) return { files, packed: null };
     onProgress({ phase: 'packing', type: pack.type });
     return { files, packed: sink.finish() };
   } finally {
@@ -321,7 +333,9 @@ function weightFiles(ggufName, index) {
   } catch {
     throw new ModelError('model.safetensors.index.json is not JSON');
   }
-  const shards = [...new Set(Object.values(map ?? {}))].filter((name) => typeof name === 'string');
+  const shards = map && typeof map === 'object'
+    ? [...new Set(Object.values(map))].filter((name) => typeof name === 'string')
+    : [];
   if (!shards.length) throw new ModelError('model.safetensors.index.json names no weight files');
   return shards.map((name) => [name, true]);
 }

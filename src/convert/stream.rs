@@ -14,7 +14,6 @@ use crate::files::ModelFiles;
 use crate::weights::safetensors::RawDtype;
 use crate::weights::Precision;
 use safetensors::tensor::Metadata;
-use safetensors::Dtype;
 
 /// A header larger than this is refused (published models' are tens of KB; safetensors' own
 /// reader stops at 100 MB).
@@ -196,16 +195,7 @@ fn list(writer: &PairWriter, listed: &mut [bool], json: &[u8]) -> Result<Vec<Lis
         let Some(info) = metadata.info(&name) else {
             continue;
         };
-        let dtype = match info.dtype {
-            Dtype::F32 => RawDtype::F32,
-            Dtype::BF16 => RawDtype::BF16,
-            Dtype::F16 => RawDtype::F16,
-            other => {
-                return Err(Error::Safetensors(format!(
-                    "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
-                )))
-            }
-        };
+        let dtype = RawDtype::of(&name, info.dtype)?;
         let index = if writer.leaves_out(&name) {
             None
         } else if let Some(index) = writer.index_of(&name) {
@@ -265,7 +255,7 @@ mod tests {
     use crate::convert::write_pair;
     use crate::files::Checkpoint;
     use safetensors::tensor::TensorView;
-    use safetensors::SafeTensors;
+    use safetensors::{Dtype, SafeTensors};
     use std::path::PathBuf;
 
     const Q8: Precision = Precision::Uniform(crate::quant::QuantType::Q8_0);

@@ -2,6 +2,8 @@
 //! bf16, f16 and f32 tensors are widened to f32 on load.
 
 use super::{HostTensor, StoredTensor, WeightSet};
+use crate::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,6 +16,18 @@ pub enum RawDtype {
 }
 
 impl RawDtype {
+    /// Tensor `name`'s safetensors dtype, if it is one of the three.
+    pub fn of(name: &str, dtype: Dtype) -> Result<Self> {
+        match dtype {
+            Dtype::F32 => Ok(RawDtype::F32),
+            Dtype::BF16 => Ok(RawDtype::BF16),
+            Dtype::F16 => Ok(RawDtype::F16),
+            other => Err(Error::Safetensors(format!(
+                "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
+            ))),
+        }
+    }
+
     /// The little-endian values of `raw` as f32 (exact for all three).
     pub fn widen(self, raw: &[u8]) -> Vec<f32> {
         match self {
@@ -66,8 +80,6 @@ impl fmt::Debug for RawTensor {
         write!(f, "RawTensor({:?} {:?})", self.dtype, self.shape)
     }
 }
-use crate::error::{Error, Result};
-use safetensors::{Dtype, SafeTensors};
 
 impl WeightSet {
     /// Reads every tensor of a safetensors buffer. Several buffers (sharded checkpoints) can be
@@ -76,17 +88,7 @@ impl WeightSet {
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
         for (name, view) in file.tensors() {
-            let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => RawDtype::F32.widen(raw),
-                Dtype::BF16 => RawDtype::BF16.widen(raw),
-                Dtype::F16 => RawDtype::F16.widen(raw),
-                other => {
-                    return Err(Error::Safetensors(format!(
-                        "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
-                    )))
-                }
-            };
+            let data = RawDtype::of(&name, view.dtype())?.widen(view.data());
             self.insert(name, HostTensor::new(view.shape().to_vec(), data));
         }
         Ok(())
@@ -100,16 +102,7 @@ impl WeightSet {
             SafeTensors::deserialize(&file).map_err(|e| Error::Safetensors(e.to_string()))?;
         let mut found = Vec::new();
         for (name, view) in header.tensors() {
-            let dtype = match view.dtype() {
-                Dtype::F32 => RawDtype::F32,
-                Dtype::BF16 => RawDtype::BF16,
-                Dtype::F16 => RawDtype::F16,
-                other => {
-                    return Err(Error::Safetensors(format!(
-                        "tensor {name} has dtype {other:?}; only F32, BF16 and F16 are supported"
-                    )))
-                }
-            };
+            let dtype = RawDtype::of(&name, view.dtype())?;
             let start = view.data().as_ptr() as usize - file.as_ptr() as usize;
             found.push((name, view.shape().to_vec(), dtype, start, view.data().len()));
         }

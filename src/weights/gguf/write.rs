@@ -101,9 +101,15 @@ impl GgufWriter {
     /// The whole file in one buffer, and where each tensor's data is in it (in the order they
     /// were added): a tensor added with [`Self::tensor_later`] is written there in place, so a
     /// file is made without a second copy of its data.
-    pub fn into_frame(self) -> (Vec<u8>, Vec<Range<usize>>) {
+    pub fn into_frame(self) -> Result<(Vec<u8>, Vec<Range<usize>>), GgufError> {
         let mut out = self.head();
-        out.reserve_exact(self.tensors.iter().map(|t| padded(t.len)).sum());
+        let data = self
+            .tensors
+            .iter()
+            .try_fold(0usize, |sum, t| sum.checked_add(padded(t.len)));
+        let too_big = || GgufError::Unsupported("the file does not fit in memory".into());
+        out.try_reserve_exact(data.ok_or_else(too_big)?)
+            .map_err(|_| too_big())?;
         let mut places = Vec::with_capacity(self.tensors.len());
         for t in self.tensors {
             let start = out.len();
@@ -111,7 +117,7 @@ impl GgufWriter {
             out.resize(start + padded(t.len), 0);
             places.push(start..start + t.len);
         }
-        (out, places)
+        Ok((out, places))
     }
 
     /// Header, metadata and tensor table, padded to where the data starts.
