@@ -57,8 +57,10 @@ browser_tests_for() {
     www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs ;;
     www/*) echo tests/browser/app.test.mjs ;;
     # The engine's browser face: what the page calls, and the row rules it shares.
-    src/web.rs | src/convert.rs | src/convert/* | src/rows.rs | src/caption_run.rs | src/jsonl.rs)
+    src/web.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/module.test.mjs ;;
+    src/convert.rs | src/convert/* | src/rows.rs | src/caption_run.rs | src/jsonl.rs)
       echo tests/browser/app.test.mjs ;;
+    scripts/build-web.sh | src/lib.rs) echo tests/browser/module.test.mjs ;;
     src/bench/*) echo tests/browser/bench.test.mjs ;;
     src/workers.rs | src/heap.rs) echo tests/browser/threads.test.mjs ;;
     tests/fixtures/*) echo tests/browser/app.test.mjs ;;

@@ -20,6 +20,19 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 #[wasm_bindgen(start)]
 pub fn start() {
+    // The static constructors (cubecl registers some 4,900 IR dialect and WGSL items through
+    // `inventory`) run here, once. A module that never calls them itself is linked by wasm-ld
+    // as a command, whose every export runs them all on entry: every call from JS, down to the
+    // ones wasm-bindgen's glue makes for each JS object handed in, hundreds per WebGPU decode
+    // step: the worker was busy 60 % of a WebGPU decode with it, 1.5 % without, and the tiny
+    // model's WebGPU decode runs twice as fast (BENCHMARKS.md, "Constructors once").
+    // tests/browser/module.test.mjs checks the link.
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: the linker's function that runs the constructors, which are `inventory`
+    // registrations (idempotent by design); called once per instance, from its start.
+    unsafe { __wasm_call_ctors() };
     console_error_panic_hook::set_once();
 }
 
