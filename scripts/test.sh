@@ -130,5 +130,10 @@ fi
 if [ ${#browser[@]} -gt 0 ]; then
   step "browser tests (headless Chromium, WebGPU on SwiftShader): ${browser[*]}"
   . scripts/setup-browser.sh
-  CAPTIONER_BIN="$CARGO_TARGET_DIR/debug/captioner" node --test "${browser[@]}"
+  # Two test files at a time even on two cores (node's default there is one): a file spends
+  # most of its time waiting on SwiftShader's GPU process, and the CPU was 70 % busy with one
+  # (BENCHMARKS.md, "A first build on a fresh clone": 533 s one at a time, 401 s two).
+  jobs=$(nproc)
+  [ "$jobs" -gt 2 ] && jobs=$((jobs - 1)) || jobs=2
+  CAPTIONER_BIN="$CARGO_TARGET_DIR/debug/captioner" node --test --test-concurrency="$jobs" "${browser[@]}"
 fi
