@@ -25,6 +25,15 @@ pub struct Prompter {
     style: ContentStyle,
 }
 
+/// The most instructions one rendering of a chat template may run. A template comes with the
+/// model's files, so it is input like any other: one with nested loops once ran past a minute.
+/// SmolVLM's template runs 64 instructions for a caption's one message and SmolLM2's 38 for a
+/// question; a million stop a runaway template in well under a second.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+/// The longest rendered prompt, in bytes: far beyond any model's context (32k tokens are some
+/// 128 KB of text), and small enough that a template cannot fill the memory with its output.
+const MAX_RENDERED: usize = 4 << 20;
+
 /// The tokens of the Idefics3 image layout.
 const IMAGE: &str = "<image>";
 const FAKE: &str = "<fake_token_around_image>";
@@ -68,6 +77,7 @@ impl Prompter {
 
     fn environment(&self) -> Result<Environment<'_>> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -117,14 +127,33 @@ impl Prompter {
         let template = env
             .get_template("chat")
             .map_err(|e| Error::Prompt(format!("chat template: {e}")))?;
+        let mut out = Capped::default();
         template
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
-            })
-            .map_err(|e| Error::Prompt(format!("rendering the chat template: {e}")))
+            .render_captured_to(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => self.bos_token,
+                    eos_token => self.eos_token,
+                },
+                &mut out,
+            )
+            .map_err(|e| {
+                let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                    format!(
+                        "it ran over {TEMPLATE_FUEL} instructions without finishing (the \
+                         model's chat_template.json, tokenizer_config.json or GGUF \
+                         tokenizer.chat_template)"
+                    )
+                } else if out.overflowed {
+                    format!("its output grew over {} MB", MAX_RENDERED >> 20)
+                } else {
+                    e.to_string()
+                };
+                Error::Prompt(format!("rendering the chat template: {why}"))
+            })?;
+        String::from_utf8(out.bytes)
+            .map_err(|_| Error::Prompt("the chat template's output is not UTF-8".into()))
     }
 
     /// Replaces the n-th `<image>` of `rendered` with the token layout of the n-th image.
@@ -223,6 +252,28 @@ pub fn find_chat_template(
     Ok(None)
 }
 
+/// A rendering's output, refused once it would grow past [`MAX_RENDERED`].
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + bytes.len() > MAX_RENDERED {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the rendered prompt is too long"));
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +317,50 @@ mod tests {
         let t = find_chat_template(None, Some(r#"{"chat_template":[{"name":"tool","template":"T"},{"name":"default","template":"D"}]}"#)).unwrap();
         assert_eq!(t.as_deref(), Some("D"));
         assert_eq!(find_chat_template(None, Some("{}")).unwrap(), None);
+    }
+
+    /// A prompter with tiny-b's tokenizer and `template`.
+    fn prompter(template: &str) -> Prompter {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-b");
+        let tokenizer = std::fs::read_to_string(dir.join("tokenizer.json")).expect("tokenizer");
+        Prompter::new(&tokenizer, template.into(), None, ContentStyle::Text).expect("prompter")
+    }
+
+    #[test]
+    fn a_template_that_would_run_for_ever_is_stopped() {
+        // 10^10 iterations: hours, without a bound.
+        let nested =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = prompter(nested)
+            .render(None, "hi", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ran over 1000000 instructions"), "{err}");
+    }
+
+    #[test]
+    fn a_template_cannot_fill_the_memory_with_its_output() {
+        // 1,000 strings of 100 MB (minijinja's own cap on one repetition): 100 GB.
+        let flood = "{% for i in range(1000) %}{{ 'x' * 100000000 }}{% endfor %}";
+        let err = prompter(flood)
+            .render(None, "hi", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its output grew over 4 MB"), "{err}");
+    }
+
+    #[test]
+    fn an_ordinary_template_renders_within_the_bounds() {
+        // A long conversation through a loop per message, as the published templates are.
+        let template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}\
+                        {% if add_generation_prompt %}<|assistant|>{% endif %}";
+        let p = prompter(template);
+        let messages: Vec<Value> = (0..2000)
+            .map(|i| json!({"role": "user", "content": format!("message {i}")}))
+            .collect();
+        let out = p
+            .render_messages(&Value::Array(messages), true)
+            .expect("renders");
+        assert!(out.starts_with("<|user|>message 0\n") && out.ends_with("<|assistant|>"));
     }
 }
