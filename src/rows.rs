@@ -8,6 +8,7 @@
 //! This module is pure (no files, no model): the native program and the browser share it, each
 //! reading the images its own way.
 
+use crate::error::{Error, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -39,6 +40,28 @@ impl Default for RowOptions {
             max_images: 4,
             overwrite: false,
         }
+    }
+}
+
+impl RowOptions {
+    /// The three field names must be apart: a caption key equal to the error key loses every
+    /// caption or error to the other, and one equal to the image key replaces the images (and
+    /// makes every row look captioned already).
+    pub fn validate(&self) -> Result<()> {
+        let keys = [
+            ("caption", &self.caption_key),
+            ("error", &self.error_key),
+            ("image", &self.image_key),
+        ];
+        for (i, (a, key)) in keys.iter().enumerate() {
+            if let Some((b, _)) = keys[i + 1..].iter().find(|(_, other)| other == key) {
+                return Err(Error::Invalid(format!(
+                    "the {a} key and the {b} key are both \"{key}\": each needs a field of its \
+                     own in the rows, so give them different names"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -380,6 +403,34 @@ pub fn is_output_of(output: &str, input: &Line, options: &RowOptions) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_three_keys_must_be_apart() {
+        assert!(RowOptions::default().validate().is_ok());
+        let with = |caption: &str, error: &str, image: &str| RowOptions {
+            caption_key: caption.into(),
+            error_key: error.into(),
+            image_key: image.into(),
+            ..RowOptions::default()
+        };
+        for (o, says) in [
+            (
+                with("x", "x", "image"),
+                "the caption key and the error key are both \"x\"",
+            ),
+            (
+                with("image", "error", "image"),
+                "the caption key and the image key",
+            ),
+            (
+                with("caption", "pic", "pic"),
+                "the error key and the image key",
+            ),
+        ] {
+            let err = o.validate().expect_err(says).to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
 
     fn opts() -> RowOptions {
         RowOptions::default()

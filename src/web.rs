@@ -110,15 +110,17 @@ impl Settings {
         Ok(request)
     }
 
-    fn row_options(&self) -> RowOptions {
+    fn row_options(&self) -> Result<RowOptions, JsValue> {
         let d = RowOptions::default();
-        RowOptions {
+        let options = RowOptions {
             image_key: self.image_key.clone().unwrap_or(d.image_key),
             caption_key: self.caption_key.clone().unwrap_or(d.caption_key),
             error_key: self.error_key.clone().unwrap_or(d.error_key),
             max_images: self.max_images.unwrap_or(d.max_images),
             overwrite: self.overwrite.unwrap_or(d.overwrite),
-        }
+        };
+        options.validate().map_err(js_error)?;
+        Ok(options)
     }
 }
 
@@ -510,7 +512,7 @@ impl Rows {
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue) -> Result<Rows, JsValue> {
         let settings = Settings::from_js(options)?;
-        let batch = CaptionRun::new(settings.row_options(), settings.request()?);
+        let batch = CaptionRun::new(settings.row_options()?, settings.request()?);
         Ok(Rows {
             batch: Rc::new(RefCell::new(batch)),
         })
@@ -607,7 +609,7 @@ pub fn output_without_model(
     options: JsValue,
 ) -> Result<Option<String>, JsValue> {
     let settings = Settings::from_js(options)?;
-    match plan(line_of(&line, line_no), &settings.row_options()) {
+    match plan(line_of(&line, line_no), &settings.row_options()?) {
         Plan::Done { line, .. } => Ok(Some(line)),
         _ => Ok(None),
     }

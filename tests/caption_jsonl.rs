@@ -474,6 +474,16 @@ fn a_run_that_cannot_proceed_exits_non_zero_and_says_what_to_do() {
         ),
         (caption_jsonl(&example(), &example(), &[]), "is the input"),
         (caption_jsonl(&example(), &out, &["--top-p", "0"]), "top_p"),
+        // Keys that collide: every caption lost to its error field, or every row taken for
+        // captioned already (both exited 0 with a useless file).
+        (
+            caption_jsonl(&example(), &out, &["--output-key", "x", "--error-key", "x"]),
+            "the caption key and the error key are both \"x\"",
+        ),
+        (
+            caption_jsonl(&example(), &out, &["--output-key", "image"]),
+            "the caption key and the image key are both \"image\"",
+        ),
     ];
     for (mut cmd, message) in cases {
         let result = cmd.output().expect("runs");
@@ -490,6 +500,7 @@ fn a_run_that_cannot_proceed_exits_non_zero_and_says_what_to_do() {
         .expect("runs");
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stderr).contains("/no/model"));
+    assert!(!out.exists(), "a run that cannot proceed writes no output");
 }
 
 #[test]

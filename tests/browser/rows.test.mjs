@@ -299,3 +299,17 @@ test('inputs changed at random moments around a run: the download is the grid, e
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
 });
+
+test('a caption field named as the image field is refused at Run, and says why', async () => {
+  // Before, every row counted as captioned already (its "caption" was its image list) and the
+  // download was the input: a run that did nothing, with no word.
+  const { page, errors } = await pageWithModel(31);
+  await page.getByTestId('caption-key').fill('image');
+  await page.getByTestId('images').setInputFiles([join(images, 'small_100x80.png')]);
+  await waitForText(page, 'input-status', /^1 image file/);
+  await page.getByTestId('run').click();
+  const said = await waitForText(page, 'progress-text', /stopped|Done/);
+  assert.match(said, /^The run stopped: the caption key and the image key are both "image"/, said);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});

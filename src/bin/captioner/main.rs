@@ -411,6 +411,16 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
             args.image_root.display()
         );
     }
+    let options = RowOptions {
+        image_key: args.multi_modal_key.clone(),
+        caption_key: args.output_key.clone(),
+        error_key: args.error_key.clone(),
+        max_images: args.max_images_per_row,
+        overwrite: args.overwrite,
+    };
+    if let Err(e) = options.validate() {
+        bail!("{e} (--output-key, --error-key, --multi-modal-key)");
+    }
     let common = &args.common;
     let engine = load(&args.model, common)?;
     if !engine.accepts_images() {
@@ -419,13 +429,6 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
             args.model.display()
         );
     }
-    let options = RowOptions {
-        image_key: args.multi_modal_key.clone(),
-        caption_key: args.output_key.clone(),
-        error_key: args.error_key.clone(),
-        max_images: args.max_images_per_row,
-        overwrite: args.overwrite,
-    };
     let request = common.request(args.prompt.clone(), args.longest_edge);
     request.sampling.validate()?;
     let mut batch = CaptionRun::new(options, request);
