@@ -112,7 +112,18 @@ fn errors_exit_non_zero_with_a_message() {
         .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("image"), "{err}");
+    // One line that names the file and says the cause once (it was "generation failed", then
+    // the cause twice, without the file).
+    let cause = "not a recognised image: expected JPEG, PNG, WebP, GIF or BMP data";
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("captioning ") && line.contains("not_an_image.jpg"),
+        "{err}"
+    );
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
 }
 
 /// The bytes `--verbose` says the weights take on the GPU, for `generate` on tiny-b.

@@ -307,12 +307,40 @@ fn load(model: &std::path::Path, common: &Common) -> Result<Engine> {
     Ok(engine)
 }
 
-fn main() -> Result<ExitCode> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each joined by ": ". A library error often says its
+/// cause already ("image: the JPEG data is truncated", whose source is "the JPEG data is
+/// truncated"): a cause whose text is already in the line is left out rather than said twice.
+fn message(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn run() -> Result<ExitCode> {
     // Before any model is loaded: large tensors reuse freed heap memory instead of fresh pages
     // per op (see the module's note).
     captioner::heap::keep_freed_memory();
     let cli = Cli::parse();
-    let (engine, request, image, common) = match cli.command {
+    let (engine, request, image, common, task) = match cli.command {
         Command::CaptionJsonl(args) => return caption_jsonl(args),
         Command::Quantize(args) => return quantize(args),
         Command::Bench(args) => return bench::run(args),
@@ -332,11 +360,13 @@ fn main() -> Result<ExitCode> {
             }
             let bytes =
                 std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let task = format!("captioning {}", image.display());
             (
                 engine,
                 common.request(prompt, longest_edge),
                 Some(bytes),
                 common,
+                task,
             )
         }
         Command::Generate {
@@ -345,7 +375,8 @@ fn main() -> Result<ExitCode> {
             common,
         } => {
             let engine = load(&model, &common)?;
-            (engine, common.request(prompt, None), None, common)
+            let task = "answering the prompt".to_string();
+            (engine, common.request(prompt, None), None, common, task)
         }
     };
 
@@ -364,7 +395,7 @@ fn main() -> Result<ExitCode> {
         Some(bytes) => engine.caption(&[bytes.as_slice()], &request, &mut on_text),
         None => engine.chat(&request, &mut on_text),
     }
-    .context("generation failed")?;
+    .context(task)?;
     if common.stream {
         println!();
     } else {
