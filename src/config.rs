@@ -106,7 +106,9 @@ impl Idefics3Config {
         let tie = root.opt_bool("tie_word_embeddings")?;
         let text = TextConfig::from_fields(&root.child("text_config")?, tie)?;
         let scale_factor = root.usize_or("scale_factor", 2)?;
-        let image_token_id = root.usize("image_token_id")? as u32;
+        let image_token_id = root
+            .opt_id("image_token_id")?
+            .ok_or_else(|| root.error("image_token_id", "missing"))?;
         if scale_factor == 0 || vision.patches_per_side() % scale_factor != 0 {
             return Err(root.error(
                 "scale_factor",
@@ -260,7 +262,7 @@ impl GenerationConfig {
         let f = Fields::root(FILE, &root);
         Ok(Self {
             eos_token_ids: f.ids("eos_token_id")?,
-            bos_token_id: f.opt_usize("bos_token_id")?.map(|v| v as u32),
+            bos_token_id: f.opt_id("bos_token_id")?,
         })
     }
 
@@ -279,7 +281,7 @@ impl GenerationConfig {
         }
         Ok(Self {
             eos_token_ids: eos,
-            bos_token_id: f.opt_usize("bos_token_id")?.map(|v| v as u32),
+            bos_token_id: f.opt_id("bos_token_id")?,
         })
     }
 }
@@ -402,6 +404,17 @@ impl<'a> Fields<'a> {
     }
 
     /// A token id or a list of them (`eos_token_id` takes both forms).
+    /// One token id: a number that does not fit a `u32` is an error, never cut down to one
+    /// that happens to be in the vocabulary.
+    fn opt_id(&self, key: &str) -> Result<Option<u32>> {
+        self.opt_usize(key)?
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| self.error(key, format!("{v} is too large for a token id")))
+            })
+            .transpose()
+    }
+
     fn ids(&self, key: &str) -> Result<Vec<u32>> {
         let as_id = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
         match self.obj.get(key) {
@@ -446,6 +459,27 @@ mod tests {
               "num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-5,
               "vocab_size":49280{text_extra}}}}}"#
         )
+    }
+
+    #[test]
+    fn token_ids_that_do_not_fit_are_errors_not_wrapped() {
+        // 2^32 + 49190 was read as 49190, the real image token.
+        let wrapped = smolvlm_like("").replace("49190", "4295016486");
+        let err = ModelConfig::from_json(&wrapped).unwrap_err().to_string();
+        assert!(
+            err.contains("image_token_id: 4295016486 is too large for a token id"),
+            "{err}"
+        );
+        let err = GenerationConfig::from_json(r#"{"bos_token_id": 4294967297}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bos_token_id: 4294967297 is too large"),
+            "{err}"
+        );
+        let ok =
+            GenerationConfig::from_json(r#"{"bos_token_id": 1, "eos_token_id": [2]}"#).unwrap();
+        assert_eq!((ok.bos_token_id, ok.eos_token_ids), (Some(1), vec![2]));
     }
 
     #[test]
