@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::generate::Flow;
 use crate::rows::{is_output_of, Line};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,25 +30,49 @@ impl FolderImages {
                 "image '{path}' is a URL; Captioner only reads local files"
             ));
         }
-        let full = self.root.join(path);
-        let meta = std::fs::metadata(&full).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                format!("image '{path}' not found (looked for {})", full.display())
-            }
-            _ => format!("image '{path}': {e} ({})", full.display()),
-        })?;
-        if meta.is_dir() {
-            return Err(format!("image '{path}' is a folder, not a file"));
-        }
-        if meta.len() > MAX_IMAGE_FILE_BYTES {
-            return Err(format!(
-                "image '{path}' is too large: {} MiB (the limit is {} MiB)",
-                meta.len() >> 20,
-                MAX_IMAGE_FILE_BYTES >> 20
-            ));
-        }
-        std::fs::read(&full).map_err(|e| format!("image '{path}': {e} ({})", full.display()))
+        read_image_file(&self.root.join(path), path)
     }
+}
+
+/// Reads the image file at `full` (named `name` in messages): a regular file of at most
+/// [`MAX_IMAGE_FILE_BYTES`]. Anything else is refused before it is opened: a device such as
+/// `/dev/zero` never ends and its length says 0, and opening a FIFO waits for a writer that
+/// may never come. A file that grows past the limit while it is read stops at the limit.
+pub fn read_image_file(full: &Path, name: &str) -> std::result::Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(full).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("image '{name}' not found (looked for {})", full.display())
+        }
+        _ => format!("image '{name}': {e} ({})", full.display()),
+    })?;
+    if meta.is_dir() {
+        return Err(format!("image '{name}' is a folder, not a file"));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "image '{name}' is not a regular file (a device, pipe or socket); save the image to \
+             a file and name that"
+        ));
+    }
+    let too_large = |bytes: u64| {
+        format!(
+            "image '{name}' is too large: {} MiB (the limit is {} MiB)",
+            bytes >> 20,
+            MAX_IMAGE_FILE_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let failed = |e: io::Error| format!("image '{name}': {e} ({})", full.display());
+    let mut bytes = Vec::new();
+    File::open(full)
+        .and_then(|f| f.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 impl ImageSource for FolderImages {

@@ -522,14 +522,23 @@ fn paths_resolve_from_the_root_or_absolute_and_odd_files_are_refused() {
         r#"{"image": "sub/folder.jpg"}"#.to_string(),
         r#"{"image": "big.jpg"}"#.to_string(),
         r#"{"image": "https://example.com/cat.jpg"}"#.to_string(),
+        // Endless, and 0 bytes long by its metadata: it was read to 4.2 GB.
+        r#"{"image": "/dev/zero"}"#.to_string(),
+        // Opening a FIFO waits for a writer: the run blocked here for ever.
+        r#"{"image": "fifo.jpg"}"#.to_string(),
     ];
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("root/fifo.jpg"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, rows.join("\n")).expect("write");
     let out = dir.path().join("out.jsonl");
     let root = root.display().to_string();
     run_ok(&mut caption_jsonl(&input, &out, &["--image-root", &root]));
     let got = parse_lines(&read(&out));
-    assert_eq!(got.len(), 5);
+    assert_eq!(got.len(), 7);
     let expected = api_caption(&engine(), &["small_100x80.png"], captioner::DEFAULT_PROMPT);
     assert_eq!(got[0]["caption"], expected.as_str());
     assert_eq!(got[1]["caption"], expected.as_str());
@@ -537,4 +546,7 @@ fn paths_resolve_from_the_root_or_absolute_and_odd_files_are_refused() {
     assert!(error(2).contains("is a folder"), "{}", error(2));
     assert!(error(3).contains("too large: 300 MiB"), "{}", error(3));
     assert!(error(4).contains("is a URL"), "{}", error(4));
+    for i in [5, 6] {
+        assert!(error(i).contains("is not a regular file"), "{}", error(i));
+    }
 }

@@ -124,6 +124,18 @@ fn errors_exit_non_zero_with_a_message() {
         "{err}"
     );
     assert_eq!(err.matches(cause).count(), 1, "{err}");
+
+    // A device is refused unread (it was read to 4.2 GB before an error).
+    let out = captioner()
+        .arg("caption")
+        .arg("--model")
+        .arg(fixtures().join("tiny-a"))
+        .args(["--image", "/dev/zero"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'/dev/zero' is not a regular file"), "{err}");
 }
 
 /// The bytes `--verbose` says the weights take on the GPU, for `generate` on tiny-b.

@@ -358,8 +358,8 @@ fn run() -> Result<ExitCode> {
                     model.display()
                 );
             }
-            let bytes =
-                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let bytes = captioner::jsonl::read_image_file(&image, &image.display().to_string())
+                .map_err(anyhow::Error::msg)?;
             let task = format!("captioning {}", image.display());
             (
                 engine,
