@@ -111,6 +111,50 @@ fn shapes_that_disagree_with_the_config_are_listed() {
     );
 }
 
+/// A safetensors file holding `tensors` (name, shape), zeros as f32.
+fn safetensors_with(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
+    let datas: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            (name.to_string(), shape.clone(), vec![0u8; n * 4])
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = datas
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("view");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialize")
+}
+
+#[test]
+fn a_checkpoint_with_no_tensors_or_a_stray_one_is_an_error() {
+    // Both panicked in the vision patch embedding (the missing tensor's placeholder reshaped),
+    // as a text-only checkpoint in a vision model's folder did.
+    for tensors in [
+        vec![],
+        vec![("model.text_model.norm.weight", vec![32])],
+        vec![(
+            "model.vision_model.embeddings.patch_embedding.weight",
+            vec![1, 2],
+        )],
+    ] {
+        let dir = copy_model("tiny-a");
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            safetensors_with(&tensors),
+        )
+        .expect("write");
+        let err = load(dir.path()).err().expect("loads").to_string();
+        assert!(err.contains("missing tensors: "), "{tensors:?}: {err}");
+    }
+}
+
 #[test]
 fn unknown_model_type_is_named() {
     let dir = copy_model("tiny-a");

@@ -36,6 +36,17 @@ impl HostTensor {
         Self { shape, data }
     }
 
+    /// The same values under `shape`. A loader's placeholder for a missing or mis-shaped
+    /// tensor (already reported, never computed with) has too few values for any real shape:
+    /// it becomes a placeholder of the new rank instead of a panic.
+    pub fn reshaped(self, shape: Vec<usize>) -> HostTensor {
+        if shape.iter().product::<usize>() == self.data.len() {
+            HostTensor::new(shape, self.data)
+        } else {
+            placeholder(&shape)
+        }
+    }
+
     /// The transpose of a 2-D tensor: `[out, in]` (PyTorch's Linear) to `[in, out]` (burn's).
     pub fn transposed(&self) -> HostTensor {
         let (rows, cols) = (self.shape[0], self.shape[1]);

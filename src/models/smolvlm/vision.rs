@@ -25,7 +25,7 @@ impl Embeddings {
             &format!("{p}.patch_embedding.weight"),
             &[d, c.num_channels, ps, ps],
         );
-        let conv = crate::weights::HostTensor::new(vec![d, c.num_channels * ps * ps], conv.data);
+        let conv = conv.reshaped(vec![d, c.num_channels * ps * ps]);
         let bias = l.tensor(&format!("{p}.patch_embedding.bias"), [d]);
         let positions = c.patches_per_side() * c.patches_per_side();
         Self {
