@@ -403,7 +403,6 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A token id or a list of them (`eos_token_id` takes both forms).
     /// One token id: a number that does not fit a `u32` is an error, never cut down to one
     /// that happens to be in the vocabulary.
     fn opt_id(&self, key: &str) -> Result<Option<u32>> {
@@ -415,6 +414,7 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
+    /// A token id or a list of them (`eos_token_id` takes both forms).
     fn ids(&self, key: &str) -> Result<Vec<u32>> {
         let as_id = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
         match self.obj.get(key) {
