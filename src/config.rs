@@ -76,8 +76,14 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// Parses a `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        let root = parse_object(CONFIG, text)?;
-        let fields = Fields::root(CONFIG, &root);
+        Self::from_json_of(CONFIG, text)
+    }
+
+    /// Parses the `config.json` text of `source`, which errors name (a GGUF's is made from its
+    /// metadata: see [`crate::ModelFiles::config_source`]).
+    pub fn from_json_of(source: &str, text: &str) -> Result<Self> {
+        let root = parse_object(source, text)?;
+        let fields = Fields::root(source, &root);
         match fields.str("model_type")? {
             "idefics3" => Ok(ModelConfig::Idefics3(Idefics3Config::from_fields(&fields)?)),
             "llama" => Ok(ModelConfig::Llama(TextConfig::from_fields(&fields, None)?)),
@@ -98,6 +104,30 @@ impl ModelConfig {
 
 const CONFIG: &str = "config.json";
 
+/// The largest value each kind of size in a config may take. Published checkpoints are far
+/// inside them (the largest Llamas: 126 layers, `hidden_size` 16,384, `intermediate_size`
+/// 53,248, `head_dim` 128; Gemma's vocabulary 262,144; SigLIP's largest tiles 896 px). A number
+/// past its bound is a damaged or hostile file. Refusing it while parsing keeps every later
+/// product of sizes well inside a 64-bit `usize`, and nothing is allocated from a size before
+/// the weights' own shapes have been checked against it (a config that claims 2^31 layers used
+/// to ask for a 13 TB vector of layers before a single tensor was looked at).
+pub mod limits {
+    /// `num_hidden_layers`, text and vision.
+    pub const LAYERS: usize = 1 << 10;
+    /// `num_attention_heads`, `num_key_value_heads`.
+    pub const HEADS: usize = 1 << 10;
+    /// `head_dim`.
+    pub const HEAD_DIM: usize = 1 << 12;
+    /// `hidden_size`, `intermediate_size`.
+    pub const WIDTH: usize = 1 << 18;
+    /// `vocab_size`.
+    pub const VOCAB: usize = 1 << 22;
+    /// `max_position_embeddings` (written to a GGUF as a `u32`).
+    pub const CONTEXT: usize = 1 << 30;
+    /// The vision tower's `image_size` and `patch_size`, in pixels.
+    pub const IMAGE_SIDE: usize = 1 << 14;
+}
+
 impl Idefics3Config {
     fn from_fields(root: &Fields) -> Result<Self> {
         let vision = VisionConfig::from_fields(&root.child("vision_config")?)?;
@@ -105,7 +135,7 @@ impl Idefics3Config {
         // one is the fallback (transformers reads it the same way).
         let tie = root.opt_bool("tie_word_embeddings")?;
         let text = TextConfig::from_fields(&root.child("text_config")?, tie)?;
-        let scale_factor = root.usize_or("scale_factor", 2)?;
+        let scale_factor = root.usize_or("scale_factor", 2, limits::IMAGE_SIDE)?;
         let image_token_id = root
             .opt_id("image_token_id")?
             .ok_or_else(|| root.error("image_token_id", "missing"))?;
@@ -118,6 +148,15 @@ impl Idefics3Config {
                 ),
             ));
         }
+        root.check_addressable(
+            "scale_factor",
+            &[
+                text.hidden_size,
+                vision.hidden_size,
+                scale_factor,
+                scale_factor,
+            ],
+        )?;
         if image_token_id as usize >= text.vocab_size {
             return Err(root.error(
                 "image_token_id",
@@ -149,13 +188,14 @@ impl VisionConfig {
             }
         }
         let c = Self {
-            hidden_size: f.usize_or("hidden_size", 768)?,
-            intermediate_size: f.usize_or("intermediate_size", 3072)?,
-            num_hidden_layers: f.usize_or("num_hidden_layers", 12)?,
-            num_attention_heads: f.usize_or("num_attention_heads", 12)?,
-            num_channels: f.usize_or("num_channels", 3)?,
-            image_size: f.usize_or("image_size", 224)?,
-            patch_size: f.usize_or("patch_size", 32)?,
+            hidden_size: f.usize_or("hidden_size", 768, limits::WIDTH)?,
+            intermediate_size: f.usize_or("intermediate_size", 3072, limits::WIDTH)?,
+            num_hidden_layers: f.usize_or("num_hidden_layers", 12, limits::LAYERS)?,
+            num_attention_heads: f.usize_or("num_attention_heads", 12, limits::HEADS)?,
+            // (any count but 3 is refused below, with its own message)
+            num_channels: f.usize_or("num_channels", 3, usize::MAX)?,
+            image_size: f.usize_or("image_size", 224, limits::IMAGE_SIDE)?,
+            patch_size: f.usize_or("patch_size", 32, limits::IMAGE_SIDE)?,
             layer_norm_eps: f.f64_or("layer_norm_eps", 1e-6)?,
         };
         f.check_divides(
@@ -168,6 +208,13 @@ impl VisionConfig {
         if c.num_channels != 3 {
             return Err(f.error("num_channels", "only RGB (3 channels) is supported"));
         }
+        let positions = c.patches_per_side() * c.patches_per_side();
+        f.check_addressable("image_size", &[positions, c.hidden_size])?;
+        f.check_addressable(
+            "patch_size",
+            &[c.hidden_size, 3, c.patch_size, c.patch_size],
+        )?;
+        f.check_addressable("intermediate_size", &[c.intermediate_size, c.hidden_size])?;
         Ok(c)
     }
 }
@@ -184,11 +231,12 @@ impl TextConfig {
                 return Err(f.error("hidden_act", format!("unsupported activation `{act}`")));
             }
         }
-        let hidden_size = f.usize("hidden_size")?;
-        let num_attention_heads = f.usize("num_attention_heads")?;
-        let num_key_value_heads = f.usize_or("num_key_value_heads", num_attention_heads)?;
+        let hidden_size = f.usize("hidden_size", limits::WIDTH)?;
+        let num_attention_heads = f.usize("num_attention_heads", limits::HEADS)?;
+        let num_key_value_heads =
+            f.usize_or("num_key_value_heads", num_attention_heads, limits::HEADS)?;
         let head_dim = match f.opt_usize("head_dim")? {
-            Some(d) => d,
+            Some(_) => f.usize("head_dim", limits::HEAD_DIM)?,
             None => {
                 f.check_divides(
                     "num_attention_heads",
@@ -209,21 +257,31 @@ impl TextConfig {
             return Err(f.error("head_dim", format!("{head_dim} must be even for RoPE")));
         }
         let c = Self {
-            vocab_size: f.usize("vocab_size")?,
+            vocab_size: f.usize("vocab_size", limits::VOCAB)?,
             hidden_size,
-            intermediate_size: f.usize("intermediate_size")?,
-            num_hidden_layers: f.usize("num_hidden_layers")?,
+            intermediate_size: f.usize("intermediate_size", limits::WIDTH)?,
+            num_hidden_layers: f.usize("num_hidden_layers", limits::LAYERS)?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
             rope_theta: rope_theta(f)?,
-            max_position_embeddings: f.usize_or("max_position_embeddings", 2048)?,
+            max_position_embeddings: f.usize_or(
+                "max_position_embeddings",
+                2048,
+                limits::CONTEXT,
+            )?,
             tie_word_embeddings: match tie_override {
                 Some(t) => t,
                 None => f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
             },
         };
+        f.check_addressable("vocab_size", &[c.vocab_size, c.hidden_size])?;
+        f.check_addressable("intermediate_size", &[c.intermediate_size, c.hidden_size])?;
+        f.check_addressable(
+            "head_dim",
+            &[c.num_attention_heads, c.head_dim, c.hidden_size],
+        )?;
         Ok(c)
     }
 }
@@ -367,22 +425,32 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
+    /// A size: at least 1 and at most `max` (see [`limits`]).
+    fn usize(&self, key: &str, max: usize) -> Result<usize> {
         let v = self
             .opt_usize(key)?
             .ok_or_else(|| self.error(key, "missing"))?;
+        self.check_size(key, v, max)
+    }
+
+    fn usize_or(&self, key: &str, default: usize, max: usize) -> Result<usize> {
+        match self.opt_usize(key)? {
+            Some(v) => self.check_size(key, v, max),
+            None => Ok(default),
+        }
+    }
+
+    fn check_size(&self, key: &str, v: usize, max: usize) -> Result<usize> {
         if v == 0 {
             return Err(self.error(key, "must be positive"));
         }
-        Ok(v)
-    }
-
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
-        match self.opt_usize(key)? {
-            Some(0) => Err(self.error(key, "must be positive")),
-            Some(v) => Ok(v),
-            None => Ok(default),
+        if v > max {
+            return Err(self.error(
+                key,
+                format!("{v} is larger than any model has ({max} at most); is the file damaged?"),
+            ));
         }
+        Ok(v)
     }
 
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
@@ -426,6 +494,21 @@ impl<'a> Fields<'a> {
             Some(v) => as_id(v)
                 .map(|id| vec![id])
                 .ok_or_else(|| self.error(key, "expected a token id")),
+        }
+    }
+
+    /// A weight of shape `dims` (which `key` sizes) must be addressable here in f32: within a
+    /// 32-bit `usize` in the browser. After this, no product of these sizes overflows.
+    fn check_addressable(&self, key: &str, dims: &[usize]) -> Result<()> {
+        let bytes = dims
+            .iter()
+            .try_fold(std::mem::size_of::<f32>(), |n, &d| n.checked_mul(d));
+        match bytes {
+            Some(b) if b <= isize::MAX as usize => Ok(()),
+            _ => Err(self.error(
+                key,
+                format!("makes a weight of {dims:?} values, more than this build can address"),
+            )),
         }
     }
 
@@ -480,6 +563,52 @@ mod tests {
         let ok =
             GenerationConfig::from_json(r#"{"bos_token_id": 1, "eos_token_id": [2]}"#).unwrap();
         assert_eq!((ok.bos_token_id, ok.eos_token_ids), (Some(1), vec![2]));
+    }
+
+    /// The sizes the hostile-file tries used, each past its bound: an error naming the field
+    /// (they aborted on a 13 TB allocation, or panicked on an overflow, in the loader).
+    #[test]
+    fn sizes_no_model_has_are_errors() {
+        let edit = |section: &str, key: &str, value: u64| {
+            let mut v: Value = serde_json::from_str(&smolvlm_like("")).unwrap();
+            let target = if section.is_empty() {
+                &mut v
+            } else {
+                &mut v[section]
+            };
+            target[key] = value.into();
+            ModelConfig::from_json(&v.to_string()).map(|_| ())
+        };
+        for (section, key, value) in [
+            ("text_config", "num_hidden_layers", 1u64 << 31),
+            ("text_config", "num_hidden_layers", 1 << 63),
+            ("text_config", "head_dim", 1 << 40),
+            ("text_config", "hidden_size", 1 << 40),
+            ("text_config", "vocab_size", 1 << 63),
+            ("text_config", "max_position_embeddings", 1 << 50),
+            ("vision_config", "num_hidden_layers", 1 << 31),
+            ("vision_config", "image_size", 1 << 40),
+            ("vision_config", "intermediate_size", 1 << 40),
+        ] {
+            let err = edit(section, key, value).unwrap_err().to_string();
+            let field = format!("{section}.{key}: {value} is larger than any model has");
+            assert!(err.contains(&field), "{field}: {err}");
+        }
+        // Within every bound, a weight the sizes imply may still be too big to address in a
+        // 32-bit build (the browser's); natively only a product past 64 bits is.
+        let obj = Map::new();
+        let f = Fields::root(CONFIG, &obj);
+        let err = f
+            .check_addressable("patch_size", &[1 << 40, 1 << 40])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("patch_size: makes a weight of"),
+            "{err}"
+        );
+        assert!(f.check_addressable("patch_size", &[768, 3, 16, 16]).is_ok());
+        // The bounds themselves are sizes some model could have.
+        assert!(edit("text_config", "num_hidden_layers", limits::LAYERS as u64).is_ok());
+        assert!(edit("text_config", "vocab_size", limits::VOCAB as u64).is_ok());
     }
 
     #[test]

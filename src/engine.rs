@@ -124,6 +124,27 @@ fn image_processor(
         files.preprocessor_config_json.as_deref(),
     )?
     .ok_or_else(|| Error::MissingFile("preprocessor_config.json".into()))?;
+    // Every tile the processor makes is M x M; the vision tower's position table and the
+    // connector's tokens per tile hold for its `image_size` only (a 32 px tile on a 64 px
+    // tower read past the position table).
+    let tile = cfg.max_image_size.longest_edge as usize;
+    if tile != c.vision.image_size {
+        let nested = files
+            .processor_config_json
+            .as_deref()
+            .map(ImageProcessorConfig::from_processor_json);
+        let source = match nested {
+            Some(Ok(Some(_))) => "processor_config.json",
+            _ => "preprocessor_config.json",
+        };
+        return Err(Error::config(
+            source,
+            format!(
+                "max_image_size.longest_edge is {tile} but the vision tower takes tiles of {} px (config.json: vision_config.image_size)",
+                c.vision.image_size
+            ),
+        ));
+    }
     if let Some(text) = files.processor_config_json.as_deref() {
         if let Some(n) = processor_image_seq_len(text)? {
             if n != c.image_seq_len() {
@@ -188,7 +209,7 @@ impl Engine {
     /// it loads, and a GGUF's blocks stay packed.
     pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let precision = precision.on(!is_cpu(device));
-        let config = ModelConfig::from_json(&files.config_json)?;
+        let config = ModelConfig::from_json_of(files.config_source(), &files.config_json)?;
         let checkpoint =
             std::mem::replace(&mut files.checkpoint, Checkpoint::Safetensors(Vec::new()));
         let weights = WeightSet::from_files(checkpoint, precision)?;

@@ -111,6 +111,60 @@ fn shapes_that_disagree_with_the_config_are_listed() {
     );
 }
 
+/// Sizes no model has: the loader used to build a vector of 2^31 layers (an abort on a 13 TB
+/// allocation), a RoPE table of 2^39 frequencies, or overflow multiplying a tile's patches.
+/// Now the config is refused, naming the field, before anything is allocated from it.
+#[test]
+fn sizes_past_any_model_are_refused_before_loading() {
+    for (section, key, value) in [
+        ("text_config", "num_hidden_layers", 1u64 << 31),
+        ("text_config", "num_hidden_layers", 1 << 63),
+        ("text_config", "head_dim", 1 << 40),
+        ("vision_config", "num_hidden_layers", 1 << 31),
+        ("vision_config", "image_size", 1 << 40),
+    ] {
+        let dir = copy_model("tiny-b");
+        edit_json(&dir.path().join("config.json"), |c| {
+            c[section][key] = value.into();
+        });
+        let err = load(dir.path()).err().expect("loads").to_string();
+        let field = format!("config.json: {section}.{key}: {value} is larger than any model has");
+        assert!(err.contains(&field), "{err}");
+    }
+}
+
+/// Tiles of another size than the vision tower's read past its position table (a panic in
+/// burn's gather): the processor and the model must agree on the tile.
+#[test]
+fn a_tile_size_the_vision_tower_does_not_take_is_refused() {
+    let dir = copy_model("tiny-b");
+    edit_json(&dir.path().join("preprocessor_config.json"), |c| {
+        c["max_image_size"]["longest_edge"] = 32.into();
+    });
+    let err = load(dir.path()).err().expect("loads").to_string();
+    assert!(
+        err.contains("preprocessor_config.json: max_image_size.longest_edge is 32 but the vision tower takes tiles of 64 px"),
+        "{err}"
+    );
+}
+
+/// A model file that is not a regular file is refused by name: a FIFO would block the load
+/// for ever and `/dev/zero` would be read until memory ran out (here `/dev/null`, which
+/// neither does, so that the test fails rather than hangs if the check goes).
+#[cfg(unix)]
+#[test]
+fn a_model_file_that_is_a_device_is_refused() {
+    let dir = copy_model("tiny-b");
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::remove_file(&tokenizer).expect("remove");
+    std::os::unix::fs::symlink("/dev/null", &tokenizer).expect("symlink");
+    let err = load(dir.path()).err().expect("loads").to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
 /// A safetensors file holding `tensors` (name, shape), zeros as f32.
 fn safetensors_with(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
     let datas: Vec<(String, Vec<usize>, Vec<u8>)> = tensors

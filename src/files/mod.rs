@@ -34,6 +34,16 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// What `config_json` was read from, as errors about it say: a GGUF's is made from its
+    /// metadata, so a bad value there is not blamed on a `config.json` the user never had.
+    pub fn config_source(&self) -> &'static str {
+        match &self.checkpoint {
+            Checkpoint::Safetensors(_) => "config.json",
+            Checkpoint::Gguf(_) => "the GGUF's metadata (read as a config.json)",
+            Checkpoint::GgufPair { .. } => "the GGUF pair's metadata (read as a config.json)",
+        }
+    }
+
     /// Bytes of the weight files (what a download mostly is).
     pub fn weights_bytes(&self) -> usize {
         match &self.checkpoint {

@@ -107,7 +107,9 @@ impl ModelFiles {
         Ok(files)
     }
 
-    /// A model folder or a `.gguf` file on disk.
+    /// A model folder or a `.gguf` file on disk. Each file must be a regular file (or a link
+    /// to one): a FIFO named `config.json` would block the load for ever, and a link to
+    /// `/dev/zero` would be read until memory runs out.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_path(path: &std::path::Path) -> Result<Self> {
         let io = |p: &std::path::Path, source| Error::Io {
@@ -115,7 +117,7 @@ impl ModelFiles {
             source,
         };
         if path.is_file() {
-            return Self::from_gguf(std::fs::read(path).map_err(|e| io(path, e))?);
+            return Self::from_gguf(read_regular(path).map_err(|e| io(path, e))?);
         }
         if !path.is_dir() {
             return Err(io(
@@ -130,9 +132,23 @@ impl ModelFiles {
                 continue;
             };
             if TEXT_FILES.contains(&name) || is_weights_shard(name) || name.ends_with(".gguf") {
-                files.push((name.to_string(), std::fs::read(&p).map_err(|e| io(&p, e))?));
+                files.push((name.to_string(), read_regular(&p).map_err(|e| io(&p, e))?));
             }
         }
         Self::from_named(files)
     }
+}
+
+/// The bytes of the regular file at `path`; anything else (a device, FIFO or socket) is an
+/// error before it is opened. `fs::read` sizes its buffer from the file's length and reports
+/// a buffer it cannot get as an error, not an abort.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or socket); a model's files must be files",
+        ));
+    }
+    std::fs::read(path)
 }

@@ -470,13 +470,19 @@ impl Gguf {
             .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
+    /// A finite number: NaN or an infinity (an epsilon, a RoPE base) is an error, where JSON
+    /// would have quietly made it `null` and the config its default.
     pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "a number", v)),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                Some(x) => Err(GgufError::BadValue {
+                    key: key.to_string(),
+                    detail: format!("is {x}, where a finite number belongs"),
+                }),
+                None => Err(Self::wrong_type(key, "a number", v)),
+            },
         }
     }
 

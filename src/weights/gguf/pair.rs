@@ -36,8 +36,7 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
         ));
     }
     let eps = g
-        .get("clip.vision.attention.layer_norm_epsilon")
-        .and_then(GgufValue::as_f64)
+        .opt_f64("clip.vision.attention.layer_norm_epsilon")?
         .unwrap_or(1e-6);
     let tokenizer = &parts.tokenizer;
     let image_token_id = tokenizer["model"]["vocab"]["<image>"]
@@ -93,7 +92,8 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
             let longest = g
                 .get("clip.vision.preproc_image_size")
                 .and_then(GgufValue::as_u64)
-                .unwrap_or(4 * tile);
+                // (saturating: a damaged tile size is refused with the config, not here)
+                .unwrap_or(tile.saturating_mul(4));
             json!({
                 "image_processor_type": "Idefics3ImageProcessor",
                 "do_resize": true,

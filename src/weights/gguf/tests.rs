@@ -749,6 +749,50 @@ fn llama_config() {
     );
 }
 
+/// A size no model has in a GGUF's metadata is an error that names the GGUF's metadata (there
+/// is no `config.json` to blame), before anything is allocated from it; a NaN epsilon is an
+/// error too, where JSON would have made it `null` and the config its default.
+#[test]
+fn metadata_no_model_has_is_an_error() {
+    let uint32 = 4u32.to_le_bytes();
+    for key in [
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.context_length",
+    ] {
+        let mut bytes = tiny_llama(true);
+        let marker = [key.as_bytes(), &uint32].concat();
+        patch_after(&mut bytes, &marker, &u32::MAX.to_le_bytes());
+        let files =
+            folder::text_model_files(GgufFile::parse(bytes).expect("parse")).expect("files");
+        let err = crate::Engine::load(files, &burn_tensor::Device::flex())
+            .err()
+            .expect("loads")
+            .to_string();
+        assert!(
+            err.contains("the GGUF's metadata (read as a config.json): ")
+                && err.contains(": 4294967295 is larger than any model has"),
+            "{key}: {err}"
+        );
+    }
+    let mut bytes = tiny_llama(true);
+    let marker = [
+        b"llama.attention.layer_norm_rms_epsilon".as_slice(),
+        &6u32.to_le_bytes(),
+    ]
+    .concat();
+    patch_after(&mut bytes, &marker, &f32::NAN.to_le_bytes());
+    let err = Gguf::parse(&bytes)
+        .expect("parse")
+        .llama_hf_config()
+        .expect_err("a NaN epsilon")
+        .to_string();
+    assert!(
+        err.contains("is NaN, where a finite number belongs"),
+        "{err}"
+    );
+}
+
 #[test]
 fn llama_tensors_renamed_and_unpermuted() {
     let bytes = tiny_llama(false);

@@ -132,7 +132,9 @@ impl GgufWriter {
             head.extend_from_slice(&value_type(value).to_le_bytes());
             put_value(&mut head, value);
         }
-        let mut offset = 0usize;
+        // (u64: the sum of a big pack's tensors may not fit a 32-bit usize, which
+        // `into_frame` then reports)
+        let mut offset = 0u64;
         for t in &self.tensors {
             put_string(&mut head, &t.name);
             head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
@@ -140,8 +142,8 @@ impl GgufWriter {
                 head.extend_from_slice(&d.to_le_bytes());
             }
             head.extend_from_slice(&t.ggml_type.id().to_le_bytes());
-            head.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += padded(t.len);
+            head.extend_from_slice(&offset.to_le_bytes());
+            offset = offset.saturating_add(padded(t.len) as u64);
         }
         head.resize(padded(head.len()), 0);
         head
