@@ -11,17 +11,27 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Larger files are refused before they are read (no photo is this big).
+/// Larger image files are refused before they are read (no photo is this big), unless the
+/// caller sets another limit (`--max-image-mib`).
 pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
 /// Images named by relative paths under a root folder (or absolute paths).
 pub struct FolderImages {
     root: PathBuf,
+    max_bytes: u64,
 }
 
 impl FolderImages {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            max_bytes: MAX_IMAGE_FILE_BYTES,
+        }
+    }
+
+    /// Refuses image files larger than `max_bytes` (default [`MAX_IMAGE_FILE_BYTES`]).
+    pub fn with_max_bytes(self, max_bytes: u64) -> Self {
+        Self { max_bytes, ..self }
     }
 
     fn read_blocking(&self, path: &str) -> std::result::Result<Vec<u8>, String> {
@@ -30,15 +40,19 @@ impl FolderImages {
                 "image '{path}' is a URL; Captioner only reads local files"
             ));
         }
-        read_image_file(&self.root.join(path), path)
+        read_image_file(&self.root.join(path), path, self.max_bytes)
     }
 }
 
 /// Reads the image file at `full` (named `name` in messages): a regular file of at most
-/// [`MAX_IMAGE_FILE_BYTES`]. Anything else is refused before it is opened: a device such as
+/// `max_bytes` ([`MAX_IMAGE_FILE_BYTES`] by default). Anything else is refused before it is opened: a device such as
 /// `/dev/zero` never ends and its length says 0, and opening a FIFO waits for a writer that
 /// may never come. A file that grows past the limit while it is read stops at the limit.
-pub fn read_image_file(full: &Path, name: &str) -> std::result::Result<Vec<u8>, String> {
+pub fn read_image_file(
+    full: &Path,
+    name: &str,
+    max_bytes: u64,
+) -> std::result::Result<Vec<u8>, String> {
     let meta = std::fs::metadata(full).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             format!("image '{name}' not found (looked for {})", full.display())
@@ -56,20 +70,20 @@ pub fn read_image_file(full: &Path, name: &str) -> std::result::Result<Vec<u8>, 
     }
     let too_large = |bytes: u64| {
         format!(
-            "image '{name}' is too large: {} MiB (the limit is {} MiB)",
+            "image '{name}' is too large: {} MiB (the limit is {} MiB; --max-image-mib sets it)",
             bytes >> 20,
-            MAX_IMAGE_FILE_BYTES >> 20
+            max_bytes >> 20
         )
     };
-    if meta.len() > MAX_IMAGE_FILE_BYTES {
+    if meta.len() > max_bytes {
         return Err(too_large(meta.len()));
     }
     let failed = |e: io::Error| format!("image '{name}': {e} ({})", full.display());
     let mut bytes = Vec::new();
     File::open(full)
-        .and_then(|f| f.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
         .map_err(failed)?;
-    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+    if bytes.len() as u64 > max_bytes {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)

@@ -211,13 +211,15 @@ impl Line {
         }
         match serde_json::from_str::<Row>(text) {
             Ok(row) => Line::Row(row),
-            Err(e) => {
+            Err(_) => {
+                // Read as any JSON value, for the message: a broken `[1, 2` is a syntax error
+                // there, where the row's own parser only said "sequence, expected an object".
                 let message = match serde_json::from_str::<Value>(text) {
                     Ok(v) => format!(
                         "line {line_no}: a row must be a JSON object, not {}",
                         json_kind(&v)
                     ),
-                    Err(_) => format!("line {line_no}: not valid JSON ({e})"),
+                    Err(e) => format!("line {line_no}: not valid JSON ({e})"),
                 };
                 Line::Malformed {
                     raw: text.to_string(),
@@ -574,6 +576,13 @@ mod tests {
             "line 9: a row must be a JSON object, not an array"
         );
         assert_eq!(v["raw"], "[1, 2]");
+        // A broken array is told what is broken, not that it is an array.
+        let (line, _, _) = done(plan(Line::parse("[1, 2", 3), &opts()));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["error"],
+            "line 3: not valid JSON (EOF while parsing a list at line 1 column 5)"
+        );
     }
 
     #[test]

@@ -136,6 +136,34 @@ fn errors_exit_non_zero_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'/dev/zero' is not a regular file"), "{err}");
+
+    // The size limit is the user's to set: a 2 MiB file (sparse: no disk used) is refused
+    // at 1 MiB and read, to the decoder's own error, at 3.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.jpg");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(2 << 20))
+        .expect("sparse file");
+    let with_limit = |mib: &str| {
+        let out = captioner()
+            .arg("caption")
+            .arg("--model")
+            .arg(fixtures().join("tiny-a"))
+            .arg("--image")
+            .arg(&big)
+            .args(["--max-image-mib", mib])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = with_limit("1");
+    assert!(
+        err.contains("too large: 2 MiB (the limit is 1 MiB; --max-image-mib sets it)"),
+        "{err}"
+    );
+    let err = with_limit("3");
+    assert!(err.contains("not a recognised image"), "{err}");
 }
 
 /// The bytes `--verbose` says the weights take on the GPU, for `generate` on tiny-b.

@@ -18,6 +18,9 @@ use std::time::Instant;
 
 mod bench;
 
+/// `--max-image-mib`'s default: the library's limit.
+const DEFAULT_MAX_IMAGE_MIB: u64 = captioner::jsonl::MAX_IMAGE_FILE_BYTES >> 20;
+
 #[derive(Parser)]
 #[command(
     name = "captioner",
@@ -45,6 +48,9 @@ enum Command {
         /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
         #[arg(long)]
         longest_edge: Option<u32>,
+        /// Refuse an image file larger than this many MiB.
+        #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB)]
+        max_image_mib: u64,
         #[command(flatten)]
         common: Common,
     },
@@ -129,6 +135,9 @@ struct CaptionJsonl {
     /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
     #[arg(long)]
     longest_edge: Option<u32>,
+    /// Refuse (as the row's error) an image file larger than this many MiB.
+    #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB)]
+    max_image_mib: u64,
     /// Caption rows that already have a caption too.
     #[arg(long)]
     overwrite: bool,
@@ -349,6 +358,7 @@ fn run() -> Result<ExitCode> {
             image,
             prompt,
             longest_edge,
+            max_image_mib,
             common,
         } => {
             let engine = load(&model, &common)?;
@@ -358,8 +368,10 @@ fn run() -> Result<ExitCode> {
                     model.display()
                 );
             }
-            let bytes = captioner::jsonl::read_image_file(&image, &image.display().to_string())
-                .map_err(anyhow::Error::msg)?;
+            let name = image.display().to_string();
+            let bytes =
+                captioner::jsonl::read_image_file(&image, &name, mib_to_bytes(max_image_mib))
+                    .map_err(anyhow::Error::msg)?;
             let task = format!("captioning {}", image.display());
             (
                 engine,
@@ -420,6 +432,10 @@ fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn mib_to_bytes(mib: u64) -> u64 {
+    mib.saturating_mul(1 << 20)
+}
+
 /// The process's peak resident memory (Linux: `VmHWM`), for `--verbose`.
 fn peak_memory() -> Option<String> {
     captioner::bench::peak_rss_bytes().map(|b| format!("{:.1} MB (RSS)", b as f64 / 1e6))
@@ -463,7 +479,8 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
     let request = common.request(args.prompt.clone(), args.longest_edge);
     request.sampling.validate()?;
     let mut batch = CaptionRun::new(options, request);
-    let mut images = FolderImages::new(&args.image_root);
+    let mut images =
+        FolderImages::new(&args.image_root).with_max_bytes(mib_to_bytes(args.max_image_mib));
 
     // First Ctrl-C: finish the current row, then stop with a valid file. Second: quit now
     // (rows are written whole, so the file is still valid up to its last complete line).
