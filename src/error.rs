@@ -38,6 +38,14 @@ pub enum Error {
     #[error("prompt: {0}")]
     Prompt(String),
 
+    /// What went wrong with one file of several (the GGUF files of a pair), named.
+    #[error("{file}: {source}")]
+    InFile {
+        file: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A request that cannot be served as asked (e.g. an image given to a text-only model).
     #[error("{0}")]
     Invalid(String),

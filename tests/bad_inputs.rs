@@ -165,6 +165,39 @@ fn a_model_file_that_is_a_device_is_refused() {
     );
 }
 
+/// A damaged mmproj, cut anywhere, is named in the error (it was "two .gguf files must be a
+/// text model and its mmproj", whatever the damage), and two text models are told apart.
+#[test]
+fn a_damaged_mmproj_is_named() {
+    let pair = fixtures().join("llamacpp-pair");
+    let text = std::fs::read(pair.join("tiny-b-Q8_0.gguf")).expect("text");
+    let mmproj = std::fs::read(pair.join("mmproj-tiny-b-Q8_0.gguf")).expect("mmproj");
+    let named = |mmproj: Vec<u8>| {
+        ModelFiles::from_named([
+            ("tiny-b-Q8_0.gguf".to_string(), text.clone()),
+            ("mmproj-tiny-b-Q8_0.gguf".to_string(), mmproj),
+        ])
+        .and_then(|files| Engine::load(files, &Device::flex()))
+    };
+    assert!(named(mmproj.clone()).is_ok(), "the whole pair loads");
+    for cut in [0, 4, 24, 100, 1000, mmproj.len() / 2, mmproj.len() - 1] {
+        let err = named(mmproj[..cut].to_vec())
+            .err()
+            .unwrap_or_else(|| panic!("loads cut at {cut}"))
+            .to_string();
+        assert!(err.contains("mmproj"), "cut at {cut}: {err}");
+        assert!(!err.contains("must be a text model"), "cut at {cut}: {err}");
+    }
+    let err = ModelFiles::from_named([
+        ("a.gguf".to_string(), text.clone()),
+        ("b.gguf".to_string(), text.clone()),
+    ])
+    .err()
+    .expect("two text models")
+    .to_string();
+    assert!(err.contains("a.gguf is llama, b.gguf is llama"), "{err}");
+}
+
 /// A safetensors file holding `tensors` (name, shape), zeros as f32.
 fn safetensors_with(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
     let datas: Vec<(String, Vec<usize>, Vec<u8>)> = tensors

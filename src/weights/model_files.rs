@@ -31,13 +31,22 @@ impl ModelFiles {
             } else if is_weights_shard(base) {
                 shards.push((base.to_string(), bytes));
             } else if base.ends_with(".gguf") {
-                ggufs.push(bytes);
+                ggufs.push((base.to_string(), bytes));
             }
         }
         // Two GGUF files are a text model and its mmproj (architecture `clip`), in any order.
+        // A damaged GGUF is named: with two of them, which one is which is the question.
+        let parse = |(name, bytes): (String, Vec<u8>)| {
+            GgufFile::parse(bytes)
+                .map(|file| (name.clone(), file))
+                .map_err(|e| Error::InFile {
+                    file: name,
+                    source: Box::new(e.into()),
+                })
+        };
         let gguf = match ggufs.len() {
             0 => None,
-            1 => ggufs.pop(),
+            1 => ggufs.pop().map(parse).transpose()?,
             2 => {
                 if texts.contains_key("config.json") || !shards.is_empty() {
                     return Err(Error::Invalid(
@@ -45,20 +54,34 @@ impl ModelFiles {
                             .into(),
                     ));
                 }
-                let is_clip = |f: &GgufFile| f.header.architecture().is_ok_and(|a| a == "clip");
-                let (a, b) = (ggufs.remove(0), ggufs.remove(0));
-                let (a, b) = (GgufFile::parse(a)?, GgufFile::parse(b)?);
-                let (text, mmproj) = match (is_clip(&a), is_clip(&b)) {
+                let arch = |(_, f): &(String, GgufFile)| match f.header.architecture() {
+                    Ok(a) => a.to_string(),
+                    Err(_) => "without an architecture".into(),
+                };
+                let b = parse(ggufs.remove(1))?;
+                let a = parse(ggufs.remove(0))?;
+                let (text, mmproj) = match (arch(&a) == "clip", arch(&b) == "clip") {
                     (false, true) => (a, b),
                     (true, false) => (b, a),
                     _ => {
-                        return Err(Error::Invalid(
-                            "two .gguf files must be a text model and its mmproj (clip) file"
-                                .into(),
-                        ))
+                        return Err(Error::Invalid(format!(
+                            "two .gguf files must be a text model and its mmproj (architecture \"clip\"); {} is {}, {} is {}",
+                            a.0,
+                            arch(&a),
+                            b.0,
+                            arch(&b)
+                        )))
                     }
                 };
-                return pair_files(text, mmproj);
+                // (pair_files says "the mmproj" for its errors; here it has a name)
+                let mmproj_name = mmproj.0.clone();
+                return pair_files(text.1, mmproj.1).map_err(|e| match e {
+                    Error::InFile { source, .. } => Error::InFile {
+                        file: mmproj_name,
+                        source,
+                    },
+                    other => other,
+                });
             }
             n => {
                 return Err(Error::Invalid(format!(
@@ -70,13 +93,13 @@ impl ModelFiles {
         shards.sort_by(|a, b| a.0.cmp(&b.0));
         let Some(config_json) = texts.remove("config.json") else {
             return match gguf {
-                Some(bytes) if shards.is_empty() => Self::from_gguf(bytes),
+                Some((_, file)) if shards.is_empty() => text_model_files(file),
                 _ => Err(Error::MissingFile("config.json".into())),
             };
         };
         let checkpoint = match (shards.is_empty(), gguf) {
             (false, _) => Checkpoint::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
-            (true, Some(bytes)) => Checkpoint::Gguf(GgufFile::parse(bytes)?),
+            (true, Some((_, file))) => Checkpoint::Gguf(file),
             (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
         };
         Ok(Self {

@@ -1,6 +1,6 @@
 //! What can be wrong with a GGUF file, said with where.
 
-use super::{GgmlType, MAX_ARRAY_DEPTH, MAX_DIMS};
+use super::{GgmlType, MAX_ARRAY_DEPTH, MAX_ARRAY_VALUES, MAX_DIMS};
 
 /// Everything that can go wrong reading a GGUF.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -24,6 +24,12 @@ pub enum GgufError {
         offset: u64,
         count: u64,
         remaining: u64,
+    },
+    #[error("{what} at offset {offset}: {count} more array values than the {MAX_ARRAY_VALUES} any model's metadata needs in all")]
+    TooManyValues {
+        what: String,
+        offset: u64,
+        count: u64,
     },
     #[error("{what} at offset {offset} is not valid UTF-8")]
     InvalidUtf8 { what: String, offset: u64 },

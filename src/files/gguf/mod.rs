@@ -36,6 +36,11 @@ pub const MAX_DIMS: u32 = 4;
 /// Arrays of arrays deeper than this are refused (they only guard against stack exhaustion;
 /// real files nest at most once).
 pub const MAX_ARRAY_DEPTH: usize = 8;
+/// Array values in a whole header, all arrays together. A value in memory takes some 32 bytes
+/// whatever it took in the file, so a header of one byte-array the size of the file would
+/// need 32 times the file; real headers hold well under a million (Gemma's 262,144 tokens
+/// with their scores and types), and this many take at most about half a gigabyte.
+pub const MAX_ARRAY_VALUES: u64 = 1 << 24;
 /// Elements per block of the k-quants.
 pub const QK_K: usize = 256;
 
@@ -102,6 +107,8 @@ pub struct Gguf {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array values the rest of the header may still hold ([`MAX_ARRAY_VALUES`]).
+    values_left: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -201,7 +208,16 @@ impl<'a> Reader<'a> {
                         })
                     }
                 };
+                let offset = self.pos as u64;
                 let n = self.count(min_size, what)?;
+                self.values_left =
+                    self.values_left
+                        .checked_sub(n)
+                        .ok_or_else(|| GgufError::TooManyValues {
+                            what: what(),
+                            offset,
+                            count: n - self.values_left,
+                        })?;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(elem_ty, depth + 1, what)?);
@@ -239,7 +255,11 @@ impl Gguf {
     /// Parses the header (metadata and tensor table) of a GGUF file, versions 2 and 3, and
     /// checks that every tensor's data lies inside `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Gguf> {
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            values_left: MAX_ARRAY_VALUES,
+        };
         if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
             return Err(GgufError::BadMagic {
                 found: bytes[..bytes.len().min(4)].to_vec(),

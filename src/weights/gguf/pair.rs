@@ -24,19 +24,29 @@ pub const KEY_GENERATION: &str = "captioner.generation_config";
 /// (or, for a llama.cpp file, from its `clip.vision.*` keys with Idefics3's defaults).
 pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
     let parts = text.header.text_files()?;
+    // What the mmproj's own metadata gets wrong is said to be the mmproj's.
+    let in_mmproj = |e: GgufError| Error::InFile {
+        file: "the mmproj".into(),
+        source: Box::new(e.into()),
+    };
     let g = &mmproj.header;
     let req = |key: &str| -> Result<u64> {
         g.get(key)
             .and_then(GgufValue::as_u64)
-            .ok_or_else(|| Error::from(GgufError::MissingKey(key.into())))
+            .ok_or_else(|| in_mmproj(GgufError::MissingKey(key.into())))
     };
     if g.get("clip.projector_type").and_then(GgufValue::as_str) != Some("idefics3") {
-        return Err(Error::Invalid(
-            "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type)".into(),
-        ));
+        return Err(Error::Invalid(format!(
+            "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type is {})",
+            match g.get("clip.projector_type").and_then(GgufValue::as_str) {
+                Some(kind) => format!("{kind:?}"),
+                None => "missing".into(),
+            }
+        )));
     }
     let eps = g
-        .opt_f64("clip.vision.attention.layer_norm_epsilon")?
+        .opt_f64("clip.vision.attention.layer_norm_epsilon")
+        .map_err(in_mmproj)?
         .unwrap_or(1e-6);
     let tokenizer = &parts.tokenizer;
     let image_token_id = tokenizer["model"]["vocab"]["<image>"]
@@ -135,8 +145,14 @@ pub fn read_pair_weights(text: &GgufFile, mmproj: &GgufFile, set: &mut WeightSet
         set.insert_stored(name, stored);
     }
     let g = &mmproj.header;
-    for (gguf_name, hf_name) in vision_names(g)? {
-        let stored = g.stored_in(&mmproj.bytes, &gguf_name, None)?;
+    let in_mmproj = |e: Error| Error::InFile {
+        file: "the mmproj".into(),
+        source: Box::new(e),
+    };
+    for (gguf_name, hf_name) in vision_names(g).map_err(in_mmproj)? {
+        let stored = g
+            .stored_in(&mmproj.bytes, &gguf_name, None)
+            .map_err(|e| in_mmproj(e.into()))?;
         set.insert_stored(hf_name, stored);
     }
     Ok(())

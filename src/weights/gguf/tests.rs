@@ -452,6 +452,33 @@ fn rejects_bad_headers() {
     assert!(matches!(err(&bytes), GgufError::ImplausibleCount { .. }));
 }
 
+/// Byte arrays as long as the file allows would take 32 times the file in memory as values:
+/// the header's arrays hold at most MAX_ARRAY_VALUES values in all, split or not.
+#[test]
+fn array_values_are_bounded_in_all() {
+    let array = |n: u64| {
+        let mut p = 0u32.to_le_bytes().to_vec(); // u8 elements
+        p.extend(n.to_le_bytes());
+        p.resize(p.len() + n as usize, 7);
+        p
+    };
+    let half = MAX_ARRAY_VALUES / 2;
+    let mut w = Writer::new();
+    w.kv_raw("a", 9, &array(half)).kv_raw("b", 9, &array(half));
+    assert!(
+        Gguf::parse(&w.finish()).is_ok(),
+        "the budget itself is allowed"
+    );
+    let mut w = Writer::new();
+    w.kv_raw("a", 9, &array(half))
+        .kv_raw("b", 9, &array(half + 1));
+    let e = err(&w.finish());
+    assert!(
+        matches!(&e, GgufError::TooManyValues { what, count: 1, .. } if what.contains("\"b\"")),
+        "{e}"
+    );
+}
+
 #[test]
 fn rejects_bad_metadata() {
     let mut w = Writer::new();
