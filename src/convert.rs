@@ -274,7 +274,7 @@ impl PairWriter {
         for_llama_cpp: bool,
         name: &str,
     ) -> Result<Self> {
-        let config = ModelConfig::from_json_of(files.config_source(), &files.config_json)?;
+        let config = ModelConfig::from_json_of(files.config_source, &files.config_json)?;
         let raw: Value = serde_json::from_str(&files.config_json)
             .map_err(|e| Error::config("config.json", e.to_string()))?;
         let planned = plan(&config, precision, for_llama_cpp);

@@ -209,7 +209,7 @@ impl Engine {
     /// it loads, and a GGUF's blocks stay packed.
     pub fn load_with(mut files: ModelFiles, device: &Device, precision: Precision) -> Result<Self> {
         let precision = precision.on(!is_cpu(device));
-        let config = ModelConfig::from_json_of(files.config_source(), &files.config_json)?;
+        let config = ModelConfig::from_json_of(files.config_source, &files.config_json)?;
         let checkpoint =
             std::mem::replace(&mut files.checkpoint, Checkpoint::Safetensors(Vec::new()));
         let weights = WeightSet::from_files(checkpoint, precision)?;
@@ -282,7 +282,7 @@ impl Engine {
         }
     }
 
-    /// Decodes and preprocesses one encoded image (JPEG, PNG, WebP, GIF, BMP).
+    /// Decodes and preprocesses one encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF, ICO).
     pub fn preprocess(
         &self,
         image_bytes: &[u8],

@@ -71,7 +71,8 @@ pub fn read_image_file(
     let too_large = |bytes: u64| {
         format!(
             "image '{name}' is too large: {} MiB (the limit is {} MiB; --max-image-mib sets it)",
-            bytes >> 20,
+            // (rounded up: a file over the limit never reads as equal to it)
+            bytes.div_ceil(1 << 20),
             max_bytes >> 20
         )
     };
@@ -149,6 +150,36 @@ fn io_error(path: &Path, source: io::Error) -> Error {
     }
 }
 
+/// The longest line read from a JSONL file or the output being resumed. A row names its
+/// images; it does not hold them, and no row is near this long. Without a bound, a device
+/// such as `/dev/zero` given as the input (or piped into stdin) was one line read until the
+/// memory ran out.
+pub const MAX_LINE_BYTES: u64 = 64 << 20;
+
+/// Reads one line (with its `\n`, if any) into `buf`, refusing a line past
+/// [`MAX_LINE_BYTES`]; 0 at the end of the input.
+fn read_line(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    name: &Path,
+    line_no: usize,
+) -> Result<usize> {
+    buf.clear();
+    let n = reader
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| io_error(name, e))?;
+    if n as u64 > MAX_LINE_BYTES {
+        return Err(Error::Invalid(format!(
+            "{} line {line_no} is longer than {} MiB: a JSONL row names its images, it does not \
+             hold them. Is this a JSONL file?",
+            name.display(),
+            MAX_LINE_BYTES >> 20
+        )));
+    }
+    Ok(n)
+}
+
 /// Lines of the input with their 1-based numbers, as raw bytes (so a line that is not UTF-8
 /// is reported, not lost).
 struct Lines {
@@ -160,10 +191,7 @@ struct Lines {
 impl Lines {
     fn next(&mut self) -> Result<Option<(usize, Line)>> {
         let mut buf = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| io_error(&self.name, e))?;
+        let n = read_line(&mut self.reader, &mut buf, &self.name, self.line_no + 1)?;
         if n == 0 {
             return Ok(None);
         }
@@ -208,10 +236,7 @@ pub fn count_rows(path: &Path) -> Result<usize> {
     let mut buf = Vec::new();
     let (mut rows, mut line_no) = (0, 0);
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| io_error(path, e))?;
+        let n = read_line(&mut reader, &mut buf, path, line_no + 1)?;
         if n == 0 {
             return Ok(rows);
         }
@@ -231,10 +256,7 @@ fn resume_point(output: &Path, input: &mut Lines, batch: &CaptionRun) -> Result<
     let mut buf = Vec::new();
     let (mut rows, mut bytes) = (0usize, 0u64);
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| io_error(output, e))?;
+        let n = read_line(&mut reader, &mut buf, output, rows + 1)?;
         if n == 0 || buf.last() != Some(&b'\n') {
             return Ok((rows, bytes));
         }
@@ -287,8 +309,12 @@ pub fn run(
             }
         }
     }
+    // Counting reads the input once more: only a regular file can be read twice (a FIFO
+    // would be emptied by the count and its rows lost).
     if let Input::File(path) = input {
-        batch.set_total(Some(count_rows(path)?));
+        if path.metadata().is_ok_and(|m| m.is_file()) {
+            batch.set_total(Some(count_rows(path)?));
+        }
     }
     let mut lines = open_input(input)?;
     let mut resumed = 0;

@@ -493,6 +493,84 @@ fn the_library_runner_stops_on_cancel_and_resumes() {
     assert_eq!(read(&out), read(&full));
 }
 
+/// Input that can be read only once or never ends: a FIFO given to the library runner keeps
+/// every row (the row count for the time left used to read it first and empty it), and an
+/// endless line (`/dev/zero` piped into stdin) is refused at 64 MiB instead of being read
+/// until the memory runs out.
+#[test]
+fn a_fifo_keeps_every_row_and_an_endless_line_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = read(&many_rows(dir.path()));
+    let fifo = dir.path().join("rows.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let writer = {
+        let (fifo, rows) = (fifo.clone(), rows.clone());
+        std::thread::spawn(move || std::fs::write(fifo, rows).expect("write the FIFO"))
+    };
+    let engine = engine();
+    let request = Request {
+        sampling: SamplingOptions::greedy(4),
+        ..Request::default()
+    };
+    let mut batch = CaptionRun::new(RowOptions::default(), request);
+    let out = dir.path().join("out.jsonl");
+    // On a thread, so that a run blocked on the emptied FIFO fails the test instead of
+    // hanging it: after a minute a writer is opened, which lets the run end.
+    let (done, finished) = std::sync::mpsc::channel();
+    let summary = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            let summary = jsonl::run(
+                &engine,
+                &mut batch,
+                &Input::File(fifo.clone()),
+                &Output::File(out.clone()),
+                &mut FolderImages::new(images()),
+                false,
+                &AtomicBool::new(false),
+                &mut |_, _| {},
+            );
+            done.send(()).expect("send");
+            summary
+        });
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        run.join().expect("the run")
+    })
+    .expect("run");
+    writer.join().expect("writer");
+    assert_eq!(summary.progress.rows_done, 30);
+    assert_eq!(read(&out).lines().count(), 30);
+
+    // 65 MiB of zeros and no newline (a finite stream, so that without the bound the test
+    // fails on the output instead of filling the memory).
+    let out = dir.path().join("zeros.jsonl");
+    let mut child = caption_jsonl(Path::new("-"), &out, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..65 {
+            if stdin.write_all(&block).is_err() {
+                break;
+            }
+        }
+    });
+    let result = child.wait_with_output().expect("runs");
+    feeder.join().expect("feeder");
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        err.contains("<stdin> line 1 is longer than 64 MiB"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_output_from_another_input_is_not_resumed_unless_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

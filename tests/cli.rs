@@ -114,7 +114,7 @@ fn errors_exit_non_zero_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     // One line that names the file and says the cause once (it was "generation failed", then
     // the cause twice, without the file).
-    let cause = "not a recognised image: expected JPEG, PNG, WebP, GIF or BMP data";
+    let cause = "not a recognised image: expected JPEG, PNG, WebP, GIF, BMP, TIFF or ICO data";
     let line = err
         .lines()
         .find(|l| l.starts_with("error: "))

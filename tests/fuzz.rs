@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// One input may take this long; the slowest legitimate one (a GGUF text model loaded whole)
-/// takes well under a second.
-const INPUT_LIMIT: Duration = Duration::from_secs(5);
+/// One input may take this long (`CAPTIONER_FUZZ_INPUT_SECONDS` sets another); the slowest
+/// legitimate one (a GGUF text model loaded whole) takes well under a second.
+const INPUT_LIMIT_SECONDS: u64 = 5;
 /// The child's address space: a hostile size that gets past the checks fails to allocate
 /// (an abort, reported) instead of making the machine swap.
 const MEMORY_LIMIT: u64 = 6 << 30;
@@ -137,14 +137,17 @@ fn child(name: &str) -> ExitCode {
         eprintln!("no fuzz target {name}");
         return ExitCode::FAILURE;
     };
-    limit_memory();
+    if let Err(e) = limit_memory() {
+        eprintln!("the memory limit could not be set: {e}");
+        return ExitCode::FAILURE;
+    }
     let clock = Instant::now();
+    let limit_ms = env_number("CAPTIONER_FUZZ_INPUT_SECONDS", INPUT_LIMIT_SECONDS) * 1000;
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_millis(100));
         let since = RUNNING_SINCE.load(Ordering::SeqCst);
-        if since != 0 && clock.elapsed().as_millis() as u64 > since + INPUT_LIMIT.as_millis() as u64
-        {
-            eprintln!("an input ran over {INPUT_LIMIT:?}");
+        if since != 0 && clock.elapsed().as_millis() as u64 > since + limit_ms {
+            eprintln!("an input ran over {} s", limit_ms / 1000);
             std::process::abort();
         }
     });
@@ -180,17 +183,23 @@ fn child(name: &str) -> ExitCode {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_memory() {
+fn limit_memory() -> std::io::Result<()> {
     let limit = libc::rlimit {
         rlim_cur: MEMORY_LIMIT,
         rlim_max: MEMORY_LIMIT,
     };
     // SAFETY: setrlimit only reads the struct passed in.
-    unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    match unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
+/// (elsewhere an allocation past the machine's memory is the limit)
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_memory() {}
+fn limit_memory() -> std::io::Result<()> {
+    Ok(())
+}
 
 // ---- mutations ----
 

@@ -191,3 +191,52 @@ fn bad_images_are_errors_not_panics() {
     let image = decode_image(&one).expect("a 1x1 image is valid");
     assert_eq!((image.width(), image.height()), (1, 1));
 }
+
+/// TIFF (four compressions, greyscale, 16-bit, CMYK, alpha, bilevel Group 4, orientation, two
+/// pages) and ICO (PNG and BMP entries): the RGB Pillow gives transformers, byte for byte
+/// (tools/make_format_goldens.py). Two exceptions, said here so that a change in either shows:
+/// JPEG-compressed TIFF is decoded by zune-jpeg (inside the `tiff` crate), not the
+/// libjpeg-turbo-exact decoder, and rounds a level differently on about 1 % of samples; and
+/// palette TIFF is refused with a message (neither `image` nor `tiff` reads it).
+#[test]
+fn tiff_and_ico_decode_like_pillow() {
+    let dir = fixtures().join("formats");
+    let meta = read_json(dir.join("goldens.json"));
+    let g = read_goldens(dir.join("goldens.safetensors"));
+    let mut report = Vec::new();
+    let mut exact = 0;
+    for (file, info) in meta["files"].as_object().expect("files") {
+        let bytes = std::fs::read(dir.join(file)).expect("read");
+        let theirs = &g[info["tensor"].as_str().expect("Pillow opens every fixture")];
+        let image = match (file.as_str(), decode_image(&bytes)) {
+            ("palette.tif", Err(e)) => {
+                assert!(e.to_string().contains("RGBPalette"), "{e}");
+                continue;
+            }
+            (_, Err(e)) => {
+                report.push(format!("{file}: {e}"));
+                continue;
+            }
+            (_, Ok(image)) => image,
+        };
+        let shape = vec![image.height() as usize, image.width() as usize, 3];
+        if shape != theirs.shape {
+            report.push(format!("{file}: {shape:?}, Pillow {:?}", theirs.shape));
+            continue;
+        }
+        let a = compare(image.as_raw(), &theirs.u8());
+        let (equal, total) = (a.equal, a.total);
+        let close = a.max_diff <= 1 && (total - equal) * 50 <= total;
+        match file.as_str() {
+            "jpeg.tif" if close => {}
+            _ if equal == total => exact += 1,
+            _ => report.push(format!(
+                "{file}: {} of {total} differ, by up to {}",
+                total - equal,
+                a.max_diff
+            )),
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    assert_eq!(exact, 13, "every other fixture is byte for byte Pillow's");
+}

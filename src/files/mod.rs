@@ -22,6 +22,9 @@ pub enum Checkpoint {
 /// Everything needed to build an [`crate::Engine`].
 pub struct ModelFiles {
     pub config_json: String,
+    /// What `config_json` was read from, as errors about it say: a GGUF's is made from its
+    /// metadata, so a bad value there is not blamed on a `config.json` the user never had.
+    pub config_source: &'static str,
     pub checkpoint: Checkpoint,
     pub tokenizer_json: Option<String>,
     pub tokenizer_config_json: Option<String>,
@@ -34,16 +37,6 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// What `config_json` was read from, as errors about it say: a GGUF's is made from its
-    /// metadata, so a bad value there is not blamed on a `config.json` the user never had.
-    pub fn config_source(&self) -> &'static str {
-        match &self.checkpoint {
-            Checkpoint::Safetensors(_) => "config.json",
-            Checkpoint::Gguf(_) => "the GGUF's metadata (read as a config.json)",
-            Checkpoint::GgufPair { .. } => "the GGUF pair's metadata (read as a config.json)",
-        }
-    }
-
     /// Bytes of the weight files (what a download mostly is).
     pub fn weights_bytes(&self) -> usize {
         match &self.checkpoint {

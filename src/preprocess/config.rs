@@ -188,6 +188,17 @@ impl ImageProcessorConfig {
                 }
             }
         }
+        // Normalising divides by the std: a zero (or a value too large for an f64) would
+        // feed the vision tower infinities and NaNs.
+        let finite = self.image_mean.iter().all(|v| v.is_finite())
+            && self.image_std.iter().all(|v| v.is_finite() && *v != 0.0)
+            && self.rescale_factor.is_finite();
+        if !finite {
+            return Err(PreprocessError::Config(
+                "image_mean, image_std and rescale_factor must be finite numbers, and the std not 0"
+                    .into(),
+            ));
+        }
         self.filter()?;
         Ok(())
     }

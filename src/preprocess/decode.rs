@@ -62,12 +62,15 @@ fn format_name(format: ImageFormat) -> &'static str {
         ImageFormat::WebP => "WebP",
         ImageFormat::Gif => "GIF",
         ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::Ico => "ICO",
         _ => "other",
     }
 }
 
-/// Decodes JPEG, PNG, WebP, GIF (first frame) or BMP bytes, applies the
-/// EXIF orientation and converts to RGB like transformers' `convert_to_rgb`.
+/// Decodes JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first page) or ICO
+/// (the largest icon) bytes, applies the EXIF orientation and converts to RGB
+/// like transformers' `convert_to_rgb`.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::EmptyInput);
@@ -80,6 +83,8 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
             | ImageFormat::WebP
             | ImageFormat::Gif
             | ImageFormat::Bmp
+            | ImageFormat::Tiff
+            | ImageFormat::Ico
     ) {
         return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
     }
@@ -109,7 +114,12 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         return Err(PreprocessError::TooLarge { width, height });
     }
 
-    let orientation = pil_orientation(&mut decoder);
+    // A TIFF carries its orientation in its own first directory, which the TIFF
+    // decoder reads; the other formats in EXIF or XMP.
+    let orientation = match format {
+        ImageFormat::Tiff => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        _ => pil_orientation(&mut decoder),
+    };
     // JPEG pixels come from the libjpeg-turbo-exact decoder; what it does
     // not support (arithmetic coding, lossless, 12-bit, ...) or refuses
     // goes through the `image` crate as before.

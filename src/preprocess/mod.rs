@@ -64,9 +64,11 @@ pub struct ImageLayout {
 pub enum PreprocessError {
     #[error("no image data: the input is empty")]
     EmptyInput,
-    #[error("not a recognised image: expected JPEG, PNG, WebP, GIF or BMP data")]
+    #[error("not a recognised image: expected JPEG, PNG, WebP, GIF, BMP, TIFF or ICO data")]
     UnknownFormat,
-    #[error("unsupported image format {0}: only JPEG, PNG, WebP, GIF and BMP are accepted")]
+    #[error(
+        "unsupported image format {0}: only JPEG, PNG, WebP, GIF, BMP, TIFF and ICO are accepted"
+    )]
     UnsupportedFormat(String),
     #[error(
         "image too large: {width}x{height} (at most {max} pixels per side and {alloc} MiB decoded)",

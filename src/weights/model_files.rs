@@ -46,7 +46,8 @@ impl ModelFiles {
         };
         let gguf = match ggufs.len() {
             0 => None,
-            1 => ggufs.pop().map(parse).transpose()?,
+            // (parsed where it is used: a stray one beside safetensors is not read)
+            1 => ggufs.pop(),
             2 => {
                 if texts.contains_key("config.json") || !shards.is_empty() {
                     return Err(Error::Invalid(
@@ -93,17 +94,18 @@ impl ModelFiles {
         shards.sort_by(|a, b| a.0.cmp(&b.0));
         let Some(config_json) = texts.remove("config.json") else {
             return match gguf {
-                Some((_, file)) if shards.is_empty() => text_model_files(file),
+                Some(named) if shards.is_empty() => text_model_files(parse(named)?.1),
                 _ => Err(Error::MissingFile("config.json".into())),
             };
         };
         let checkpoint = match (shards.is_empty(), gguf) {
             (false, _) => Checkpoint::Safetensors(shards.into_iter().map(|(_, b)| b).collect()),
-            (true, Some((_, file))) => Checkpoint::Gguf(file),
+            (true, Some(named)) => Checkpoint::Gguf(parse(named)?.1),
             (true, None) => return Err(Error::MissingFile("model.safetensors".into())),
         };
         Ok(Self {
             config_json,
+            config_source: "config.json",
             checkpoint,
             tokenizer_json: texts.remove("tokenizer.json"),
             tokenizer_config_json: texts.remove("tokenizer_config.json"),
@@ -167,7 +169,14 @@ impl ModelFiles {
 /// a buffer it cannot get as an error, not an abort.
 #[cfg(not(target_arch = "wasm32"))]
 fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    if !std::fs::metadata(path)?.is_file() {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a folder, where a file belongs",
+        ));
+    }
+    if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file (a device, pipe or socket); a model's files must be files",

@@ -39,7 +39,7 @@ enum Command {
         /// A model folder (config.json, model.safetensors, tokenizer.json, ...).
         #[arg(long)]
         model: PathBuf,
-        /// The image (JPEG, PNG, WebP, GIF, BMP).
+        /// The image (JPEG, PNG, WebP, GIF, BMP, TIFF, ICO).
         #[arg(long)]
         image: PathBuf,
         /// What to ask about the image.
@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         longest_edge: Option<u32>,
         /// Refuse an image file larger than this many MiB.
-        #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB)]
+        #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB, value_parser = clap::value_parser!(u64).range(1..))]
         max_image_mib: u64,
         #[command(flatten)]
         common: Common,
@@ -136,7 +136,7 @@ struct CaptionJsonl {
     #[arg(long)]
     longest_edge: Option<u32>,
     /// Refuse (as the row's error) an image file larger than this many MiB.
-    #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB)]
+    #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB, value_parser = clap::value_parser!(u64).range(1..))]
     max_image_mib: u64,
     /// Caption rows that already have a caption too.
     #[arg(long)]

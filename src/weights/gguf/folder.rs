@@ -47,6 +47,7 @@ impl TextFiles {
     pub(super) fn into_model_files(self, checkpoint: Checkpoint) -> ModelFiles {
         ModelFiles {
             config_json: self.config.to_string(),
+            config_source: "the GGUF's metadata (read as a config.json)",
             tokenizer_json: Some(self.tokenizer.to_string()),
             tokenizer_config_json: Some(self.tokenizer_config.to_string()),
             chat_template: self.chat_template,

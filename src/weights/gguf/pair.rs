@@ -91,12 +91,23 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
     let preprocessor_config = Some(match g.get(KEY_PROCESSOR).and_then(GgufValue::as_str) {
         Some(json) => json.to_string(),
         None => {
-            let floats = |key: &str| -> Option<Vec<f64>> {
-                g.get(key)?
-                    .as_array()?
+            let floats = |key: &str| -> Result<Option<Vec<f64>>> {
+                let Some(items) = g.get(key).and_then(GgufValue::as_array) else {
+                    return Ok(None);
+                };
+                let finite = |v: &GgufValue| {
+                    v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                        in_mmproj(GgufError::BadValue {
+                            key: key.into(),
+                            detail: "holds something other than finite numbers".into(),
+                        })
+                    })
+                };
+                items
                     .iter()
-                    .map(GgufValue::as_f64)
-                    .collect()
+                    .map(finite)
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
             };
             let tile = req("clip.vision.image_size")?;
             let longest = g
@@ -110,8 +121,8 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
                 "size": {"longest_edge": longest},
                 "max_image_size": {"longest_edge": tile},
                 "do_image_splitting": true,
-                "image_mean": floats("clip.vision.image_mean").unwrap_or(vec![0.5; 3]),
-                "image_std": floats("clip.vision.image_std").unwrap_or(vec![0.5; 3]),
+                "image_mean": floats("clip.vision.image_mean")?.unwrap_or(vec![0.5; 3]),
+                "image_std": floats("clip.vision.image_std")?.unwrap_or(vec![0.5; 3]),
             })
             .to_string()
         }
@@ -127,6 +138,7 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
         ..parts
     };
     let mut files = parts.into_model_files(Checkpoint::GgufPair { text, mmproj });
+    files.config_source = "the GGUF pair's metadata (read as a config.json)";
     files.preprocessor_config_json = preprocessor_config;
     files.generation_config_json = generation_config;
     Ok(files)
