@@ -25,7 +25,7 @@ use captioner::weights::WeightSet;
 use captioner::{Engine, ModelFiles, Precision, QuantType, RowOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -59,29 +59,35 @@ fn main() -> ExitCode {
         return child(&name);
     }
     let seconds: u64 = env_number("CAPTIONER_FUZZ_SECONDS", 10);
+    // As many targets at once as there are cores: each child is one thread, and the budget
+    // is wall time.
+    let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let names: Vec<&str> = TARGETS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| wanted(n))
+        .collect();
     let mut failed = Vec::new();
-    for (name, _) in TARGETS.iter().filter(|(n, _)| wanted(n)) {
+    for group in names.chunks(at_once) {
         let started = Instant::now();
-        let out = Command::new(std::env::current_exe().expect("this binary"))
-            .env("CAPTIONER_FUZZ_CHILD", name)
-            .env("CAPTIONER_FUZZ_SECONDS", seconds.to_string())
-            .output()
-            .expect("the fuzz child starts");
-        let report = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() {
-            println!("fuzz {name}: {} ({:.1?})", report.trim(), started.elapsed());
-            continue;
+        let children: Vec<_> = group
+            .iter()
+            .map(|name| {
+                Command::new(std::env::current_exe().expect("this binary"))
+                    .env("CAPTIONER_FUZZ_CHILD", name)
+                    .env("CAPTIONER_FUZZ_SECONDS", seconds.to_string())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("the fuzz child starts")
+            })
+            .collect();
+        for (name, child) in group.iter().zip(children) {
+            let out = child.wait_with_output().expect("the fuzz child ends");
+            if let Err(name) = report(name, &out, started) {
+                failed.push(name);
+            }
         }
-        let saved = current_input(name);
-        eprintln!(
-            "fuzz {name} FAILED ({}): {}\n{}\nthe input is in {} (replay: CAPTIONER_FUZZ_REPLAY={} CAPTIONER_FUZZ_TARGETS={name})",
-            out.status,
-            report.trim(),
-            String::from_utf8_lossy(&out.stderr),
-            saved.display(),
-            saved.display(),
-        );
-        failed.push(*name);
     }
     if failed.is_empty() {
         ExitCode::SUCCESS
@@ -89,6 +95,25 @@ fn main() -> ExitCode {
         eprintln!("fuzz: failed targets: {failed:?}");
         ExitCode::FAILURE
     }
+}
+
+/// Prints how a target's child ended; `Err` with its name when it failed.
+fn report<'a>(name: &'a str, out: &std::process::Output, started: Instant) -> Result<(), &'a str> {
+    let report = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        println!("fuzz {name}: {} ({:.1?})", report.trim(), started.elapsed());
+        return Ok(());
+    }
+    let saved = current_input(name);
+    eprintln!(
+        "fuzz {name} FAILED ({}): {}\n{}\nthe input is in {} (replay: CAPTIONER_FUZZ_REPLAY={} CAPTIONER_FUZZ_TARGETS={name})",
+        out.status,
+        report.trim(),
+        String::from_utf8_lossy(&out.stderr),
+        saved.display(),
+        saved.display(),
+    );
+    Err(name)
 }
 
 fn env_number(key: &str, default: u64) -> u64 {
