@@ -156,25 +156,28 @@ fn io_error(path: &Path, source: io::Error) -> Error {
 /// memory ran out.
 pub const MAX_LINE_BYTES: u64 = 64 << 20;
 
-/// Reads one line (with its `\n`, if any) into `buf`, refusing a line past
-/// [`MAX_LINE_BYTES`]; 0 at the end of the input.
+/// An output line is its input row plus a caption or an error: this much longer at most.
+const OUTPUT_MARGIN: u64 = 1 << 20;
+
+/// Reads one line (with its `\n`, if any) into `buf`, refusing a line past `max` bytes
+/// ([`MAX_LINE_BYTES`] for the input); 0 at the end of the input.
 fn read_line(
     reader: &mut dyn BufRead,
     buf: &mut Vec<u8>,
-    name: &Path,
-    line_no: usize,
+    (name, line_no): (&Path, usize),
+    max: u64,
 ) -> Result<usize> {
     buf.clear();
     let n = reader
-        .take(MAX_LINE_BYTES + 1)
+        .take(max + 1)
         .read_until(b'\n', buf)
         .map_err(|e| io_error(name, e))?;
-    if n as u64 > MAX_LINE_BYTES {
+    if n as u64 > max {
         return Err(Error::Invalid(format!(
             "{} line {line_no} is longer than {} MiB: a JSONL row names its images, it does not \
              hold them. Is this a JSONL file?",
             name.display(),
-            MAX_LINE_BYTES >> 20
+            max >> 20
         )));
     }
     Ok(n)
@@ -191,7 +194,12 @@ struct Lines {
 impl Lines {
     fn next(&mut self) -> Result<Option<(usize, Line)>> {
         let mut buf = Vec::new();
-        let n = read_line(&mut self.reader, &mut buf, &self.name, self.line_no + 1)?;
+        let n = read_line(
+            &mut self.reader,
+            &mut buf,
+            (&self.name, self.line_no + 1),
+            MAX_LINE_BYTES,
+        )?;
         if n == 0 {
             return Ok(None);
         }
@@ -236,7 +244,7 @@ pub fn count_rows(path: &Path) -> Result<usize> {
     let mut buf = Vec::new();
     let (mut rows, mut line_no) = (0, 0);
     loop {
-        let n = read_line(&mut reader, &mut buf, path, line_no + 1)?;
+        let n = read_line(&mut reader, &mut buf, (path, line_no + 1), MAX_LINE_BYTES)?;
         if n == 0 {
             return Ok(rows);
         }
@@ -256,7 +264,9 @@ fn resume_point(output: &Path, input: &mut Lines, batch: &CaptionRun) -> Result<
     let mut buf = Vec::new();
     let (mut rows, mut bytes) = (0usize, 0u64);
     loop {
-        let n = read_line(&mut reader, &mut buf, output, rows + 1)?;
+        // (an output line may be a little longer than the input line it came from)
+        let max = MAX_LINE_BYTES + OUTPUT_MARGIN;
+        let n = read_line(&mut reader, &mut buf, (output, rows + 1), max)?;
         if n == 0 || buf.last() != Some(&b'\n') {
             return Ok((rows, bytes));
         }

@@ -2,7 +2,9 @@
 """TIFF and ICO fixtures and what Pillow makes of them (tests/fixtures/formats/).
 
 Writes small images in the TIFF and ICO variants people have (compressions, bit depths, colour
-models, alpha, orientation, several pages or sizes), then reads each back as transformers'
+models, alpha, orientation, several pages or sizes), GIFs without a colour table and BMPs
+that only Pillow read (RLE8 stored top-down, an OS/2 2.x header), a JPEG with junk between
+markers, then reads each back as transformers'
 image processors receive it: `Image.open` -> `ImageOps.exif_transpose` -> `convert_to_rgb`
 (non-RGB modes converted to RGBA and composited over opaque white). The RGB bytes go to
 goldens.safetensors, and what Pillow opened (mode, size, or the error) to goldens.json.
@@ -12,6 +14,7 @@ Run by a developer, never by CI, in a venv with tools/requirements-formats.txt:
     /tmp/formats/bin/python tools/make_format_goldens.py
 """
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -73,6 +76,63 @@ def make_files() -> list[str]:
     first, second = rgb, Image.fromarray(photo(41, 27, 3))
     first.save(OUT / "two_pages.tif", save_all=True, append_images=[second], compression="tiff_lzw")
     names.append("two_pages.tif")
+
+    # GIFs with no colour table at all, global or local: Pillow reads the indices as grey levels
+    # (mode L). Written by Pillow with a table, which is then cut out of the header.
+    indexed = Image.fromarray(photo(41, 27, 4)).quantize(16, dither=Image.Dither.NONE)
+    for name, opts in (("gif_no_table.gif", {}), ("gif_no_table_transparent.gif", {"transparency": 3})):
+        buf = io.BytesIO()
+        indexed.save(buf, "GIF", **opts)
+        data = buf.getvalue()
+        flags = data[10]
+        assert flags & 0x80, "Pillow wrote a global table"
+        table = 3 << ((flags & 7) + 1)
+        (OUT / name).write_bytes(data[:10] + bytes([flags & 0x70]) + data[11:13] + data[13 + table :])
+        names.append(name)
+
+    # BMPs Pillow reads that the image crate did not: RLE8 stored top-down, and an OS/2 2.x
+    # header (64 bytes). Pillow writes neither, so they are put together here.
+    pixels = np.asarray(indexed)
+    palette = indexed.getpalette()[: 3 * 16]
+    quads = b"".join(bytes([palette[3 * i + 2], palette[3 * i + 1], palette[3 * i], 0]) for i in range(16))
+
+    def bmp(header: bytes, data: bytes) -> bytes:
+        offset = 14 + len(header) + len(quads)
+        return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + header + quads + data
+
+    def info(size: int, height: int, compression: int, data: bytes) -> bytes:
+        h, w = pixels.shape
+        fields = struct.pack("<IiiHHIIiiII", size, w, height, 1, 8, compression, len(data), 2835, 2835, 16, 0)
+        return fields + b"\0" * (size - 40)
+
+    def rle8(rows) -> bytes:
+        out = b""
+        for row in rows:
+            x = 0
+            while x < len(row):
+                n = 1
+                while x + n < len(row) and n < 255 and row[x + n] == row[x]:
+                    n += 1
+                out += bytes([n, row[x]])
+                x += n
+            out += b"\0\0"
+        return out + b"\0\1"
+
+    h, w = pixels.shape
+    top_down = rle8(pixels)
+    (OUT / "bmp_rle8_top_down.bmp").write_bytes(bmp(info(40, -h, 1, top_down), top_down))
+    stride = (w + 3) // 4 * 4
+    bottom_up = b"".join(bytes(row) + b"\0" * (stride - w) for row in pixels[::-1])
+    (OUT / "bmp_os2_v2.bmp").write_bytes(bmp(info(64, h, 0, bottom_up), bottom_up))
+    names += ["bmp_rle8_top_down.bmp", "bmp_os2_v2.bmp"]
+
+    # A JPEG with stray bytes between two markers, which libjpeg skips with a warning.
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    after_app0 = 4 + int.from_bytes(data[4:6], "big")
+    (OUT / "jpeg_junk_between_markers.jpg").write_bytes(data[:after_app0] + b"\0\x11junk" + data[after_app0:])
+    names.append("jpeg_junk_between_markers.jpg")
 
     # Icons: Pillow opens the largest size. PNG entries (Pillow's default) and BMP entries with
     # an alpha channel.

@@ -23,7 +23,13 @@
 //!   to the key's low byte (replicated here);
 //! * GIF: first frame only; when it does not cover the logical screen and has
 //!   no transparent index, the uncovered area is palette entry 0 (Pillow)
-//!   instead of transparent (crate);
+//!   instead of transparent (crate); a frame with no colour table at all is
+//!   greyscale (Pillow's mode L), which the crate decodes once the file is
+//!   given a table of the 256 greys;
+//! * BMP: an OS/2 2.x header and RLE rows stored top-down, both of which
+//!   Pillow reads, are rewritten into forms the crate reads;
+//! * TIFF: the first page, oriented by its own Orientation tag; ICO: the
+//!   largest icon;
 //! * orientation: EXIF tag 0x0112 of IFD0, else `tiff:Orientation` in XMP,
 //!   as `Image.getexif` does;
 //! * a JPEG without an EOI marker after its first scan is refused as
@@ -97,6 +103,16 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
         return Err(PreprocessError::Truncated { format: name });
     }
+    // Variants Pillow reads and the `image` crate refuses, rewritten into ones it reads.
+    let (rewritten, flip) = match format {
+        ImageFormat::Gif => (gif_with_grey_table(bytes), false),
+        ImageFormat::Bmp => match bmp_the_crate_reads(bytes) {
+            Some((patched, flip)) => (Some(patched), flip),
+            None => (None, false),
+        },
+        _ => (None, false),
+    };
+    let bytes = rewritten.as_deref().unwrap_or(bytes);
 
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_ALLOC);
@@ -144,6 +160,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         {
             fill.apply(buf);
         }
+    }
+    if flip {
+        img = img.flipv();
     }
     img.apply_orientation(orientation);
     let key = if format == ImageFormat::Png {
@@ -252,7 +271,11 @@ fn xmp_orientation(xmp: &[u8]) -> Option<u32> {
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     let mut pos = 2; // after SOI
     loop {
-        // Skip to the next marker (tolerating fill bytes).
+        // Skip to the next marker: stray bytes before it (libjpeg skips them with a warning,
+        // and so Pillow reads the file), then fill bytes.
+        while bytes.get(pos).is_some_and(|&b| b != 0xFF) {
+            pos += 1;
+        }
         while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
             pos += 1;
         }
@@ -409,6 +432,78 @@ fn gif_first_frame_fill(bytes: &[u8]) -> Option<GifFill> {
             _ => return None,
         }
     }
+}
+
+/// A GIF whose first frame has no colour table, global or local, with a global table of the
+/// 256 greys added; `None` for any other GIF. Pillow reads such a frame as greyscale (mode L:
+/// each index is its own grey level) where the `gif` crate refuses it; with the table, the
+/// crate decodes it to the same pixels, a transparent index included.
+fn gif_with_grey_table(bytes: &[u8]) -> Option<Vec<u8>> {
+    let flags = *bytes.get(10)?;
+    if flags & 0x80 != 0 {
+        return None;
+    }
+    // Past the extensions to the first image descriptor: does it bring its own table?
+    let mut pos = 13;
+    loop {
+        match *bytes.get(pos)? {
+            0x21 => {
+                pos += 2;
+                loop {
+                    let n = usize::from(*bytes.get(pos)?);
+                    pos += 1 + n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            0x2C if bytes.get(pos + 9)? & 0x80 == 0 => break,
+            _ => return None,
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 768);
+    out.extend_from_slice(&bytes[..13]);
+    // A global table of 2^(7 + 1) entries; the colour resolution bits are kept.
+    out[10] = flags | 0x87;
+    out.extend((0..=255u8).flat_map(|g| [g, g, g]));
+    out.extend_from_slice(&bytes[13..]);
+    Some(out)
+}
+
+/// A BMP in a form Pillow reads and the `image` crate refuses, rewritten into one the crate
+/// reads, and whether the decoded image must then be flipped upside down; `None` for any other
+/// BMP. Two forms:
+/// * an OS/2 2.x header (64 bytes), whose first 40 bytes are Windows' BITMAPINFOHEADER: cut
+///   to those (for the compressions both read alike: none, RLE8, RLE4);
+/// * RLE rows stored top-down (a negative height), which the crate only takes bottom-up: the
+///   height is made positive and the decoded image flipped.
+fn bmp_the_crate_reads(bytes: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
+    };
+    let header = u32_at(14)?;
+    let height = u32_at(22)? as i32;
+    let compression = u32_at(30)?;
+    // (the whole 64-byte header must be there to be cut: the fuzzer found one that was not)
+    let os2 = header == 64 && compression <= 2 && bytes.len() >= 14 + 64;
+    let rle_top_down = matches!(compression, 1 | 2) && height < 0 && (header == 40 || os2);
+    if !os2 && !rle_top_down {
+        return None;
+    }
+    let mut out = bytes.to_vec();
+    if rle_top_down {
+        out[22..26].copy_from_slice(&height.checked_neg()?.to_le_bytes());
+    }
+    if os2 {
+        const EXTRA: u32 = 64 - 40;
+        let offset = u32_at(10)?.checked_sub(EXTRA)?;
+        out[10..14].copy_from_slice(&offset.to_le_bytes());
+        out[14..18].copy_from_slice(&40u32.to_le_bytes());
+        out.drain(54..78);
+        let size = u32_at(2)?.saturating_sub(EXTRA);
+        out[2..6].copy_from_slice(&size.to_le_bytes());
+    }
+    Some((out, rle_top_down))
 }
 
 /// The `tRNS` colour key of a 16-bit greyscale or RGB PNG.
