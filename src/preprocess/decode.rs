@@ -375,20 +375,10 @@ impl GifFill {
     }
 }
 
-/// Parses the GIF header up to the first image descriptor.
-fn gif_first_frame_fill(bytes: &[u8]) -> Option<GifFill> {
-    let u16_at = |o: usize| -> Option<u16> {
-        Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?))
-    };
-    let (sw, sh) = (u32::from(u16_at(6)?), u32::from(u16_at(8)?));
-    let flags = *bytes.get(10)?;
-    let mut pos = 13;
-    let mut global = None;
-    if flags & 0x80 != 0 {
-        let len = 3 << ((flags & 7) + 1);
-        global = Some(bytes.get(pos..pos + 3)?);
-        pos += len;
-    }
+/// The first image descriptor of a GIF: its offset, and whether a graphic control extension
+/// before it makes an index transparent. `pos` is where the blocks start (after the header
+/// and any global table).
+fn gif_first_descriptor(bytes: &[u8], mut pos: usize) -> Option<(usize, bool)> {
     let mut transparent = false;
     loop {
         match *bytes.get(pos)? {
@@ -407,31 +397,47 @@ fn gif_first_frame_fill(bytes: &[u8]) -> Option<GifFill> {
                     }
                 }
             }
-            0x2C => {
-                let (x, y) = (u32::from(u16_at(pos + 1)?), u32::from(u16_at(pos + 3)?));
-                let (w, h) = (u32::from(u16_at(pos + 5)?), u32::from(u16_at(pos + 7)?));
-                let local_flags = *bytes.get(pos + 9)?;
-                let covers = x == 0 && y == 0 && w >= sw && h >= sh;
-                if transparent || covers {
-                    return None;
-                }
-                let palette = if local_flags & 0x80 != 0 {
-                    Some(bytes.get(pos + 10..pos + 13)?)
-                } else {
-                    global
-                };
-                let color = match palette {
-                    Some(p) => [p[0], p[1], p[2]],
-                    None => [0, 0, 0],
-                };
-                return Some(GifFill {
-                    rect: (x, y, w, h),
-                    color,
-                });
-            }
+            0x2C => return Some((pos, transparent)),
             _ => return None,
         }
     }
+}
+
+/// Parses the GIF header up to the first image descriptor.
+fn gif_first_frame_fill(bytes: &[u8]) -> Option<GifFill> {
+    let u16_at = |o: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?))
+    };
+    let (sw, sh) = (u32::from(u16_at(6)?), u32::from(u16_at(8)?));
+    let flags = *bytes.get(10)?;
+    let mut pos = 13;
+    let mut global = None;
+    if flags & 0x80 != 0 {
+        let len = 3 << ((flags & 7) + 1);
+        global = Some(bytes.get(pos..pos + 3)?);
+        pos += len;
+    }
+    let (pos, transparent) = gif_first_descriptor(bytes, pos)?;
+    let (x, y) = (u32::from(u16_at(pos + 1)?), u32::from(u16_at(pos + 3)?));
+    let (w, h) = (u32::from(u16_at(pos + 5)?), u32::from(u16_at(pos + 7)?));
+    let local_flags = *bytes.get(pos + 9)?;
+    let covers = x == 0 && y == 0 && w >= sw && h >= sh;
+    if transparent || covers {
+        return None;
+    }
+    let palette = if local_flags & 0x80 != 0 {
+        Some(bytes.get(pos + 10..pos + 13)?)
+    } else {
+        global
+    };
+    let color = match palette {
+        Some(p) => [p[0], p[1], p[2]],
+        None => [0, 0, 0],
+    };
+    Some(GifFill {
+        rect: (x, y, w, h),
+        color,
+    })
 }
 
 /// A GIF whose first frame has no colour table, global or local, with a global table of the
@@ -443,23 +449,10 @@ fn gif_with_grey_table(bytes: &[u8]) -> Option<Vec<u8>> {
     if flags & 0x80 != 0 {
         return None;
     }
-    // Past the extensions to the first image descriptor: does it bring its own table?
-    let mut pos = 13;
-    loop {
-        match *bytes.get(pos)? {
-            0x21 => {
-                pos += 2;
-                loop {
-                    let n = usize::from(*bytes.get(pos)?);
-                    pos += 1 + n;
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            0x2C if bytes.get(pos + 9)? & 0x80 == 0 => break,
-            _ => return None,
-        }
+    // Does the first frame bring its own table?
+    let (pos, _) = gif_first_descriptor(bytes, 13)?;
+    if bytes.get(pos + 9)? & 0x80 != 0 {
+        return None;
     }
     let mut out = Vec::with_capacity(bytes.len() + 768);
     out.extend_from_slice(&bytes[..13]);
