@@ -55,10 +55,12 @@ browser_tests_for() {
     www/app.js | www/picked-files.js | www/index.html | www/*.css)
       printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs ;;
     www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs ;;
+    www/worker.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs ;;
     www/*) echo tests/browser/app.test.mjs ;;
     # The engine's browser face: what the page calls, and the row rules it shares.
-    src/web.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/module.test.mjs ;;
-    src/convert.rs | src/convert/* | src/rows.rs | src/caption_run.rs | src/jsonl.rs)
+    src/web.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/module.test.mjs tests/browser/inputs.test.mjs ;;
+    src/caption_run.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs ;;
+    src/convert.rs | src/convert/* | src/rows.rs | src/jsonl.rs)
       echo tests/browser/app.test.mjs ;;
     scripts/build-web.sh | src/lib.rs) echo tests/browser/module.test.mjs ;;
     src/bench/*) echo tests/browser/bench.test.mjs ;;

@@ -5,10 +5,42 @@
 use crate::engine::{Engine, Request};
 use crate::error::Error;
 use crate::generate::Flow;
-use crate::rows::{plan, Line, Outcome, Plan, RowOptions};
+use crate::preprocess::PreprocessError;
+use crate::rows::{plan, Job, Line, Outcome, Plan, RowOptions};
 use crate::DEFAULT_PROMPT;
+use image::RgbImage;
 use std::future::Future;
 use web_time::Instant;
+
+/// Whether the engine refused an image for its format (see [`PreprocessError::is_unsupported`]).
+fn unsupported(error: &Error) -> bool {
+    match error {
+        Error::Image(cause) => cause
+            .downcast_ref::<PreprocessError>()
+            .is_some_and(PreprocessError::is_unsupported),
+        _ => false,
+    }
+}
+
+/// Whether the engine knew the image's format (it refused a format or a variant it leaves out,
+/// rather than bytes that are no image it knows).
+fn recognised(error: &Error) -> bool {
+    match error {
+        Error::Image(cause) => !matches!(
+            cause.downcast_ref::<PreprocessError>(),
+            Some(PreprocessError::UnknownFormat)
+        ),
+        _ => true,
+    }
+}
+
+/// What went wrong with an image, without the "image: " that would come before a path.
+fn reason(error: &Error) -> String {
+    match error {
+        Error::Image(cause) => cause.to_string(),
+        other => other.to_string(),
+    }
+}
 
 /// The prompt for rows showing several images, when the caller keeps the default prompt.
 pub const DEFAULT_PROMPT_MANY: &str = "Describe these images together in one or two sentences.";
@@ -19,6 +51,16 @@ pub trait ImageSource {
     /// The bytes of the image at `path`, written as the row gives it; an error message naming
     /// the path otherwise.
     fn read(&mut self, path: &str) -> impl Future<Output = Result<Vec<u8>, String>>;
+
+    /// The pixels of an image in a format the engine does not read, from a decoder that may
+    /// read it: the browser's own (AVIF; HEIC in Safari). `None` where the source has no such
+    /// decoder (natively); else the image, or why that decoder failed too.
+    fn decode_unsupported(
+        &mut self,
+        _bytes: &[u8],
+    ) -> impl Future<Output = Option<Result<RgbImage, String>>> {
+        std::future::ready(None)
+    }
 }
 
 /// How far a run has come.
@@ -151,9 +193,9 @@ impl CaptionRun {
                 caption: None,
                 error,
             },
-            Plan::Caption(job) => {
+            Plan::Caption(mut job) => {
                 let start = Instant::now();
-                let caption = self.caption(engine, job.paths(), images, on_text).await;
+                let caption = self.caption(engine, &mut job, images, on_text).await;
                 self.model_seconds += start.elapsed().as_secs_f64();
                 self.model_rows += 1;
                 match caption {
@@ -185,28 +227,39 @@ impl CaptionRun {
     async fn caption<S: ImageSource>(
         &self,
         engine: &Engine,
-        paths: &[String],
+        job: &mut Job,
         source: &mut S,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<(String, usize), String> {
-        // The files' bytes are let go once decoded, before the caption is generated.
-        let processed = {
-            let mut encoded = Vec::with_capacity(paths.len());
-            for path in paths {
-                encoded.push(source.read(path).await?);
-            }
-            let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-            engine
-                .preprocess_all(&refs, self.request.longest_edge)
-                .map_err(|failure| {
-                    let path = &paths[failure.index];
-                    match failure.error {
-                        // The row's error names the path instead of the generic "image: ".
-                        Error::Image(reason) => format!("image '{path}': {reason}"),
-                        other => format!("image '{path}': {other}"),
+        let paths = job.paths().to_vec();
+        let mut processed = Vec::with_capacity(paths.len());
+        // One file's bytes at a time, let go once it is decoded.
+        for path in &paths {
+            let bytes = source.read(path).await?;
+            let longest_edge = self.request.longest_edge;
+            let image = match engine.preprocess(&bytes, longest_edge) {
+                Err(e) if unsupported(&e) => match source.decode_unsupported(&bytes).await {
+                    None => Err(reason(&e)),
+                    // Bytes neither takes for an image: the engine's word is enough, and the
+                    // same as the command line's.
+                    Some(Err(_)) if !recognised(&e) => Err(reason(&e)),
+                    Some(Err(why)) => Err(format!(
+                        "{}; the browser could not decode it either: {why}",
+                        reason(&e)
+                    )),
+                    Some(Ok(pixels)) => {
+                        job.decoded_by_browser(path);
+                        engine
+                            .preprocess_pixels(&pixels, longest_edge)
+                            .map_err(|e| format!("the browser decoded it, but {}", reason(&e)))
                     }
-                })?
-        };
+                },
+                other => other.map_err(|e| reason(&e)),
+            };
+            // The row's error names the path instead of the generic "image: ".
+            let image = image.map_err(|reason| format!("image '{path}': {reason}"))?;
+            processed.push(image);
+        }
         let prompt = if self.default_prompt && paths.len() > 1 {
             DEFAULT_PROMPT_MANY
         } else {

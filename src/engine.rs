@@ -13,6 +13,7 @@ use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
 use crate::weights::Precision;
 use crate::weights::{Loader, WeightSet};
 use burn_tensor::{Device, Tensor};
+use image::RgbImage;
 
 /// The default caption request.
 pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";
@@ -291,6 +292,16 @@ impl Engine {
         let cfg = self.image_processor.as_ref().ok_or_else(Self::text_only)?;
         let image = preprocess::decode_image(image_bytes)?;
         Ok(preprocess::preprocess(&image, cfg, longest_edge)?)
+    }
+
+    /// Preprocesses an image decoded elsewhere (see [`preprocess::rgb_from_rgba`]).
+    pub fn preprocess_pixels(
+        &self,
+        image: &RgbImage,
+        longest_edge: Option<u32>,
+    ) -> Result<ProcessedImage> {
+        let cfg = self.image_processor.as_ref().ok_or_else(Self::text_only)?;
+        Ok(preprocess::preprocess(image, cfg, longest_edge)?)
     }
 
     /// Preprocesses the images of one prompt, in order; a failure says which image it was.

@@ -60,6 +60,12 @@ impl RowOptions {
                      own in the rows, so give them different names"
                 )));
             }
+            if key.as_str() == DECODED_BY_BROWSER {
+                return Err(Error::Invalid(format!(
+                    "the {a} key cannot be \"{key}\": that field says which images the browser \
+                     decoded"
+                )));
+            }
         }
         Ok(())
     }
@@ -268,11 +274,18 @@ pub enum Plan {
     Caption(Job),
 }
 
+/// The field a captioned row gets in the browser when some of its images are in a format this
+/// program does not read (AVIF; HEIC in Safari) and the browser decoded them instead: their
+/// paths. The command line refuses those files, and another decoder's pixels may differ from
+/// what Pillow would give the reference model, so the row says so.
+pub const DECODED_BY_BROWSER: &str = "decoded_by_browser";
+
 /// A row waiting for its caption.
 #[derive(Debug, Clone)]
 pub struct Job {
     row: Row,
     paths: Vec<String>,
+    browser_decoded: Vec<String>,
 }
 
 impl Job {
@@ -281,13 +294,25 @@ impl Job {
         &self.paths
     }
 
+    /// Notes that the image at `path` was decoded by the browser (see [`DECODED_BY_BROWSER`]).
+    pub fn decoded_by_browser(&mut self, path: &str) {
+        self.browser_decoded.push(path.to_string());
+    }
+
     /// The output line for this row given its caption, or why there is none.
     pub fn finish(mut self, caption: Result<&str, &str>, options: &RowOptions) -> String {
+        // A field left by an earlier run of an overwritten row would no longer be true.
+        self.row.remove(DECODED_BY_BROWSER);
         match caption {
             Ok(text) => {
                 self.row
                     .set(&options.caption_key, &Value::String(text.to_string()));
                 self.row.remove(&options.error_key);
+                if !self.browser_decoded.is_empty() {
+                    let paths = self.browser_decoded.iter().cloned().map(Value::String);
+                    self.row
+                        .set(DECODED_BY_BROWSER, &Value::Array(paths.collect()));
+                }
             }
             Err(message) => {
                 self.row.set(&options.caption_key, &Value::Null);
@@ -326,7 +351,11 @@ pub fn plan(line: Line, options: &RowOptions) -> Plan {
         };
     }
     match image_paths(&row, options) {
-        Ok(paths) => Plan::Caption(Job { row, paths }),
+        Ok(paths) => Plan::Caption(Job {
+            row,
+            paths,
+            browser_decoded: Vec::new(),
+        }),
         Err(message) => {
             row.set(&options.caption_key, &Value::Null);
             row.set(&options.error_key, &Value::String(message.clone()));
@@ -396,7 +425,11 @@ pub fn is_output_of(output: &str, input: &Line, options: &RowOptions) -> bool {
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
             .is_some_and(|r| &r == raw),
         Line::Row(row) => {
-            let ignore = [options.caption_key.as_str(), options.error_key.as_str()];
+            let ignore = [
+                options.caption_key.as_str(),
+                options.error_key.as_str(),
+                DECODED_BY_BROWSER,
+            ];
             out.same_data(row, &ignore)
         }
     }
@@ -427,6 +460,10 @@ mod tests {
             (
                 with("caption", "pic", "pic"),
                 "the error key and the image key",
+            ),
+            (
+                with("caption", DECODED_BY_BROWSER, "image"),
+                "the error key cannot be \"decoded_by_browser\"",
             ),
         ] {
             let err = o.validate().expect_err(says).to_string();

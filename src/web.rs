@@ -11,6 +11,7 @@ use crate::generate::{Flow, SamplingOptions};
 use crate::rows::{plan, Line, Outcome, Plan, Row, RowOptions};
 use crate::weights::Precision;
 use burn_tensor::Device;
+use image::RgbImage;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
@@ -472,9 +473,12 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     Ok(device)
 }
 
-/// Images read through a JS function `readImage(path) -> Promise<Uint8Array>`.
+/// Images read through a JS function `readImage(path) -> Promise<Uint8Array>`, and, for a
+/// format the engine does not read, decoded by `decodeImage(bytes) -> Promise<{width, height,
+/// rgba}>` (the browser's decoders) when one is given.
 struct JsImages {
     read: Function,
+    decode: Option<Function>,
 }
 
 impl ImageSource for JsImages {
@@ -488,6 +492,36 @@ impl ImageSource for JsImages {
             .map_err(|e| js_message(&e))?;
         Ok(bytes_of(&value))
     }
+
+    async fn decode_unsupported(&mut self, bytes: &[u8]) -> Option<Result<RgbImage, String>> {
+        let decode = self.decode.as_ref()?;
+        Some(decode_in_js(decode, bytes).await)
+    }
+}
+
+/// Calls `decodeImage(bytes)`: its `{width, height, rgba}` (RGBA samples, alpha not
+/// premultiplied) as RGB.
+async fn decode_in_js(decode: &Function, bytes: &[u8]) -> Result<RgbImage, String> {
+    let pending = decode
+        .call1(&JsValue::NULL, &Uint8Array::from(bytes))
+        .map_err(|e| js_message(&e))?;
+    let value = JsFuture::from(Promise::resolve(&pending))
+        .await
+        .map_err(|e| js_message(&e))?;
+    let field = |name: &str| Reflect::get(&value, &JsValue::from_str(name)).ok();
+    let side = |name: &str| {
+        field(name)
+            .and_then(|v| v.as_f64())
+            .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
+            .map(|v| v as u32)
+            .ok_or_else(|| format!("decodeImage gave no {name}"))
+    };
+    let (width, height) = (side("width")?, side("height")?);
+    let rgba = field("rgba")
+        .filter(JsValue::is_object)
+        .map(|v| bytes_of(&v))
+        .ok_or("decodeImage gave no rgba")?;
+    crate::preprocess::rgb_from_rgba(width, height, rgba).map_err(|e| e.to_string())
 }
 
 /// A line from JS: its text, or its raw bytes (a `Uint8Array`; the page reads a JSONL file as
@@ -537,7 +571,9 @@ impl Rows {
 
     /// Processes line `line_no` (1-based) of the JSONL input, given as text or as its bytes.
     /// Resolves to `null` for a blank line, else `{line, outcome, caption, error}` where `line`
-    /// is the output row's JSON.
+    /// is the output row's JSON. `readImage(path)` gives an image's bytes; `decodeImage(bytes)`,
+    /// when given, decodes what the engine does not read (see [`JsImages`]), and the row then
+    /// says so in its `decoded_by_browser` field.
     #[wasm_bindgen(js_name = nextLine)]
     pub fn next_line(
         &self,
@@ -546,6 +582,7 @@ impl Rows {
         line_no: usize,
         read_image: Function,
         on_token: Option<Function>,
+        decode_image: Option<Function>,
     ) -> Promise {
         let engine = captioner.engine.clone();
         // A row is never cut short (a half caption would pass for a whole one): runs stop
@@ -558,7 +595,10 @@ impl Rows {
         #[allow(clippy::await_holding_refcell_ref)]
         future_to_promise(async move {
             let mut batch = batch.try_borrow_mut().map_err(|_| busy())?;
-            let mut images = JsImages { read: read_image };
+            let mut images = JsImages {
+                read: read_image,
+                decode: decode_image,
+            };
             let mut on_text = text_callback(on_token, cancel);
             let result = batch.next(&engine, line, &mut images, &mut on_text).await;
             match result {

@@ -6,10 +6,13 @@ mod common;
 use burn_tensor::Device;
 use captioner::caption_run::DEFAULT_PROMPT_MANY;
 use captioner::jsonl::{self, FolderImages, Input, Output};
+use captioner::preprocess::rgb_from_rgba;
 use captioner::{
-    CaptionRun, Engine, Flow, ModelFiles, Outcome, Request, RowOptions, SamplingOptions,
+    CaptionRun, Engine, Flow, ImageSource, ModelFiles, Outcome, Request, RowOptions,
+    SamplingOptions,
 };
 use common::fixtures;
+use image::RgbImage;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -711,5 +714,147 @@ fn paths_resolve_from_the_root_or_absolute_and_odd_files_are_refused() {
     assert!(error(4).contains("is a URL"), "{}", error(4));
     for i in [5, 6] {
         assert!(error(i).contains("is not a regular file"), "{}", error(i));
+    }
+}
+
+/// A folder of images with a second decoder behind the engine, as the browser has: it reads
+/// `RGBA` files (a made-up raw format the engine does not know: "RGBA", width and height as
+/// u32 LE, then the samples) and fails on anything else, counting the times it is asked.
+struct WithOtherDecoder {
+    folder: FolderImages,
+    asked: usize,
+}
+
+impl ImageSource for WithOtherDecoder {
+    async fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        self.folder.read(path).await
+    }
+
+    async fn decode_unsupported(&mut self, bytes: &[u8]) -> Option<Result<RgbImage, String>> {
+        self.asked += 1;
+        let Some(raw) = bytes.strip_prefix(b"RGBA").filter(|r| r.len() >= 8) else {
+            return Some(Err("not a picture this decoder knows".into()));
+        };
+        let side = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        Some(rgb_from_rgba(side(0), side(4), raw[8..].to_vec()).map_err(|e| e.to_string()))
+    }
+}
+
+/// The output rows of `rows` (JSON lines) captioned greedily with images from `source`.
+fn run_rows<S: ImageSource>(engine: &Engine, rows: &[&str], source: &mut S) -> Vec<Value> {
+    let request = Request {
+        sampling: SamplingOptions::greedy(MAX_TOKENS),
+        ..Request::default()
+    };
+    let mut batch = CaptionRun::new(RowOptions::default(), request);
+    let mut on_text = |_: &str| Flow::Continue;
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let line = captioner::rows::Line::parse(row, i + 1);
+            let result = pollster::block_on(batch.next(engine, line, source, &mut on_text));
+            serde_json::from_str(&result.expect("a row").line).expect("json")
+        })
+        .collect()
+}
+
+#[test]
+fn an_image_the_engine_does_not_read_is_captioned_from_the_other_decoders_pixels_and_the_row_says_so(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    // A picture with an alpha channel, as PNG (the engine reads it) and as raw RGBA (it does not).
+    std::fs::copy(images().join("rgba_160x120.png"), root.join("pic.png")).expect("copy");
+    let rgba = image::open(images().join("rgba_160x120.png"))
+        .expect("decode")
+        .to_rgba8();
+    let mut raw = b"RGBA".to_vec();
+    raw.extend(rgba.width().to_le_bytes());
+    raw.extend(rgba.height().to_le_bytes());
+    raw.extend(rgba.as_raw());
+    std::fs::write(root.join("pic.rgba"), raw).expect("write");
+    for name in ["not_an_image.jpg", "truncated.jpg"] {
+        std::fs::copy(images().join(name), root.join(name)).expect("copy");
+    }
+    let avif = fixtures().join("formats/rgb.avif");
+    std::fs::copy(avif, root.join("a.avif")).expect("copy");
+    let rows = [
+        r#"{"image": ["pic.rgba"], "id": 1}"#,
+        r#"{"image": ["pic.png"], "id": 2}"#,
+        r#"{"image": ["not_an_image.jpg"], "id": 3}"#,
+        r#"{"image": ["truncated.jpg"], "id": 4}"#,
+        r#"{"image": ["pic.png", "pic.rgba"], "decoded_by_browser": "stale", "id": 5}"#,
+        r#"{"image": ["a.avif"], "id": 6}"#,
+    ];
+    let engine = engine();
+    let mut browser = WithOtherDecoder {
+        folder: FolderImages::new(root),
+        asked: 0,
+    };
+    let out = run_rows(&engine, &rows, &mut browser);
+    // The raw picture is captioned from the other decoder's pixels, exactly as the engine
+    // captions the same pixels from the PNG, and only that row carries the field.
+    assert_eq!(
+        out[0]["decoded_by_browser"],
+        serde_json::json!(["pic.rgba"])
+    );
+    assert!(
+        out[0]["caption"].as_str().is_some_and(|c| !c.is_empty()),
+        "{}",
+        out[0]
+    );
+    assert_eq!(out[0]["caption"], out[1]["caption"]);
+    assert!(out[1].get("decoded_by_browser").is_none(), "{}", out[1]);
+    // Bytes neither takes for an image: the engine's error, as natively.
+    let error = out[2]["error"].as_str().expect("an error");
+    assert!(
+        error.starts_with("image 'not_an_image.jpg': not a recognised image")
+            && error.ends_with("data"),
+        "{error}"
+    );
+    // A format the engine knows and leaves out, which the other decoder fails on too: both
+    // say why.
+    let error = out[5]["error"].as_str().expect("an error");
+    assert!(
+        error.starts_with("image 'a.avif': unsupported image format Avif")
+            && error.ends_with(
+                "; the browser could not decode it either: not a picture this decoder knows"
+            ),
+        "{error}"
+    );
+    assert!(out[2].get("decoded_by_browser").is_none());
+    // A damaged file of a format the engine reads is its error alone: not the other decoder's
+    // to guess at (a browser shows half a truncated JPEG).
+    assert!(
+        out[3]["error"]
+            .as_str()
+            .expect("an error")
+            .contains("truncated"),
+        "{}",
+        out[3]
+    );
+    assert_eq!(
+        browser.asked, 4,
+        "pic.rgba twice, not_an_image.jpg and a.avif once"
+    );
+    // A stale field from an earlier run gives way to what this run did.
+    assert_eq!(
+        out[4]["decoded_by_browser"],
+        serde_json::json!(["pic.rgba"])
+    );
+    assert!(out[4]["caption"].is_string(), "{}", out[4]);
+
+    // Natively there is no other decoder: the raw picture's row is an error, with no field.
+    let native = run_rows(&engine, &rows, &mut FolderImages::new(root));
+    assert_eq!(native[1..4], out[1..4]);
+    for row in [&native[0], &native[4]] {
+        assert!(row["caption"].is_null(), "{row}");
+        assert!(row.get("decoded_by_browser").is_none(), "{row}");
+        assert!(
+            row["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("image 'pic.rgba': not a recognised image")),
+            "{row}"
+        );
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""TIFF and ICO fixtures and what Pillow makes of them (tests/fixtures/formats/).
+"""TIFF, ICO and AVIF fixtures and what Pillow makes of them (tests/fixtures/formats/).
 
 Writes small images in the TIFF and ICO variants people have (compressions, bit depths, colour
 models, alpha, orientation, several pages or sizes), GIFs without a colour table and BMPs
@@ -140,6 +140,13 @@ def make_files() -> list[str]:
     icon.save(OUT / "icon_png.ico", sizes=[(16, 16), (32, 32), (48, 48)])
     icon.save(OUT / "icon_bmp.ico", sizes=[(16, 16), (48, 48)], bitmap_format="bmp")
     names += ["icon_png.ico", "icon_bmp.ico"]
+
+    # AVIF, which this program does not read: in the browser the page has the browser decode it
+    # (libavif in Pillow; the browser's own decoder there), and Pillow's pixels say what a
+    # decode should give.
+    rgb.save(OUT / "rgb.avif", quality=90)
+    rgba.save(OUT / "rgba.avif", quality=90)
+    names += ["rgb.avif", "rgba.avif"]
     return names
 
 

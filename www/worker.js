@@ -142,11 +142,41 @@ async function rows({ id, lines, files, options, done = [] }) {
       return;
     }
     const onToken = (piece) => post({ type: 'token', id, index, text: piece });
-    const result = await run.nextLine(e, lines[index], index + 1, readImage, onToken);
+    const result = await run.nextLine(e, lines[index], index + 1, readImage, onToken, decodeInBrowser);
     post({ type: 'row', id, index, result, progress: run.progress() });
   }
   post({ type: 'result', id, value: { stopped: false, next: lines.length, progress: run.progress() } });
   run.free();
+}
+
+// The engine's own limit on an image's side (src/preprocess/decode.rs, MAX_SIDE).
+const MAX_SIDE = 16384;
+
+/**
+ * The browser's decoders, for an image in a format the engine does not read (AVIF; HEIC in
+ * Safari): `{width, height, rgba}`, RGBA samples with alpha not premultiplied, turned as the
+ * file's orientation says and without colour management, as the engine decodes (Pillow's way).
+ * The row it goes into says the browser decoded it.
+ */
+async function decodeInBrowser(bytes) {
+  // (Its error, when it cannot, goes to the row: "The source image could not be decoded.")
+  const bitmap = await createImageBitmap(new Blob([bytes]), {
+    imageOrientation: 'from-image',
+    premultiplyAlpha: 'none',
+    colorSpaceConversion: 'none',
+  });
+  try {
+    const { width, height } = bitmap;
+    if (width > MAX_SIDE || height > MAX_SIDE) {
+      throw new Error(`${width}x${height} is too large (at most ${MAX_SIDE} pixels per side)`);
+    }
+    const context = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
+    context.drawImage(bitmap, 0, 0);
+    const { data } = context.getImageData(0, 0, width, height);
+    return { width, height, rgba: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } finally {
+    bitmap.close();
+  }
 }
 
 /** Output lines with hand-edited captions: `[{line, caption}]` to lines. */

@@ -95,9 +95,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
     }
     let name = format_name(format);
-    let decode_err = |e: ImageError| PreprocessError::Decode {
-        format: name,
-        message: e.to_string(),
+    let decode_err = |e: ImageError| match e {
+        ImageError::Unsupported(what) => PreprocessError::UnsupportedVariant {
+            format: name,
+            message: what.to_string(),
+        },
+        other => PreprocessError::Decode {
+            format: name,
+            message: other.to_string(),
+        },
     };
 
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
@@ -546,6 +552,31 @@ pub fn to_rgb_like_pil(img: DynamicImage) -> RgbImage {
     convert(img, None)
 }
 
+/// RGB from pixels another decoder made of a file this module does not read (the browser's
+/// decoders, for AVIF or HEIC): `rgba` holds `width * height` RGBA samples, row by row, alpha
+/// not premultiplied. Alpha is composited over white, as for any image decoded with alpha, and
+/// the size limits are those of [`decode_image`].
+pub fn rgb_from_rgba(width: u32, height: u32, rgba: Vec<u8>) -> Result<RgbImage, PreprocessError> {
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::EmptyImage { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(PreprocessError::TooLarge { width, height });
+    }
+    let bytes = rgba.len();
+    let bad = PreprocessError::BadPixels {
+        width,
+        height,
+        bytes,
+    };
+    // (`from_raw` takes a longer buffer too, which would mean the sizes are wrong.)
+    if bytes as u64 != u64::from(width) * u64::from(height) * 4 {
+        return Err(bad);
+    }
+    let image = image::RgbaImage::from_raw(width, height, rgba).ok_or(bad)?;
+    Ok(to_rgb_like_pil(DynamicImage::ImageRgba8(image)))
+}
+
 /// `to_rgb_like_pil`, plus the 16-bit PNG colour-key quirk: Pillow holds
 /// those images as 8-bit values (16-bit greyscale clamped to 255, RGB as
 /// high bytes) and then marks transparent the pixels whose 8-bit values
@@ -616,6 +647,38 @@ mod tests {
         img.write_to(&mut buf, ImageFormat::Png)
             .expect("png encode");
         buf.into_inner()
+    }
+
+    #[test]
+    fn pixels_from_another_decoder_become_rgb_as_a_decoded_image_would() {
+        // Two pixels: opaque red, and blue at alpha 100 (composited over white).
+        let rgba = vec![255, 0, 0, 255, 0, 0, 255, 100];
+        let rgb = rgb_from_rgba(2, 1, rgba.clone()).expect("pixels");
+        let png = encode_png(&DynamicImage::ImageRgba8(
+            image::RgbaImage::from_raw(2, 1, rgba).expect("2x1"),
+        ));
+        assert_eq!(rgb, decode_image(&png).expect("png"));
+        let blue = composite_over_white(255, 100);
+        let other = composite_over_white(0, 100);
+        assert_eq!(rgb.as_raw(), &[255, 0, 0, other, other, blue]);
+
+        assert!(matches!(
+            rgb_from_rgba(2, 1, vec![0; 12]),
+            Err(PreprocessError::BadPixels { bytes: 12, .. })
+        ));
+        assert!(matches!(
+            rgb_from_rgba(1, 1, vec![0; 8]),
+            Err(PreprocessError::BadPixels { .. })
+        ));
+        assert!(matches!(
+            rgb_from_rgba(0, 1, vec![]),
+            Err(PreprocessError::EmptyImage { .. })
+        ));
+        // Too large by its sides alone, whatever the buffer.
+        assert!(matches!(
+            rgb_from_rgba(MAX_SIDE + 1, 1, vec![]),
+            Err(PreprocessError::TooLarge { .. })
+        ));
     }
 
     #[test]

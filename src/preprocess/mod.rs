@@ -45,7 +45,7 @@ pub mod resize;
 use image::RgbImage;
 
 pub use config::{ImageProcessorConfig, MaxImageSize, SizeConfig};
-pub use decode::decode_image;
+pub use decode::{decode_image, rgb_from_rgba};
 pub use resize::{resize_lanczos, resize_pil, ResampleFilter};
 
 /// transformers' `MAX_IMAGE_SIZE` cap applied after the longest-edge resize.
@@ -85,12 +85,37 @@ pub enum PreprocessError {
         format: &'static str,
         message: String,
     },
+    /// A file of a format the decoder reads, in a variant of it that it does not (a palette
+    /// TIFF, say).
+    #[error("unsupported {format} variant: {message}")]
+    UnsupportedVariant {
+        format: &'static str,
+        message: String,
+    },
+    /// Pixels another decoder produced (the browser's) that do not make an image.
+    #[error("the decoded pixels are not a {width}x{height} RGBA image ({bytes} bytes)")]
+    BadPixels {
+        width: u32,
+        height: u32,
+        bytes: usize,
+    },
     #[error("invalid image processor config: {0}")]
     Config(String),
     #[error("unsupported resample filter {0}: only Pillow's convolution filters are implemented (LANCZOS 1, BILINEAR 2, BICUBIC 3, BOX 4, HAMMING 5, MKS2013 6, MKS2021 7)")]
     UnsupportedResample(i64),
     #[error("the preprocessing would resize the image to {width}x{height}")]
     InvalidSize { width: u64, height: u64 },
+}
+
+impl PreprocessError {
+    /// Whether the file is of a kind this program does not read at all, rather than a damaged,
+    /// empty or oversized file of a kind it reads: another decoder (the browser's) may read it.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownFormat | Self::UnsupportedFormat(_) | Self::UnsupportedVariant { .. }
+        )
+    }
 }
 
 impl From<PreprocessError> for crate::Error {

@@ -1,13 +1,16 @@
 // The page keeps "nothing lost" whatever the user picks and when: inputs are locked while a run
 // goes, picks merge without duplicates and can be cleared or removed one by one, whatever is
 // picked as rows is read as rows, and the rows file is read as bytes so that each line comes
-// out as `captioner caption-jsonl` writes it (a line that is not UTF-8 included).
+// out as `captioner caption-jsonl` writes it (a line that is not UTF-8 included). A picture
+// in a format the engine does not read (AVIF) is decoded by the browser instead, and its row
+// says so.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asInBrowser, downloadOf, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, example, examplePictures, dropFiles } from './page.mjs';
+import { crc32, deflateSync } from 'node:zlib';
+import { asInBrowser, captioner, downloadOf, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, example, examplePictures, dropFiles } from './page.mjs';
 
 const MAX_TOKENS = 8;
 
@@ -155,6 +158,106 @@ test('whatever is picked as rows is read as rows, bytes and all, as caption-json
     input: join(suite.scratch, 'latin1.jsonl'), out: join(suite.scratch, 'latin1.again'), maxTokens: MAX_TOKENS,
   }).toString('utf8'));
   assert.match(latin1[1].error, /not UTF-8/);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});
+
+/** A PNG (8-bit RGBA, unfiltered) of `rgba` pixels: the browser's decode, as a file the engine reads. */
+function pngOf(width, height, rgba) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const out = Buffer.alloc(body.length + 8);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), body.length + 4);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bits per sample
+  header[9] = 6; // RGBA
+  const stride = width * 4;
+  const raw = Buffer.alloc((stride + 1) * height);
+  for (let y = 0; y < height; y++) Buffer.from(rgba.subarray(y * stride, (y + 1) * stride)).copy(raw, y * (stride + 1) + 1);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/** The RGB Pillow decodes `name` to (tests/fixtures/formats/goldens.safetensors, U8). */
+function pillowRgb(name) {
+  const file = readFileSync(join(fixtures, 'formats', 'goldens.safetensors'));
+  const size = Number(file.readBigUInt64LE(0));
+  const { data_offsets: [from, to] } = JSON.parse(file.subarray(8, 8 + size).toString('utf8'))[name];
+  return file.subarray(8 + size + from, 8 + size + to);
+}
+
+test('a picture the engine does not read (AVIF) is captioned from the pixels the browser decodes, and its row says so', async () => {
+  const formats = join(fixtures, 'formats');
+  const avifs = ['rgb.avif', 'rgba.avif'];
+  const { page, errors } = await pageWithModel('cpu', 104);
+  // What the browser decodes each to, asked the way the worker asks.
+  const decoded = {};
+  for (const name of avifs) {
+    decoded[name] = await page.evaluate(async (bytes) => {
+      const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)]), {
+        imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none',
+      });
+      const context = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d');
+      context.drawImage(bitmap, 0, 0);
+      return { width: bitmap.width, height: bitmap.height, rgba: [...context.getImageData(0, 0, bitmap.width, bitmap.height).data] };
+    }, [...readFileSync(join(formats, name))]);
+  }
+  // A sane decode: the RGB one is Pillow's (libavif) to the level. (Chromium reads the alpha
+  // plane of the RGBA one stretched, as if it were limited range: 127 for 127 in Pillow is 129,
+  // 19 is 3, and 6 is 0. Its captions below hold whatever the browser decodes.)
+  const { width, height, rgba } = decoded['rgb.avif'];
+  const pillow = pillowRgb('rgb.avif');
+  assert.equal(pillow.length, width * height * 3);
+  const rgb = rgba.filter((_, i) => i % 4 !== 3);
+  assert.ok(rgba.every((v, i) => i % 4 !== 3 || v === 255), 'opaque');
+  assert.deepEqual(rgb, [...pillow], "the browser's pixels are Pillow's");
+
+  // The native program on PNGs of those very pixels is the reference for the captions.
+  const pngs = join(suite.scratch, 'avif-as-png');
+  mkdirSync(pngs, { recursive: true });
+  for (const name of avifs) {
+    const { width, height, rgba } = decoded[name];
+    writeFileSync(join(pngs, `${name}.png`), pngOf(width, height, Uint8Array.from(rgba)));
+  }
+  const nativeInput = join(suite.scratch, 'avif-native.jsonl');
+  writeFileSync(nativeInput, avifs.map((name, i) => JSON.stringify({ image: [`${name}.png`], id: i + 1 })).join('\n') + '\n');
+  captioner([
+    'caption-jsonl', '--model', join(fixtures, 'tiny-b'), '--input', nativeInput, '--output', `${nativeInput}.out`,
+    '--image-root', pngs, '--temperature', '0', '--max-tokens', String(MAX_TOKENS),
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const native = rowsOf(readFileSync(`${nativeInput}.out`, 'utf8'));
+
+  // The page, with a TIFF variant the engine leaves out (and Chromium reads no TIFF) and bytes
+  // that are no image beside them.
+  const junk = join(suite.scratch, 'broken.heic');
+  writeFileSync(junk, 'not a picture at all');
+  const input = join(suite.scratch, 'avif.jsonl');
+  const names = [...avifs, 'palette.tif', 'broken.heic'];
+  writeFileSync(input, names.map((name, i) => JSON.stringify({ image: [name], id: i + 1 })).join('\n') + '\n');
+  await page.getByTestId('images').setInputFiles([...avifs, 'palette.tif'].map((name) => join(formats, name)).concat(junk));
+  await page.getByTestId('jsonl').setInputFiles(input);
+  await waitForText(page, 'input-status', /4 row\(s\) from avif\.jsonl/);
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 4 of 4 rows \(2 captioned, 0 skipped, 2 failed\)/);
+  const out = rowsOf((await downloadOf(page)).toString('utf8'));
+  avifs.forEach((name, i) => {
+    assert.deepEqual(out[i], { image: [name], id: i + 1, caption: native[i].caption, decoded_by_browser: [name] });
+  });
+  assert.match(out[2].error, /^image 'palette\.tif': unsupported TIFF variant: .*RGBPalette.*; the browser could not decode it either: ./);
+  // Bytes no decoder takes for an image: the engine's error alone, as the command line writes it.
+  assert.equal(out[3].error, "image 'broken.heic': not a recognised image: expected JPEG, PNG, WebP, GIF, BMP, TIFF or ICO data");
+  for (const row of out.slice(2)) {
+    assert.equal(row.caption, null);
+    assert.equal(row.decoded_by_browser, undefined);
+  }
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
 });
