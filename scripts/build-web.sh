@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the browser app's engine, the crate for wasm32 twice, each with wasm-bindgen's ES-module
 # glue: www/pkg/ (WebGPU + CPU, one thread) and www/pkg-threads/ (CPU on several threads, for
-# cross-origin isolated pages; www/engine.js picks). Run by serve.sh (web) and test.sh (dev).
+# cross-origin isolated pages; www/engine.js picks). Run by serve.sh (web) and test.sh (wasm-dev).
 #   scripts/build-web.sh [webgpu] [threads]   the builds to make (default: both)
-#   WASM_PROFILE=web|release|dev (default web: small, see Cargo.toml; dev: what test.sh builds)
+#   WASM_PROFILE=web|release|wasm-dev|dev (default web: small, see Cargo.toml; wasm-dev: what
+#   test.sh builds)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
@@ -30,9 +31,9 @@ threads_target="$CARGO_TARGET_DIR-wasm-threads"
 flags=(--target wasm32-unknown-unknown --lib --no-default-features --profile "$profile")
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 # Function names are about a fifth of the module; a shipped build leaves them out (a panic's
-# message still reaches the console).
+# message still reaches the console), a test build keeps them.
 bindgen=(--target web --no-typescript)
-[ "$profile" = dev ] || bindgen+=(--remove-name-section --remove-producers-section)
+case "$profile" in dev | wasm-dev) ;; *) bindgen+=(--remove-name-section --remove-producers-section) ;; esac
 # Writes the glue beside OUT and then moves it in, so a page being served never loads half a
 # build (serve.sh serves while the threaded build is still going).
 bindgen_into() {

@@ -2,7 +2,7 @@
 # The main job: sets up, builds the browser app (the engine for wasm32 + WebGPU, small) and
 # serves www/ on http://127.0.0.1:${PORT:-8080}. Open it and pick a model and images.
 # The test models are served too: http://127.0.0.1:8080/?model=/fixtures/tiny-b/ runs offline.
-#   WASM_PROFILE=dev scripts/serve.sh   reuses the test build (faster to build, larger download)
+#   WASM_PROFILE=wasm-dev scripts/serve.sh   reuses the test build (built already, larger download)
 #
 # The page is served as soon as the WebGPU build (www/pkg: WebGPU, and the CPU on one thread)
 # is there. The threaded CPU build (www/pkg-threads) follows in the background: on a fresh

@@ -108,13 +108,14 @@ cargo fmt --all -- --check
 # a second time per target. What that saves on a fresh clone is in the README.
 export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# The browser tests' engine: both wasm32 builds (dev profile: dependencies are optimised anyway,
-# see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and www/pkg-threads/.
+# The browser tests' engine: both wasm32 builds (the wasm-dev profile: dependencies optimised as
+# `web` has them, no LTO; see Cargo.toml) and their wasm-bindgen glue in www/pkg/ and
+# www/pkg-threads/.
 needs_browser=false
 { ! $quick || [ ${#browser[@]} -gt 0 ]; } && needs_browser=true
 if ! $quick || { $needs_browser && { $rust_changed || [ ! -f www/pkg/captioner_bg.wasm ] || [ ! -f www/pkg-threads/captioner_bg.wasm ]; }; }; then
   step "wasm32 builds, linted"
-  WASM_PROFILE=dev scripts/build-web.sh
+  WASM_PROFILE=wasm-dev scripts/build-web.sh
 fi
 # The native binary the browser tests compare with, and every test target, linted.
 if ! $quick || $rust_changed || { $needs_browser && [ ! -x "$CARGO_TARGET_DIR/debug/captioner" ]; }; then

@@ -1,6 +1,6 @@
 // The engine's wasm modules as linked: what no page test would notice until it is slow.
 //
-// Needs: both wasm builds with their function names (scripts/build-web.sh at WASM_PROFILE=dev,
+// Needs: both wasm builds with their function names (scripts/build-web.sh at WASM_PROFILE=wasm-dev,
 // as scripts/test.sh builds them; a shipped build drops the names).
 
 import { test } from 'node:test';
@@ -63,7 +63,7 @@ for (const pkg of ['pkg', 'pkg-threads']) {
     // (4,892 of cubecl's in the WebGPU build), on every call wasm-bindgen's glue makes. The
     // engine's start function calls them once instead (src/web.rs).
     const names = functionNames(readFileSync(join(repo, 'www', pkg, 'captioner_bg.wasm')));
-    assert.ok(names.length > 1000, `www/${pkg} has no function names: build it with WASM_PROFILE=dev`);
+    assert.ok(names.length > 1000, `www/${pkg} has no function names: build it with WASM_PROFILE=wasm-dev (what test.sh builds)`);
     assert.ok(names.includes('__wasm_call_ctors'), 'the constructors are gathered in __wasm_call_ctors');
     const wrapped = names.filter((n) => n.endsWith('.command_export'));
     assert.deepEqual(wrapped, [], `exports wrapped to run the constructors on every call: ${wrapped.slice(0, 5).join(', ')}`);
