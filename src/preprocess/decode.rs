@@ -28,8 +28,9 @@
 //!   given a table of the 256 greys;
 //! * BMP: an OS/2 2.x header and RLE rows stored top-down, both of which
 //!   Pillow reads, are rewritten into forms the crate reads;
-//! * TIFF: the first page, oriented by its own Orientation tag; ICO: the
-//!   largest icon;
+//! * TIFF: the first page, oriented by its own Orientation tag, a palette
+//!   (8-bit indices) looked up as Pillow does (see [`super::tiff_palette`]);
+//!   ICO: the largest icon;
 //! * orientation: EXIF tag 0x0112 of IFD0, else `tiff:Orientation` in XMP,
 //!   as `Image.getexif` does;
 //! * a JPEG without an EOI marker after its first scan is refused as
@@ -110,10 +111,19 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         return Err(PreprocessError::Truncated { format: name });
     }
     // Variants Pillow reads and the `image` crate refuses, rewritten into ones it reads.
+    // A palette TIFF is decoded as its indices, looked up after.
+    let mut palette = None;
     let (rewritten, flip) = match format {
         ImageFormat::Gif => (gif_with_grey_table(bytes), false),
         ImageFormat::Bmp => match bmp_the_crate_reads(bytes) {
             Some((patched, flip)) => (Some(patched), flip),
+            None => (None, false),
+        },
+        ImageFormat::Tiff => match super::tiff_palette::as_grey(bytes) {
+            Some((patched, colours)) => {
+                palette = Some(colours);
+                (Some(patched), false)
+            }
             None => (None, false),
         },
         _ => (None, false),
@@ -161,6 +171,14 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
             other => decode_err(other),
         })?,
     };
+    if let Some(colours) = &palette {
+        img = super::tiff_palette::apply(img, colours).ok_or(
+            PreprocessError::UnsupportedVariant {
+                format: name,
+                message: "a palette image whose indices are not 8-bit".into(),
+            },
+        )?;
+    }
     if format == ImageFormat::Gif {
         if let (Some(fill), DynamicImage::ImageRgba8(buf)) = (gif_first_frame_fill(bytes), &mut img)
         {

@@ -41,6 +41,7 @@ pub mod config;
 pub mod decode;
 mod jpeg;
 pub mod resize;
+mod tiff_palette;
 
 use image::RgbImage;
 
