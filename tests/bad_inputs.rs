@@ -165,8 +165,9 @@ fn a_model_file_that_is_a_device_is_refused() {
     );
 }
 
-/// A damaged mmproj, cut anywhere, is named in the error (it was "two .gguf files must be a
-/// text model and its mmproj", whatever the damage), and two text models are told apart.
+/// A damaged mmproj, cut anywhere or with sizes no model has, is named in the error (it was
+/// "two .gguf files must be a text model and its mmproj", whatever the damage), and two text
+/// models are told apart.
 #[test]
 fn a_damaged_mmproj_is_named() {
     let pair = fixtures().join("llamacpp-pair");
@@ -187,6 +188,30 @@ fn a_damaged_mmproj_is_named() {
             .to_string();
         assert!(err.contains("mmproj"), "cut at {cut}: {err}");
         assert!(!err.contains("must be a text model"), "cut at {cut}: {err}");
+    }
+    // A size no vision tower has, or none at all, names the mmproj and its GGUF key.
+    for (key, value, says) in [
+        (
+            "clip.vision.embedding_length",
+            u32::MAX,
+            "4294967295 is larger than any model has",
+        ),
+        ("clip.vision.patch_size", 0, "is 0; it must be positive"),
+    ] {
+        let marker = [key.as_bytes(), &4u32.to_le_bytes()].concat();
+        let at = mmproj
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap_or_else(|| panic!("{key} is a u32 in the mmproj"))
+            + marker.len();
+        let mut patched = mmproj.clone();
+        patched[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let err = named(patched).err().expect("refused").to_string();
+        assert!(
+            err.starts_with("mmproj-tiny-b-Q8_0.gguf: ")
+                && err.contains(&format!("{key:?}: {says}")),
+            "{err}"
+        );
     }
     let err = ModelFiles::from_named([
         ("a.gguf".to_string(), text.clone()),

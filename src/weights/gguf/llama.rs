@@ -3,6 +3,7 @@
 
 use super::names::llama_hf_name;
 use super::{Gguf, GgufError, GgufValue, HfTensor, Result};
+use crate::config::limits;
 use crate::weights::StoredTensor;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -22,14 +23,14 @@ impl Gguf {
     /// as Python reads them: `rms_norm_eps` 1e-5 comes out as 9.999999747378752e-06).
     pub fn llama_hf_config(&self) -> Result<Value> {
         self.require_llama()?;
-        let hidden = self.req_u64("llama.embedding_length")?;
-        let heads = self.req_u64("llama.attention.head_count")?;
+        let hidden = self.req_size("llama.embedding_length", limits::WIDTH)?;
+        let heads = self.req_size("llama.attention.head_count", limits::HEADS)?;
         let kv_heads = self
-            .uniform_u64("llama.attention.head_count_kv")?
+            .uniform_size("llama.attention.head_count_kv", limits::HEADS)?
             .unwrap_or(heads);
-        let layers = self.req_u64("llama.block_count")?;
+        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
         let intermediate = self
-            .uniform_u64("llama.feed_forward_length")?
+            .uniform_size("llama.feed_forward_length", limits::WIDTH)?
             .ok_or_else(|| GgufError::MissingKey("llama.feed_forward_length".into()))?;
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(GgufError::BadValue {
@@ -39,15 +40,15 @@ impl Gguf {
         }
         // transformers takes head_dim from the RoPE width (right for Llama, where RoPE covers
         // the whole head); LlamaConfig's default is hidden_size / heads.
-        let head_dim = match self.opt_u64("llama.rope.dimension_count")? {
+        let head_dim = match self.opt_size("llama.rope.dimension_count", limits::HEAD_DIM)? {
             Some(d) => d,
-            None => match self.opt_u64("llama.attention.key_length")? {
+            None => match self.opt_size("llama.attention.key_length", limits::HEAD_DIM)? {
                 Some(d) => d,
                 None => hidden / heads,
             },
         };
         // As transformers: the metadata count, else the number of tokens.
-        let vocab_size = match self.opt_u64("llama.vocab_size")? {
+        let vocab_size = match self.opt_size("llama.vocab_size", limits::VOCAB)? {
             Some(v) => v,
             None => match self
                 .get("tokenizer.ggml.tokens")
@@ -77,7 +78,9 @@ impl Gguf {
         c.insert("rms_norm_eps".into(), json!(eps));
         let theta = self.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0);
         c.insert("rope_theta".into(), json!(theta));
-        let max_pos = self.opt_u64("llama.context_length")?.unwrap_or(2048);
+        let max_pos = self
+            .opt_size("llama.context_length", limits::CONTEXT)?
+            .unwrap_or(2048);
         c.insert("max_position_embeddings".into(), json!(max_pos));
         c.insert("vocab_size".into(), json!(vocab_size));
         c.insert("attention_bias".into(), json!(false));
@@ -116,7 +119,7 @@ impl Gguf {
     /// order; an error listing the tensors that have no Hugging Face Llama counterpart.
     pub fn llama_hf_names(&self) -> Result<Vec<(String, String)>> {
         self.require_llama()?;
-        let layers = self.req_u64("llama.block_count")?;
+        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
         let mut names = Vec::with_capacity(self.tensors.len());
         let mut unknown = Vec::new();
         for t in &self.tensors {
@@ -138,7 +141,7 @@ impl Gguf {
     /// returns it.
     pub fn llama_hf_tensor(&self, bytes: &[u8], gguf_name: &str) -> Result<HfTensor> {
         self.require_llama()?;
-        let layers = self.req_u64("llama.block_count")?;
+        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
         let Some(hf_name) = llama_hf_name(gguf_name, layers) else {
             return Err(GgufError::UnknownTensors {
                 architecture: "llama".into(),
@@ -179,7 +182,7 @@ impl Gguf {
     /// The Hugging Face name of a llama tensor and the head count its rows were permuted by.
     fn llama_name_and_heads(&self, gguf_name: &str) -> Result<(String, Option<usize>)> {
         self.require_llama()?;
-        let layers = self.req_u64("llama.block_count")?;
+        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
         let hf_name =
             llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
                 architecture: "llama".into(),
@@ -191,11 +194,11 @@ impl Gguf {
     /// The head count whose RoPE permutation llama.cpp applied to this tensor's rows, if any.
     fn rope_heads(&self, gguf_name: &str) -> Result<Option<usize>> {
         let heads = if gguf_name.ends_with(".attn_q.weight") {
-            Some(self.req_u64("llama.attention.head_count")?)
+            Some(self.req_size("llama.attention.head_count", limits::HEADS)?)
         } else if gguf_name.ends_with(".attn_k.weight") {
-            match self.uniform_u64("llama.attention.head_count_kv")? {
+            match self.uniform_size("llama.attention.head_count_kv", limits::HEADS)? {
                 Some(kv) => Some(kv),
-                None => Some(self.req_u64("llama.attention.head_count")?),
+                None => Some(self.req_size("llama.attention.head_count", limits::HEADS)?),
             }
         } else {
             None

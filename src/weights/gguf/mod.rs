@@ -39,7 +39,45 @@ pub use llama::{permute_rope_rows, unpermute_rope_rows};
 /// A named tensor in PyTorch layout: `(name, shape, row-major f32 values)`.
 pub type HfTensor = (String, Vec<usize>, Vec<f32>);
 
+/// A size from the metadata no model has (0, or over a bound): refused where it is read, so the
+/// message names the GGUF key and not the `config.json` field it would become (the bounds are that file's,
+/// `config::limits`).
+fn bounded(key: &str, value: u64, max: usize) -> Result<u64> {
+    if value == 0 {
+        return Err(GgufError::BadValue {
+            key: key.to_string(),
+            detail: "is 0; it must be positive".into(),
+        });
+    }
+    if value > max as u64 {
+        return Err(GgufError::BadValue {
+            key: key.to_string(),
+            detail: format!(
+                "{value} is larger than any model has ({max} at most); is the file damaged?"
+            ),
+        });
+    }
+    Ok(value)
+}
+
 impl Gguf {
+    /// A size the model is built from, at most `max`; `None` when the key is absent.
+    pub(crate) fn opt_size(&self, key: &str, max: usize) -> Result<Option<u64>> {
+        self.opt_u64(key)?.map(|v| bounded(key, v, max)).transpose()
+    }
+
+    /// A size the model is built from, at most `max`, that must be there.
+    pub(crate) fn req_size(&self, key: &str, max: usize) -> Result<u64> {
+        bounded(key, self.req_u64(key)?, max)
+    }
+
+    /// A size that may be stored per layer (all equal), at most `max`.
+    pub(crate) fn uniform_size(&self, key: &str, max: usize) -> Result<Option<u64>> {
+        self.uniform_u64(key)?
+            .map(|v| bounded(key, v, max))
+            .transpose()
+    }
+
     /// A tensor dequantized to f32, with its shape in PyTorch order (the reverse of ggml's).
     /// `bytes` must be the buffer the header was parsed from.
     pub fn tensor_f32(&self, bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f32>)> {

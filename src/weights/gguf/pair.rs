@@ -9,6 +9,7 @@
 use super::folder::TextFiles;
 use super::names;
 use super::{Gguf, GgufError, GgufValue};
+use crate::config::limits;
 use crate::error::{Error, Result};
 use crate::files::gguf::GgufFile;
 use crate::files::{Checkpoint, ModelFiles};
@@ -30,11 +31,7 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
         source: Box::new(e.into()),
     };
     let g = &mmproj.header;
-    let req = |key: &str| -> Result<u64> {
-        g.get(key)
-            .and_then(GgufValue::as_u64)
-            .ok_or_else(|| in_mmproj(GgufError::MissingKey(key.into())))
-    };
+    let req = |key: &str, max: usize| g.req_size(key, max).map_err(in_mmproj);
     if g.get("clip.projector_type").and_then(GgufValue::as_str) != Some("idefics3") {
         return Err(Error::Invalid(format!(
             "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type is {})",
@@ -65,8 +62,8 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
     config.insert(
         "scale_factor".into(),
         json!(g
-            .get("clip.vision.projector.scale_factor")
-            .and_then(GgufValue::as_u64)
+            .opt_size("clip.vision.projector.scale_factor", limits::IMAGE_SIDE)
+            .map_err(in_mmproj)?
             .unwrap_or(2)),
     );
     config.insert(
@@ -78,12 +75,12 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
         json!({
             "model_type": "idefics3_vision",
             "hidden_act": "gelu_pytorch_tanh",
-            "hidden_size": req("clip.vision.embedding_length")?,
-            "intermediate_size": req("clip.vision.feed_forward_length")?,
-            "num_hidden_layers": req("clip.vision.block_count")?,
-            "num_attention_heads": req("clip.vision.attention.head_count")?,
-            "image_size": req("clip.vision.image_size")?,
-            "patch_size": req("clip.vision.patch_size")?,
+            "hidden_size": req("clip.vision.embedding_length", limits::WIDTH)?,
+            "intermediate_size": req("clip.vision.feed_forward_length", limits::WIDTH)?,
+            "num_hidden_layers": req("clip.vision.block_count", limits::LAYERS)?,
+            "num_attention_heads": req("clip.vision.attention.head_count", limits::HEADS)?,
+            "image_size": req("clip.vision.image_size", limits::IMAGE_SIDE)?,
+            "patch_size": req("clip.vision.patch_size", limits::IMAGE_SIDE)?,
             "num_channels": 3,
             "layer_norm_eps": eps,
         }),
@@ -109,12 +106,11 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
                     .collect::<Result<Vec<_>>>()
                     .map(Some)
             };
-            let tile = req("clip.vision.image_size")?;
+            let tile = req("clip.vision.image_size", limits::IMAGE_SIDE)?;
             let longest = g
-                .get("clip.vision.preproc_image_size")
-                .and_then(GgufValue::as_u64)
-                // (saturating: a damaged tile size is refused with the config, not here)
-                .unwrap_or(tile.saturating_mul(4));
+                .opt_size("clip.vision.preproc_image_size", limits::IMAGE_SIDE)
+                .map_err(in_mmproj)?
+                .unwrap_or(tile * 4);
             json!({
                 "image_processor_type": "Idefics3ImageProcessor",
                 "do_resize": true,

@@ -776,29 +776,41 @@ fn llama_config() {
     );
 }
 
-/// A size no model has in a GGUF's metadata is an error that names the GGUF's metadata (there
-/// is no `config.json` to blame), before anything is allocated from it; a NaN epsilon is an
-/// error too, where JSON would have made it `null` and the config its default.
+/// A size no model has in a GGUF's metadata is an error that names its GGUF key (not the
+/// `config.json` field it would become: there is no such file), before anything is allocated
+/// from it; a NaN epsilon is an error too, where JSON would have made it `null` and the config
+/// its default.
 #[test]
 fn metadata_no_model_has_is_an_error() {
     let uint32 = 4u32.to_le_bytes();
-    for key in [
-        "llama.block_count",
-        "llama.embedding_length",
-        "llama.context_length",
+    for (key, value, says) in [
+        (
+            "llama.block_count",
+            u32::MAX,
+            "4294967295 is larger than any model has (1024 at most)",
+        ),
+        (
+            "llama.embedding_length",
+            u32::MAX,
+            "4294967295 is larger than any model has",
+        ),
+        (
+            "llama.context_length",
+            u32::MAX,
+            "4294967295 is larger than any model has",
+        ),
+        ("llama.block_count", 0, "is 0; it must be positive"),
+        ("llama.attention.head_count", 0, "is 0; it must be positive"),
     ] {
         let mut bytes = tiny_llama(true);
         let marker = [key.as_bytes(), &uint32].concat();
-        patch_after(&mut bytes, &marker, &u32::MAX.to_le_bytes());
-        let files =
-            folder::text_model_files(GgufFile::parse(bytes).expect("parse")).expect("files");
-        let err = crate::Engine::load(files, &burn_tensor::Device::flex())
+        patch_after(&mut bytes, &marker, &value.to_le_bytes());
+        let err = folder::text_model_files(GgufFile::parse(bytes).expect("parse"))
             .err()
-            .expect("loads")
+            .expect("refused")
             .to_string();
         assert!(
-            err.contains("the GGUF's metadata (read as a config.json): ")
-                && err.contains(": 4294967295 is larger than any model has"),
+            err.contains(&format!("metadata key {key:?}: {says}")),
             "{key}: {err}"
         );
     }
