@@ -16,6 +16,7 @@
 //! ```
 
 pub mod bench;
+pub mod buffers;
 pub mod caption_run;
 pub mod config;
 pub mod convert;

@@ -12,7 +12,7 @@ use super::{Pair, PairWriter};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::weights::safetensors::RawDtype;
-use crate::weights::Precision;
+use crate::weights::{not_enough_memory, Precision};
 use safetensors::tensor::Metadata;
 
 /// A header larger than this is refused (published models' are tens of KB; safetensors' own
@@ -118,13 +118,22 @@ impl PackStream {
                     } else {
                         if held.is_empty() {
                             // Sized by the plan's shape, which the header matched.
-                            held.reserve_exact(t.len);
+                            held.try_reserve_exact(t.len).map_err(|_| {
+                                Error::Weights(format!(
+                                    "not enough memory to hold {} ({} MiB) as it downloads",
+                                    t.name,
+                                    t.len >> 20
+                                ))
+                            })?;
                         }
                         held.extend_from_slice(piece);
                         self.peak_held = self.peak_held.max(held.len());
                         (held.len() == t.len).then(|| t.dtype.widen(&std::mem::take(held)))
                     };
                     if let Some(values) = whole {
+                        let values = values.ok_or_else(|| {
+                            not_enough_memory(&t.name, &self.writer.planned()[index].shape)
+                        })?;
                         (*next, *have) = (*next + 1, 0);
                         self.writer.put(index, values)?;
                     }

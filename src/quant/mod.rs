@@ -263,10 +263,22 @@ impl BlockMatrix {
     /// The whole matrix as f32 (one layer at a time; never the whole model).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
+        self.dequantize_into(&mut out);
+        out
+    }
+
+    /// [`BlockMatrix::dequantize`], or `None` when there is not the memory for it.
+    pub fn try_dequantize(&self) -> Option<Vec<f32>> {
+        let mut out = crate::buffers::f32_buffer(self.rows * self.cols)?;
+        out.resize(self.rows * self.cols, 0.0);
+        self.dequantize_into(&mut out);
+        Some(out)
+    }
+
+    fn dequantize_into(&self, out: &mut [f32]) {
         for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
             self.dequantize_row(r, row);
         }
-        out
     }
 
     /// `x · Wᵀ` for `x` `[m, cols]` (row-major): `[m, rows]`, read straight from the blocks.

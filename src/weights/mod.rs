@@ -87,14 +87,42 @@ impl StoredTensor {
         }
     }
 
-    /// The values as f32.
-    pub fn into_host(self) -> HostTensor {
+    /// The values as f32; `None` when there is not the memory to widen or unpack them (a
+    /// tensor already held as f32 always comes back).
+    pub fn try_into_host(self) -> Option<HostTensor> {
         match self {
-            StoredTensor::Float(t) | StoredTensor::Dequantized(t) => t,
-            StoredTensor::Blocks(b) => HostTensor::new(vec![b.rows(), b.cols()], b.dequantize()),
-            StoredTensor::Raw(r) => r.into_host(),
+            StoredTensor::Float(t) | StoredTensor::Dequantized(t) => Some(t),
+            StoredTensor::Blocks(b) => {
+                let values = b.try_dequantize()?;
+                Some(HostTensor::new(vec![b.rows(), b.cols()], values))
+            }
+            StoredTensor::Raw(r) => r.try_into_host(),
         }
     }
+
+    /// The values as f32, for a tensor that is f32 already or small: anything sized by a file
+    /// goes through [`StoredTensor::try_into_host`] (the [`Loader`] does).
+    pub fn into_host(self) -> HostTensor {
+        let shape = self.shape();
+        self.try_into_host()
+            .unwrap_or_else(|| std::alloc::handle_alloc_error(f32_layout(&shape)))
+    }
+}
+
+/// The memory `shape`'s values take as f32, for the allocator's error.
+fn f32_layout(shape: &[usize]) -> std::alloc::Layout {
+    let len = shape.iter().product::<usize>();
+    std::alloc::Layout::array::<f32>(len).unwrap_or(std::alloc::Layout::new::<f32>())
+}
+
+/// The error for a tensor there is not the memory to hold as f32.
+pub(crate) fn not_enough_memory(name: &str, shape: &[usize]) -> Error {
+    let bytes = shape.iter().product::<usize>() as u64 * 4;
+    Error::Weights(format!(
+        "not enough memory to hold {name} as f32 ({} MiB): the model is too large for this \
+         machine, or for a browser tab (4 GiB at most); try a quantized precision or a smaller model",
+        bytes.div_ceil(1 << 20)
+    ))
 }
 
 /// All tensors of a checkpoint, by name.
@@ -181,6 +209,8 @@ pub struct Loader<'a> {
     precision: Precision,
     missing: Vec<String>,
     misshaped: Vec<String>,
+    /// The first tensor there was not the memory to hold as f32.
+    no_memory: Option<Error>,
 }
 
 impl<'a> Loader<'a> {
@@ -196,6 +226,7 @@ impl<'a> Loader<'a> {
             precision,
             missing: Vec::new(),
             misshaped: Vec::new(),
+            no_memory: None,
         }
     }
 
@@ -231,7 +262,22 @@ impl<'a> Loader<'a> {
 
     /// The host tensor `name` as f32, which must have `shape`.
     pub fn host(&mut self, name: &str, shape: &[usize]) -> HostTensor {
-        self.stored(name, shape).into_host()
+        let stored = self.stored(name, shape);
+        self.widened(name, stored)
+    }
+
+    /// `stored` as f32; a placeholder (after noting the problem) when the memory is not there.
+    fn widened(&mut self, name: &str, stored: StoredTensor) -> HostTensor {
+        let shape = stored.shape();
+        match stored.try_into_host() {
+            Some(host) => host,
+            None => {
+                if self.no_memory.is_none() {
+                    self.no_memory = Some(not_enough_memory(name, &shape));
+                }
+                placeholder(&shape)
+            }
+        }
     }
 
     pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
@@ -246,7 +292,7 @@ impl<'a> Loader<'a> {
         match (stored, target) {
             (StoredTensor::Blocks(b), Some(ty)) if b.ty() == ty => StoredTensor::Blocks(b),
             (stored, Some(ty)) if BlockMatrix::fits(cols) => {
-                let host = stored.into_host();
+                let host = self.widened(name, stored);
                 // A placeholder is never computed with; keep it as it is.
                 if host.data.len() != rows * cols {
                     return StoredTensor::Float(host);
@@ -256,7 +302,7 @@ impl<'a> Loader<'a> {
                     Err(_) => StoredTensor::Float(host),
                 }
             }
-            (stored, _) => StoredTensor::Float(stored.into_host()),
+            (stored, _) => StoredTensor::Float(self.widened(name, stored)),
         }
     }
 
@@ -264,13 +310,16 @@ impl<'a> Loader<'a> {
     /// f32 holding the values of the form [`Precision`] picks for it: a file stores it packed,
     /// and quantizing on load gives the very numbers such a file would.
     pub fn table(&mut self, name: &str, [rows, cols]: [usize; 2]) -> Tensor<2> {
-        self.matrix(name, rows, cols)
-            .into_host()
-            .to_device(self.device)
+        let stored = self.matrix(name, rows, cols);
+        self.widened(name, stored).to_device(self.device)
     }
 
     /// Succeeds only when every tensor asked for was there with its shape and none is left over.
     pub fn finish(self) -> Result<()> {
+        // Out of memory says all there is to say: the other lists would only be its echoes.
+        if let Some(e) = self.no_memory {
+            return Err(e);
+        }
         let extra: Vec<&str> = self.weights.names().collect();
         let mut problems = Vec::new();
         if !self.missing.is_empty() {

@@ -1,7 +1,8 @@
 //! Hugging Face safetensors from an in-memory buffer (the browser has no filesystem).
 //! bf16, f16 and f32 tensors are widened to f32 on load.
 
-use super::{HostTensor, StoredTensor, WeightSet};
+use super::{not_enough_memory, HostTensor, StoredTensor, WeightSet};
+use crate::buffers::f32_buffer;
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::fmt;
@@ -28,22 +29,29 @@ impl RawDtype {
         }
     }
 
-    /// The little-endian values of `raw` as f32 (exact for all three).
-    pub fn widen(self, raw: &[u8]) -> Vec<f32> {
+    /// The little-endian values of `raw` as f32 (exact for all three); `None` when there is
+    /// not the memory for them (see [`crate::buffers`]).
+    pub fn widen(self, raw: &[u8]) -> Option<Vec<f32>> {
+        let width = match self {
+            RawDtype::F32 => 4,
+            RawDtype::BF16 | RawDtype::F16 => 2,
+        };
+        let mut out = f32_buffer(raw.len() / width)?;
         match self {
-            RawDtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            RawDtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            RawDtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            RawDtype::F32 => out.extend(
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            RawDtype::BF16 => out.extend(
+                raw.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            RawDtype::F16 => out.extend(
+                raw.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
         }
+        Some(out)
     }
 }
 
@@ -58,11 +66,12 @@ pub struct RawTensor {
 }
 
 impl RawTensor {
-    pub fn into_host(self) -> HostTensor {
+    /// The values widened to f32; `None` when there is not the memory for them.
+    pub fn try_into_host(self) -> Option<HostTensor> {
         let data = self
             .dtype
-            .widen(&self.file[self.start..self.start + self.len]);
-        HostTensor::new(self.shape, data)
+            .widen(&self.file[self.start..self.start + self.len])?;
+        Some(HostTensor::new(self.shape, data))
     }
 }
 
@@ -88,7 +97,9 @@ impl WeightSet {
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
         for (name, view) in file.tensors() {
-            let data = RawDtype::of(&name, view.dtype())?.widen(view.data());
+            let data = RawDtype::of(&name, view.dtype())?
+                .widen(view.data())
+                .ok_or_else(|| not_enough_memory(&name, view.shape()))?;
             self.insert(name, HostTensor::new(view.shape().to_vec(), data));
         }
         Ok(())
@@ -169,6 +180,61 @@ mod tests {
         assert!(matches!(stored, StoredTensor::Raw(_)));
         assert_eq!(stored.shape(), vec![2, 2]);
         assert_eq!(stored.into_host().data, vals);
+    }
+
+    /// A tensor there is not the memory to widen or unpack is an error that names it, from the
+    /// loader as from an up-front read: never an abort (a killed tab, in the browser).
+    #[test]
+    fn a_tensor_there_is_no_memory_for_is_an_error_not_an_abort() {
+        use crate::buffers::budget;
+        use crate::quant::{BlockMatrix, QuantType};
+        use crate::weights::{Loader, Precision};
+        let vals: Vec<f32> = (0..64).map(|i| i as f32 / 8.0).collect();
+        let bf: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bytes = file(Dtype::BF16, &bf, vec![2, 32]);
+        let device = burn_tensor::Device::flex();
+        let load = |limit: usize| {
+            let mut set = WeightSet::new();
+            set.read_safetensors_shared(Arc::new(bytes.clone()))
+                .unwrap();
+            let blocks = BlockMatrix::quantize(QuantType::Q8_0, 2, 32, &vals).unwrap();
+            set.insert_stored("packed".into(), StoredTensor::Blocks(blocks));
+            let _less = budget::limit(limit);
+            let mut loader = Loader::with_precision(set, &device, Precision::F32);
+            let raw = loader.host("w", &[2, 32]);
+            let packed = loader.matrix("packed", 2, 32);
+            (raw, packed, loader.finish())
+        };
+        let (raw, packed, done) = load(64);
+        assert_eq!(raw.data.len(), 64);
+        assert!(matches!(packed, StoredTensor::Float(t) if t.data.len() == 64));
+        done.expect("room for 64 f32s each");
+        let (_, _, done) = load(63);
+        let err = done.expect_err("no room").to_string();
+        assert!(err.contains("not enough memory to hold w as f32"), "{err}");
+        // Packed blocks to unpack, alone.
+        let mut set = WeightSet::new();
+        let blocks = BlockMatrix::quantize(QuantType::Q8_0, 2, 32, &vals).unwrap();
+        set.insert_stored("packed".into(), StoredTensor::Blocks(blocks));
+        let _less = budget::limit(63);
+        let mut loader = Loader::with_precision(set, &device, Precision::F32);
+        let _ = loader.matrix("packed", 2, 32);
+        let err = loader.finish().expect_err("no room").to_string();
+        assert!(
+            err.contains("not enough memory to hold packed as f32"),
+            "{err}"
+        );
+        // Read up front.
+        let err = WeightSet::from_safetensors(&bytes)
+            .expect_err("no room")
+            .to_string();
+        assert!(
+            err.contains("not enough memory to hold w as f32 (1 MiB)"),
+            "{err}"
+        );
     }
 
     #[test]
