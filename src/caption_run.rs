@@ -248,6 +248,7 @@ impl CaptionRun {
                         reason(&e)
                     )),
                     Some(Ok(pixels)) => {
+                        drop(bytes);
                         job.decoded_by_browser(path);
                         engine
                             .preprocess_pixels(&pixels, longest_edge)

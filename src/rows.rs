@@ -357,6 +357,8 @@ pub fn plan(line: Line, options: &RowOptions) -> Plan {
             browser_decoded: Vec::new(),
         }),
         Err(message) => {
+            // (As `Job::finish` does: no image of this row was decoded by anything.)
+            row.remove(DECODED_BY_BROWSER);
             row.set(&options.caption_key, &Value::Null);
             row.set(&options.error_key, &Value::String(message.clone()));
             Plan::Done {
@@ -477,6 +479,29 @@ mod tests {
 
     fn row(text: &str) -> Line {
         Line::parse(text, 3)
+    }
+
+    #[test]
+    fn decoded_by_browser_says_what_this_run_did_and_nothing_stale() {
+        let o = RowOptions {
+            overwrite: true,
+            ..opts()
+        };
+        let stale = r#"{"image": ["a.avif"], "caption": "old", "decoded_by_browser": ["a.avif"]}"#;
+        let mut fresh = job(plan(row(stale), &o));
+        fresh.decoded_by_browser("a.avif");
+        assert_eq!(
+            fresh.finish(Ok("new"), &o),
+            r#"{"image":["a.avif"],"caption":"new","decoded_by_browser":["a.avif"]}"#
+        );
+        let no_image = r#"{"image": [], "decoded_by_browser": ["a.avif"]}"#;
+        for out in [
+            job(plan(row(stale), &o)).finish(Ok("new"), &o),
+            job(plan(row(stale), &o)).finish(Err("image 'a.avif' not found"), &o),
+            done(plan(row(no_image), &o)).0,
+        ] {
+            assert!(!out.contains(DECODED_BY_BROWSER), "{out}");
+        }
     }
 
     fn done(plan: Plan) -> (String, Outcome, Option<String>) {

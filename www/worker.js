@@ -155,13 +155,13 @@ const MAX_SIDE = 16384;
 /**
  * The browser's decoders, for an image in a format the engine does not read (AVIF; HEIC in
  * Safari): `{width, height, rgba}`, RGBA samples with alpha not premultiplied, turned as the
- * file's orientation says and without colour management, as the engine decodes (Pillow's way).
+ * file's orientation says (the default) and without colour management, as the engine decodes (Pillow's way).
  * The row it goes into says the browser decoded it.
  */
 async function decodeInBrowser(bytes) {
   // (Its error, when it cannot, goes to the row: "The source image could not be decoded.")
+  // (Orientation from the file is the default; some browsers refuse the option's name.)
   const bitmap = await createImageBitmap(new Blob([bytes]), {
-    imageOrientation: 'from-image',
     premultiplyAlpha: 'none',
     colorSpaceConversion: 'none',
   });

@@ -269,6 +269,11 @@ impl<'a> Loader<'a> {
     /// `stored` as f32; a placeholder (after noting the problem) when the memory is not there.
     fn widened(&mut self, name: &str, stored: StoredTensor) -> HostTensor {
         let shape = stored.shape();
+        // Once a load is known to fail, it holds no more than it has: what still fits would
+        // only leave less for the allocations that cannot fail gracefully.
+        if self.no_memory.is_some() {
+            return placeholder(&shape);
+        }
         match stored.try_into_host() {
             Some(host) => host,
             None => {

@@ -203,7 +203,7 @@ test('a picture the engine does not read (AVIF) is captioned from the pixels the
   for (const name of avifs) {
     decoded[name] = await page.evaluate(async (bytes) => {
       const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)]), {
-        imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none',
+        premultiplyAlpha: 'none', colorSpaceConversion: 'none',
       });
       const context = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d');
       context.drawImage(bitmap, 0, 0);
