@@ -12,25 +12,14 @@ use image::RgbImage;
 use std::future::Future;
 use web_time::Instant;
 
-/// Whether the engine refused an image for its format (see [`PreprocessError::is_unsupported`]).
-fn unsupported(error: &Error) -> bool {
+/// The engine's refusal of an image for its format, when that is what `error` is (see
+/// [`PreprocessError::is_unsupported`]).
+fn format_refusal(error: &Error) -> Option<&PreprocessError> {
     match error {
         Error::Image(cause) => cause
             .downcast_ref::<PreprocessError>()
-            .is_some_and(PreprocessError::is_unsupported),
-        _ => false,
-    }
-}
-
-/// Whether the engine knew the image's format (it refused a format or a variant it leaves out,
-/// rather than bytes that are no image it knows).
-fn recognised(error: &Error) -> bool {
-    match error {
-        Error::Image(cause) => !matches!(
-            cause.downcast_ref::<PreprocessError>(),
-            Some(PreprocessError::UnknownFormat)
-        ),
-        _ => true,
+            .filter(|e| e.is_unsupported()),
+        _ => None,
     }
 }
 
@@ -238,24 +227,31 @@ impl CaptionRun {
             let bytes = source.read(path).await?;
             let longest_edge = self.request.longest_edge;
             let image = match engine.preprocess(&bytes, longest_edge) {
-                Err(e) if unsupported(&e) => match source.decode_unsupported(&bytes).await {
+                Ok(image) => Ok(image),
+                // Refused for its format: another decoder may read it. (`unknown`: bytes the
+                // engine takes for no image at all.)
+                Err(e) => match format_refusal(&e)
+                    .map(|r| matches!(r, PreprocessError::UnknownFormat))
+                {
                     None => Err(reason(&e)),
-                    // Bytes neither takes for an image: the engine's word is enough, and the
-                    // same as the command line's.
-                    Some(Err(_)) if !recognised(&e) => Err(reason(&e)),
-                    Some(Err(why)) => Err(format!(
-                        "{}; the browser could not decode it either: {why}",
-                        reason(&e)
-                    )),
-                    Some(Ok(pixels)) => {
-                        drop(bytes);
-                        job.decoded_by_browser(path);
-                        engine
-                            .preprocess_pixels(&pixels, longest_edge)
-                            .map_err(|e| format!("the browser decoded it, but {}", reason(&e)))
-                    }
+                    Some(unknown) => match source.decode_unsupported(&bytes).await {
+                        None => Err(reason(&e)),
+                        // Bytes neither takes for an image: the engine's word is enough, and
+                        // the same as the command line's.
+                        Some(Err(_)) if unknown => Err(reason(&e)),
+                        Some(Err(why)) => Err(format!(
+                            "{}; the browser could not decode it either: {why}",
+                            reason(&e)
+                        )),
+                        Some(Ok(pixels)) => {
+                            drop(bytes);
+                            job.decoded_by_browser(path);
+                            engine
+                                .preprocess_pixels(&pixels, longest_edge)
+                                .map_err(|e| format!("the browser decoded it, but {}", reason(&e)))
+                        }
+                    },
                 },
-                other => other.map_err(|e| reason(&e)),
             };
             // The row's error names the path instead of the generic "image: ".
             let image = image.map_err(|reason| format!("image '{path}': {reason}"))?;

@@ -119,11 +119,7 @@ impl PackStream {
                         if held.is_empty() {
                             // Sized by the plan's shape, which the header matched.
                             held.try_reserve_exact(t.len).map_err(|_| {
-                                Error::Weights(format!(
-                                    "not enough memory to hold {} ({} MiB) as it downloads",
-                                    t.name,
-                                    t.len >> 20
-                                ))
+                                not_enough_memory(&t.name, &self.writer.planned()[index].shape)
                             })?;
                         }
                         held.extend_from_slice(piece);

@@ -111,22 +111,19 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         return Err(PreprocessError::Truncated { format: name });
     }
     // Variants Pillow reads and the `image` crate refuses, rewritten into ones it reads.
-    // A palette TIFF is decoded as its indices, looked up after.
-    let mut palette = None;
-    let (rewritten, flip) = match format {
-        ImageFormat::Gif => (gif_with_grey_table(bytes), false),
+    // (And whether the decoded image is then flipped, or, for a palette TIFF decoded as its
+    // indices, the colours they are looked up in.)
+    let (rewritten, flip, palette) = match format {
+        ImageFormat::Gif => (gif_with_grey_table(bytes), false, None),
         ImageFormat::Bmp => match bmp_the_crate_reads(bytes) {
-            Some((patched, flip)) => (Some(patched), flip),
-            None => (None, false),
+            Some((patched, flip)) => (Some(patched), flip, None),
+            None => (None, false, None),
         },
         ImageFormat::Tiff => match super::tiff_palette::as_grey(bytes) {
-            Some((patched, colours)) => {
-                palette = Some(colours);
-                (Some(patched), false)
-            }
-            None => (None, false),
+            Some((patched, colours)) => (Some(patched), false, Some(colours)),
+            None => (None, false, None),
         },
-        _ => (None, false),
+        _ => (None, false, None),
     };
     let bytes = rewritten.as_deref().unwrap_or(bytes);
 

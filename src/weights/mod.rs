@@ -209,7 +209,7 @@ pub struct Loader<'a> {
     precision: Precision,
     missing: Vec<String>,
     misshaped: Vec<String>,
-    /// The first tensor there was not the memory to hold as f32.
+    /// The tensor there was not the memory to hold as f32 (the first: nothing is widened after).
     no_memory: Option<Error>,
 }
 
@@ -277,9 +277,7 @@ impl<'a> Loader<'a> {
         match stored.try_into_host() {
             Some(host) => host,
             None => {
-                if self.no_memory.is_none() {
-                    self.no_memory = Some(not_enough_memory(name, &shape));
-                }
+                self.no_memory = Some(not_enough_memory(name, &shape));
                 placeholder(&shape)
             }
         }

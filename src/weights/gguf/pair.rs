@@ -20,22 +20,26 @@ use serde_json::{json, Map, Value};
 pub const KEY_PROCESSOR: &str = "captioner.processor_config";
 pub const KEY_GENERATION: &str = "captioner.generation_config";
 
+/// What the mmproj's own metadata or tensors get wrong, said to be the mmproj's.
+fn in_mmproj(e: impl Into<Error>) -> Error {
+    Error::InFile {
+        file: "the mmproj".into(),
+        source: Box::new(e.into()),
+    }
+}
+
 /// The model a GGUF pair holds, as [`ModelFiles`]: the text file's config and tokenizer, the
 /// vision config from the mmproj, and the image processor from `captioner.processor_config`
 /// (or, for a llama.cpp file, from its `clip.vision.*` keys with Idefics3's defaults).
 pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
     let parts = text.header.text_files()?;
-    // What the mmproj's own metadata gets wrong is said to be the mmproj's.
-    let in_mmproj = |e: GgufError| Error::InFile {
-        file: "the mmproj".into(),
-        source: Box::new(e.into()),
-    };
     let g = &mmproj.header;
     let req = |key: &str, max: usize| g.req_size(key, max).map_err(in_mmproj);
-    if g.get("clip.projector_type").and_then(GgufValue::as_str) != Some("idefics3") {
+    let projector = g.get("clip.projector_type").and_then(GgufValue::as_str);
+    if projector != Some("idefics3") {
         return Err(Error::Invalid(format!(
             "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type is {})",
-            match g.get("clip.projector_type").and_then(GgufValue::as_str) {
+            match projector {
                 Some(kind) => format!("{kind:?}"),
                 None => "missing".into(),
             }
@@ -153,14 +157,10 @@ pub fn read_pair_weights(text: &GgufFile, mmproj: &GgufFile, set: &mut WeightSet
         set.insert_stored(name, stored);
     }
     let g = &mmproj.header;
-    let in_mmproj = |e: Error| Error::InFile {
-        file: "the mmproj".into(),
-        source: Box::new(e),
-    };
     for (gguf_name, hf_name) in vision_names(g).map_err(in_mmproj)? {
         let stored = g
             .stored_in(&mmproj.bytes, &gguf_name, None)
-            .map_err(|e| in_mmproj(e.into()))?;
+            .map_err(in_mmproj)?;
         set.insert_stored(hf_name, stored);
     }
     Ok(())
