@@ -16,6 +16,16 @@ pub fn f32_buffer(len: usize) -> Option<Vec<f32>> {
     Some(buffer)
 }
 
+/// What a user is told when `name`'s values, `shape`, do not fit in memory as f32.
+pub fn no_memory_message(name: &str, shape: &[usize]) -> String {
+    let bytes = shape.iter().fold(4u64, |n, &d| n.saturating_mul(d as u64));
+    format!(
+        "not enough memory to hold {name} as f32 ({} MiB): the model is too large for this \
+         machine, or for a browser tab (4 GiB at most); try a quantized precision or a smaller model",
+        bytes.div_ceil(1 << 20)
+    )
+}
+
 /// For tests: the most f32s one buffer may hold on this thread, to exercise the failure path
 /// without exhausting the machine.
 #[cfg(test)]

@@ -397,7 +397,7 @@ impl PairWriter {
             _ => None,
         };
         let values = match heads {
-            Some(n) => permute_rope_rows(&values, t.shape[0], n),
+            Some(n) => permute_rope_rows(values, t.shape[0], n),
             None => values,
         };
         // Packed with the same quantizers as quantizing on load, so both give the same blocks.

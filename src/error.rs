@@ -22,6 +22,10 @@ pub enum Error {
     #[error("weights do not match the config: {0}")]
     Weights(String),
 
+    /// Not the memory to hold a model's tensor: the model is too large for the machine or tab.
+    #[error("{0}")]
+    NoMemory(String),
+
     /// A safetensors buffer could not be parsed.
     #[error("safetensors: {0}")]
     Safetensors(String),

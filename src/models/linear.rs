@@ -7,7 +7,7 @@
 
 use super::bands;
 use crate::quant::BlockMatrix;
-use crate::weights::{HostTensor, Loader, StoredTensor};
+use crate::weights::{transpose, HostTensor, Loader, StoredTensor};
 use burn_tensor::{Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 
@@ -38,12 +38,13 @@ impl Weight {
     pub fn load(l: &mut Loader, name: &str, d_out: usize, d_in: usize) -> Self {
         match l.matrix(name, d_out, d_in) {
             StoredTensor::Blocks(b) => Weight::packed(b, l.device()),
-            other => Weight::dense(other.into_host(), l.device()),
+            other => Weight::dense_loaded(l, name, &other.into_host()),
         }
     }
 
-    /// From a PyTorch-layout `[out, in]` host tensor.
-    pub fn dense(host: HostTensor, device: &Device) -> Self {
+    /// From a PyTorch-layout `[out, in]` host tensor; `None` when there is not the memory to
+    /// transpose it.
+    pub fn dense(host: &HostTensor, device: &Device) -> Option<Self> {
         let limit = if is_cpu(device) {
             usize::MAX
         } else {
@@ -52,25 +53,30 @@ impl Weight {
         Self::dense_split(host, device, limit)
     }
 
+    /// [`Weight::dense`] for the loader's tensor `name`: when there is not the memory, the
+    /// loader notes it (its `finish` says so) and a placeholder stands in.
+    pub fn dense_loaded(l: &mut Loader, name: &str, host: &HostTensor) -> Self {
+        Weight::dense(host, l.device()).unwrap_or_else(|| {
+            let placeholder = l.no_memory_for(name, &host.shape);
+            Weight::Dense(vec![placeholder.to_device(l.device())])
+        })
+    }
+
     /// [`Weight::dense`] with the `[in, out]` matrix cut into column blocks of at most
     /// `max_bytes` each.
-    pub fn dense_split(host: HostTensor, device: &Device, max_bytes: usize) -> Self {
+    pub fn dense_split(host: &HostTensor, device: &Device, max_bytes: usize) -> Option<Self> {
         let (rows, cols) = (host.shape[0], host.shape[1]);
         let per_block = (max_bytes / (4 * cols.max(1))).max(1);
         if per_block >= rows {
-            return Weight::Dense(vec![host.transposed().to_device(device)]);
+            return Some(Weight::Dense(vec![host.transposed()?.to_device(device)]));
         }
         // Rows of `[out, in]` are the columns of `[in, out]`: each block is a run of them.
         let blocks = host
             .data
             .chunks(per_block * cols)
-            .map(|chunk| {
-                HostTensor::new(vec![chunk.len() / cols, cols], chunk.to_vec())
-                    .transposed()
-                    .to_device(device)
-            })
-            .collect();
-        Weight::Dense(blocks)
+            .map(|chunk| Some(transpose(chunk, chunk.len() / cols, cols)?.to_device(device)))
+            .collect::<Option<_>>()?;
+        Some(Weight::Dense(blocks))
     }
 
     pub fn packed(blocks: BlockMatrix, device: &Device) -> Self {
@@ -254,12 +260,16 @@ impl Embedding {
                     (false, true) => (Embedding::Host(Arc::new(host)), None),
                     // The head is split over bindings; the rows stay on the host.
                     (true, true) => {
-                        let head = Weight::dense(host.clone(), &device);
+                        let head = Weight::dense_loaded(l, name, &host);
                         (Embedding::Host(Arc::new(host)), Some(head))
                     }
                     // One binding holds it: the head's `[dim, vocab]` tensor is the table too.
                     (true, false) => {
-                        let head = host.transposed().to_device(&device);
+                        let head = match host.transposed() {
+                            Some(head) => head,
+                            None => l.no_memory_for(name, &host.shape),
+                        };
+                        let head = head.to_device(&device);
                         (
                             Embedding::Columns(head.clone()),
                             Some(Weight::Dense(vec![head])),
@@ -308,6 +318,7 @@ fn id_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
 mod tests {
     use super::*;
     use crate::quant::QuantType;
+    use crate::weights::Precision;
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         a.iter()
@@ -316,17 +327,46 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// An f32 weight is transposed at load beside its own copy: when that memory is not there,
+    /// the load is an error naming the weight, not an abort (a tied head's table included).
+    #[test]
+    fn a_weight_there_is_no_memory_to_transpose_fails_the_load_by_name() {
+        let device = Device::flex();
+        let (out, inp) = (10, 6);
+        for table in [false, true] {
+            let mut w = crate::weights::WeightSet::new();
+            w.insert(
+                "w".into(),
+                HostTensor::new(vec![out, inp], vec![0.5; out * inp]),
+            );
+            let mut l = Loader::with_precision(w, &device, Precision::F32);
+            let less = crate::buffers::budget::limit(out * inp - 1);
+            if table {
+                let _ = Embedding::load(&mut l, "w", out, inp, true);
+            } else {
+                let _ = Weight::load(&mut l, "w", out, inp);
+            }
+            drop(less);
+            let err = l.finish().unwrap_err().to_string();
+            assert!(
+                err.starts_with("not enough memory to hold w as f32"),
+                "table {table}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn split_dense_weight_matches_one_block() {
         let device = Device::flex();
         let (out, inp) = (10, 6);
         let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.37).sin()).collect();
         let whole = Linear::new(
-            Weight::dense(HostTensor::new(vec![out, inp], w.clone()), &device),
+            Weight::dense(&HostTensor::new(vec![out, inp], w.clone()), &device).unwrap(),
             None,
         );
         // Blocks of 3 output columns (3 * 6 * 4 bytes), the last one of 1.
-        let split = Weight::dense_split(HostTensor::new(vec![out, inp], w), &device, 3 * inp * 4);
+        let split =
+            Weight::dense_split(&HostTensor::new(vec![out, inp], w), &device, 3 * inp * 4).unwrap();
         assert!(matches!(&split, Weight::Dense(blocks) if blocks.len() == 4));
         let split = Linear::new(split, None);
         let x = Tensor::<3>::from_data(
@@ -355,9 +395,10 @@ mod tests {
         let blocks = BlockMatrix::quantize(QuantType::Q4_0, out, inp, &w).unwrap();
         let dense = Linear::new(
             Weight::dense(
-                HostTensor::new(vec![out, inp], blocks.dequantize()),
+                &HostTensor::new(vec![out, inp], blocks.dequantize()),
                 &device,
-            ),
+            )
+            .unwrap(),
             None,
         );
         let packed = Linear::new(Weight::packed(blocks, &device), None);
@@ -393,7 +434,7 @@ mod tests {
             .collect();
         let x = Tensor::<2>::from_data(TensorData::new(x, [m, inp]), &device);
         for weight in [
-            Weight::dense(HostTensor::new(vec![out, inp], w.clone()), &device),
+            Weight::dense(&HostTensor::new(vec![out, inp], w.clone()), &device).unwrap(),
             Weight::packed(blocks, &device),
         ] {
             let whole: Vec<f32> = weight

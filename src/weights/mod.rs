@@ -16,6 +16,7 @@ pub mod safetensors;
 
 pub use precision::{mixed_type, Precision};
 
+use crate::buffers::f32_buffer;
 use crate::error::{Error, Result};
 pub use crate::files::Checkpoint;
 use crate::quant::BlockMatrix;
@@ -47,21 +48,29 @@ impl HostTensor {
         }
     }
 
-    /// The transpose of a 2-D tensor: `[out, in]` (PyTorch's Linear) to `[in, out]` (burn's).
-    pub fn transposed(&self) -> HostTensor {
-        let (rows, cols) = (self.shape[0], self.shape[1]);
-        let mut out = vec![0.0; self.data.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                out[c * rows + r] = self.data[r * cols + c];
-            }
-        }
-        HostTensor::new(vec![cols, rows], out)
+    /// The transpose of a 2-D tensor: `[out, in]` (PyTorch's Linear) to `[in, out]` (burn's);
+    /// `None` when there is not the memory for it.
+    pub fn transposed(&self) -> Option<HostTensor> {
+        transpose(&self.data, self.shape[0], self.shape[1])
     }
 
     pub fn to_device<const D: usize>(self, device: &Device) -> Tensor<D> {
         Tensor::from_data(TensorData::new(self.data, self.shape), device)
     }
+}
+
+/// `[rows, cols]` values, row-major, as a `[cols, rows]` tensor; `None` when there is not the
+/// memory for it (a weight is transposed beside its own copy, at load).
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Option<HostTensor> {
+    debug_assert_eq!(data.len(), rows * cols);
+    let mut out = f32_buffer(data.len())?;
+    out.resize(data.len(), 0.0);
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    Some(HostTensor::new(vec![cols, rows], out))
 }
 
 /// A tensor as a checkpoint holds it.
@@ -117,12 +126,7 @@ fn f32_layout(shape: &[usize]) -> std::alloc::Layout {
 
 /// The error for a tensor there is not the memory to hold as f32.
 pub(crate) fn not_enough_memory(name: &str, shape: &[usize]) -> Error {
-    let bytes = shape.iter().product::<usize>() as u64 * 4;
-    Error::Weights(format!(
-        "not enough memory to hold {name} as f32 ({} MiB): the model is too large for this \
-         machine, or for a browser tab (4 GiB at most); try a quantized precision or a smaller model",
-        bytes.div_ceil(1 << 20)
-    ))
+    Error::NoMemory(crate::buffers::no_memory_message(name, shape))
 }
 
 /// All tensors of a checkpoint, by name.
@@ -283,6 +287,14 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// Notes that there was not the memory for the f32 values of `name`, `shape` (say, for a
+    /// transposed copy the model makes of it), and gives the placeholder that stands in.
+    pub fn no_memory_for(&mut self, name: &str, shape: &[usize]) -> HostTensor {
+        self.no_memory
+            .get_or_insert_with(|| not_enough_memory(name, shape));
+        placeholder(shape)
+    }
+
     pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
         self.host(name, &shape).to_device(self.device)
     }
@@ -382,7 +394,10 @@ mod tests {
         let t = HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
         assert_eq!(
             t.transposed(),
-            HostTensor::new(vec![3, 2], vec![1., 4., 2., 5., 3., 6.])
+            Some(HostTensor::new(vec![3, 2], vec![1., 4., 2., 5., 3., 6.]))
         );
+        // Out of memory, said (the loader turns it into an error naming the tensor).
+        let _less = crate::buffers::budget::limit(5);
+        assert_eq!(t.transposed(), None);
     }
 }

@@ -83,6 +83,8 @@ pub enum GgufError {
         ggml_type: GgmlType,
         supported: &'static str,
     },
+    #[error("{}", crate::buffers::no_memory_message(.name, .shape))]
+    NoMemory { name: String, shape: Vec<usize> },
     #[error("no tensor named {0:?}")]
     MissingTensor(String),
     #[error("metadata key {0:?} is missing")]

@@ -21,16 +21,14 @@ pub struct Embeddings {
 impl Embeddings {
     fn load(l: &mut Loader, p: &str, c: &VisionConfig) -> Self {
         let (d, ps) = (c.hidden_size, c.patch_size);
-        let conv = l.host(
-            &format!("{p}.patch_embedding.weight"),
-            &[d, c.num_channels, ps, ps],
-        );
+        let name = format!("{p}.patch_embedding.weight");
+        let conv = l.host(&name, &[d, c.num_channels, ps, ps]);
         let conv = conv.reshaped(vec![d, c.num_channels * ps * ps]);
         let bias = l.tensor(&format!("{p}.patch_embedding.bias"), [d]);
         let positions = c.patches_per_side() * c.patches_per_side();
         Self {
             // Tiny and read once per patch: kept f32.
-            patch_embedding: Linear::new(Weight::dense(conv, l.device()), Some(bias)),
+            patch_embedding: Linear::new(Weight::dense_loaded(l, &name, &conv), Some(bias)),
             position_embedding: l.table(&format!("{p}.position_embedding.weight"), [positions, d]),
             patch_size: ps,
             patches_per_side: c.patches_per_side(),

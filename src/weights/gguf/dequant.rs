@@ -2,19 +2,33 @@
 //! `dequantize_row_*` and gguf-py's numpy versions, so results are bit-identical.
 
 use super::{GgmlType, QK_K};
+use crate::buffers::f32_buffer;
 use half::f16;
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
+/// Why [`dequantize`] gave no values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotDequantized {
+    /// A type this reader cannot dequantize.
+    UnsupportedType,
+    /// Not the memory for the values: a 4-bit file takes about seven times its bytes as f32,
+    /// more than a machine or a browser tab may have.
+    NoMemory,
+}
+
 /// Dequantizes whole blocks of `ty` (`data.len()` is a multiple of the block size in bytes;
-/// the caller checks that). `None` for a type this reader cannot dequantize.
-pub fn dequantize(ty: GgmlType, data: &[u8]) -> Option<Vec<f32>> {
+/// the caller checks that).
+pub fn dequantize(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>, NotDequantized> {
     let (block, size) = ty.block_layout();
     let (block, size) = (block as usize, size as usize);
     let n_blocks = data.len() / size;
-    let mut out = Vec::with_capacity(n_blocks * block);
+    if !ty.is_supported() {
+        return Err(NotDequantized::UnsupportedType);
+    }
+    let mut out = f32_buffer(n_blocks * block).ok_or(NotDequantized::NoMemory)?;
     let blocks = data.chunks_exact(size);
     match ty {
         GgmlType::F32 => out.extend(blocks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
@@ -147,9 +161,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Option<Vec<f32>> {
                 out.extend(b[4..4 + QK_K].iter().map(|&q| d * (q as i8) as f32));
             }
         }
-        _ => return None,
+        _ => return Err(NotDequantized::UnsupportedType),
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block, packed in 12 bytes:

@@ -150,7 +150,7 @@ impl Gguf {
         };
         let (shape, mut values) = self.tensor_f32(bytes, gguf_name)?;
         if let Some(n_head) = self.rope_heads(gguf_name)? {
-            values = unpermute_rope_rows(&values, &shape, n_head).map_err(|detail| {
+            values = unpermute_rope_rows(values, &shape, n_head).map_err(|detail| {
                 GgufError::BadTensor {
                     name: gguf_name.to_string(),
                     detail,
@@ -221,8 +221,8 @@ impl Gguf {
 /// converter therefore interleaves the output rows of each head: its row `2d + j` is Hugging
 /// Face's row `j * head_dim/2 + d` (j = 0, 1). This puts them back, as transformers' GGUF loader
 /// does, with `head_dim = rows / n_head`.
-pub fn unpermute_rope_rows<T: Copy + Default>(
-    values: &[T],
+pub fn unpermute_rope_rows<T: Copy>(
+    mut values: Vec<T>,
     shape: &[usize],
     n_head: usize,
 ) -> std::result::Result<Vec<T>, String> {
@@ -233,7 +233,8 @@ pub fn unpermute_rope_rows<T: Copy + Default>(
             "{rows} rows cannot be split into {n_head} heads of an even size"
         ));
     }
-    Ok(move_rope_rows(values, rows, n_head, Order::HuggingFace))
+    move_rope_rows(&mut values, rows, n_head, Order::HuggingFace);
+    Ok(values)
 }
 
 /// Which order [`move_rope_rows`] puts a head's rows in.
@@ -245,38 +246,40 @@ enum Order {
     LlamaCpp,
 }
 
-/// Moves the rows of each of `n_head` heads from one order to the other. A row is `cols`
-/// values, or, for a quantized tensor, the bytes of its blocks: rows move whole, so packed
-/// blocks need no dequantization.
-fn move_rope_rows<T: Copy + Default>(
-    values: &[T],
-    rows: usize,
-    n_head: usize,
-    to: Order,
-) -> Vec<T> {
+/// Moves the rows of each of `n_head` heads from one order to the other, in place. A row is
+/// `cols` values, or, for a quantized tensor, the bytes of its blocks: rows move whole, so
+/// packed blocks need no dequantization. In place because the tensor may be as large as the
+/// memory left: one head's rows are copied aside at a time.
+fn move_rope_rows<T: Copy>(values: &mut [T], rows: usize, n_head: usize, to: Order) {
     let cols = values.len().checked_div(rows).unwrap_or(0);
     let head_dim = rows.checked_div(n_head).unwrap_or(0);
     let half = head_dim / 2;
-    let mut out = vec![T::default(); values.len()];
-    for h in 0..n_head {
+    let head_len = head_dim * cols;
+    if head_len == 0 {
+        return;
+    }
+    let mut aside = Vec::with_capacity(head_len);
+    for head in values.chunks_exact_mut(head_len) {
+        aside.clear();
+        aside.extend_from_slice(head);
         for j in 0..2 {
             for d in 0..half {
-                let interleaved = (h * head_dim + 2 * d + j) * cols;
-                let halves = (h * head_dim + j * half + d) * cols;
+                let interleaved = (2 * d + j) * cols;
+                let halves = (j * half + d) * cols;
                 let (src, dst) = match to {
                     Order::HuggingFace => (interleaved, halves),
                     Order::LlamaCpp => (halves, interleaved),
                 };
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+                head[dst..dst + cols].copy_from_slice(&aside[src..src + cols]);
             }
         }
     }
-    out
 }
 
 /// llama.cpp's row order for a Q or K projection (`convert_hf_to_gguf.py`'s `permute`): within
 /// each head, Hugging Face's two halves are interleaved. The inverse of
 /// [`unpermute_rope_rows`].
-pub fn permute_rope_rows(values: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
-    move_rope_rows(values, rows, n_head, Order::LlamaCpp)
+pub fn permute_rope_rows(mut values: Vec<f32>, rows: usize, n_head: usize) -> Vec<f32> {
+    move_rope_rows(&mut values, rows, n_head, Order::LlamaCpp);
+    values
 }

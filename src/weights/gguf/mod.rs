@@ -33,7 +33,7 @@ mod tokenizer;
 pub mod write;
 
 pub use crate::files::gguf::*;
-pub use dequant::dequantize;
+pub use dequant::{dequantize, NotDequantized};
 pub use llama::{permute_rope_rows, unpermute_rope_rows};
 
 /// A named tensor in PyTorch layout: `(name, shape, row-major f32 values)`.
@@ -85,12 +85,17 @@ impl Gguf {
             .tensor_info(name)
             .ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         let data = self.data_of(bytes, info)?;
-        let values =
-            dequantize(info.ggml_type, data).ok_or_else(|| GgufError::UnsupportedType {
+        let values = dequantize(info.ggml_type, data).map_err(|why| match why {
+            NotDequantized::UnsupportedType => GgufError::UnsupportedType {
                 name: info.name.clone(),
                 ggml_type: info.ggml_type,
                 supported: SUPPORTED_TYPES,
-            })?;
+            },
+            NotDequantized::NoMemory => GgufError::NoMemory {
+                name: info.name.clone(),
+                shape: info.shape(),
+            },
+        })?;
         Ok((info.shape(), values))
     }
 
@@ -150,7 +155,7 @@ impl Gguf {
             }
             let mut data = slice.to_vec();
             if let Some(n_head) = rope_heads {
-                data = unpermute_rope_rows(&data, &[*rows], n_head).map_err(bad)?;
+                data = unpermute_rope_rows(data, &[*rows], n_head).map_err(bad)?;
             }
             let blocks =
                 BlockMatrix::from_blocks(ty, *rows, *cols, data).map_err(|e| bad(e.to_string()))?;
@@ -162,7 +167,7 @@ impl Gguf {
         );
         let (shape, mut values) = self.tensor_f32(bytes, gguf_name)?;
         if let Some(n_head) = rope_heads {
-            values = unpermute_rope_rows(&values, &shape, n_head).map_err(bad)?;
+            values = unpermute_rope_rows(values, &shape, n_head).map_err(bad)?;
         }
         let tensor = HostTensor::new(shape, values);
         Ok(if exact {

@@ -337,6 +337,31 @@ fn dequantizes_every_supported_type() {
     assert_eq!(shape, vec![2, 32], "PyTorch order is the reverse of ne");
 }
 
+/// A K-quant tensor takes about seven times its bytes as f32: when that memory is not there,
+/// the read is an error naming the tensor, not an abort.
+#[test]
+fn a_tensor_there_is_no_memory_to_dequantize_is_an_error() {
+    let (bytes, _) = typed_file();
+    let g = Gguf::parse(&bytes).expect("parse");
+    // q4_k is two rows of 256 values.
+    let less = crate::buffers::budget::limit(511);
+    let err = g.tensor_f32(&bytes, "q4_k").unwrap_err();
+    assert_eq!(
+        err,
+        GgufError::NoMemory {
+            name: "q4_k".into(),
+            shape: vec![2, 256]
+        }
+    );
+    assert!(
+        err.to_string()
+            .starts_with("not enough memory to hold q4_k as f32 (1 MiB)"),
+        "{err}"
+    );
+    drop(less);
+    assert!(g.tensor_f32(&bytes, "q4_k").is_ok());
+}
+
 #[test]
 fn reads_metadata_and_layout() {
     let mut w = Writer::new();
@@ -887,9 +912,22 @@ fn llama_tensors_renamed_and_unpermuted() {
         assert_eq!(hf_name, &whole.0);
     }
     // Head counts that do not fit the rows are errors, not panics.
-    assert!(unpermute_rope_rows(&[0.0; 6], &[3, 2], 1).is_err());
-    assert!(unpermute_rope_rows::<f32>(&[], &[0], usize::MAX).is_err());
-    assert!(unpermute_rope_rows::<f32>(&[], &[0], 0).is_err());
+    assert!(unpermute_rope_rows(vec![0.0; 6], &[3, 2], 1).is_err());
+    assert!(unpermute_rope_rows::<f32>(vec![], &[0], usize::MAX).is_err());
+    assert!(unpermute_rope_rows::<f32>(vec![], &[0], 0).is_err());
+}
+
+/// Rows move whole within each head, in place: llama.cpp interleaves a head's two halves
+/// (its row 2d + j is Hugging Face's row j * head_dim/2 + d), and the two moves undo each other.
+#[test]
+fn rope_rows_move_within_each_head() {
+    // Two heads of four rows, two columns: row r holds [r, 10 + r] in llama.cpp's order.
+    let llama_cpp: Vec<f32> = (0..8).flat_map(|r| [r as f32, 10.0 + r as f32]).collect();
+    let hf = unpermute_rope_rows(llama_cpp.clone(), &[8, 2], 2).unwrap();
+    let rows: Vec<f32> = hf.iter().step_by(2).copied().collect();
+    assert_eq!(rows, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+    assert_eq!(hf[1], 10.0);
+    assert_eq!(permute_rope_rows(hf, 8, 2), llama_cpp);
 }
 
 #[test]
