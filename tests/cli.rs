@@ -137,6 +137,22 @@ fn errors_exit_non_zero_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'/dev/zero' is not a regular file"), "{err}");
 
+    // Every command reads a model's files as files: `quantize --dry-run` too.
+    // (--dry-run reads config.json alone.)
+    let model = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink("/dev/zero", model.path().join("config.json")).expect("link");
+    let out = captioner()
+        .args(["quantize", "--type", "q8_0", "--dry-run", "--model"])
+        .arg(model.path())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("not a regular file"),
+        "{err}"
+    );
+
     // The size limit is the user's to set: a 2 MiB file (sparse: no disk used) is refused
     // at 1 MiB and read, to the decoder's own error, at 3.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -63,3 +63,24 @@ pub const TEXT_FILES: [&str; 8] = [
 pub fn is_weights_shard(name: &str) -> bool {
     name.starts_with("model") && name.ends_with(".safetensors")
 }
+
+/// The bytes of the regular file at `path`; anything else (a device, FIFO or socket) is an
+/// error before it is opened. `fs::read` sizes its buffer from the file's length and reports
+/// a buffer it cannot get as an error, not an abort.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a folder, where a file belongs",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or socket); a model's files must be files",
+        ));
+    }
+    std::fs::read(path)
+}

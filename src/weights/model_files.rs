@@ -6,6 +6,8 @@ use super::gguf::folder::text_model_files;
 use super::gguf::pair::pair_files;
 use crate::error::{Error, Result};
 use crate::files::gguf::GgufFile;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::files::read_regular;
 use crate::files::{is_weights_shard, Checkpoint, ModelFiles, TEXT_FILES};
 use std::collections::BTreeMap;
 
@@ -162,25 +164,4 @@ impl ModelFiles {
         }
         Self::from_named(files)
     }
-}
-
-/// The bytes of the regular file at `path`; anything else (a device, FIFO or socket) is an
-/// error before it is opened. `fs::read` sizes its buffer from the file's length and reports
-/// a buffer it cannot get as an error, not an abort.
-#[cfg(not(target_arch = "wasm32"))]
-fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "a folder, where a file belongs",
-        ));
-    }
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a device, pipe or socket); a model's files must be files",
-        ));
-    }
-    std::fs::read(path)
 }

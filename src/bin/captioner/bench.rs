@@ -227,7 +227,12 @@ fn measure(args: &Bench, precision: Precision, options: &Options) -> Result<Repo
         name.push_str(", burn matmul for packed m <= 8");
     }
     let image = match &args.image {
-        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => captioner::jsonl::read_image_file(
+            p,
+            &p.display().to_string(),
+            captioner::jsonl::MAX_IMAGE_FILE_BYTES,
+        )
+        .map_err(anyhow::Error::msg)?,
         None => bench::test_image(1024, 768)?,
     };
     let mut report = pollster::block_on(bench::run(

@@ -221,7 +221,10 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
         bail!("--type must be q8_0, q4_0, mixed or f32");
     }
     let config_path = args.model.join("config.json");
-    let config_json = std::fs::read_to_string(&config_path)
+    // (A device or FIFO named config.json is refused unread, as for every model file.)
+    let config_bytes = captioner::files::read_regular(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config_json = String::from_utf8(config_bytes)
         .with_context(|| format!("reading {}", config_path.display()))?;
     let config = ModelConfig::from_json(&config_json)
         .with_context(|| format!("reading {}", config_path.display()))?;
@@ -260,8 +263,10 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
         let mut named = Vec::new();
         for name in captioner::files::TEXT_FILES {
             let path = args.model.join(name);
-            if path.is_file() {
-                named.push((name.to_string(), std::fs::read(&path)?));
+            if path.exists() {
+                let bytes = captioner::files::read_regular(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                named.push((name.to_string(), bytes));
             }
         }
         // The tensors are made up.
