@@ -48,24 +48,36 @@ browser_tests_for() {
   case "$1" in
     tests/browser/page.mjs | tools/chromium.mjs | scripts/setup-browser.sh) echo all ;;
     tests/browser/*.test.mjs) echo "$1" ;;
-    tools/serve.mjs) printf '%s\n' tests/browser/serve.test.mjs tests/browser/app.test.mjs ;;
+    tools/serve.mjs) printf '%s\n' tests/browser/serve.test.mjs tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
     tools/probe_webgpu.mjs) echo tests/browser/probe.test.mjs ;;
     tools/bench_wllama.mjs | tools/wllama/*) echo tests/browser/wllama.test.mjs ;;
     www/bench*) echo tests/browser/bench.test.mjs ;;
-    www/app.js | www/picked-files.js | www/index.html | www/*.css)
+    # The page's own files: its flows (app), the rows it writes (rows) and what it takes (inputs).
+    www/app.js | www/index.html | www/*.css)
       printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs ;;
-    www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs ;;
-    www/worker.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs ;;
+    # Shared by the page and the embedding API.
+    www/picked-files.js | www/captioner.js)
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
+    www/captioner.d.ts | www/examples/*) echo tests/browser/embed.test.mjs ;;
+    www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
+    www/worker.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
+    www/model-store.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
     www/*) echo tests/browser/app.test.mjs ;;
     # The engine's browser face: what the page calls, and the row rules it shares.
-    src/web.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/module.test.mjs tests/browser/inputs.test.mjs ;;
-    src/caption_run.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs ;;
+    src/web.rs)
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/module.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
+    src/caption_run.rs) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
     src/convert.rs | src/convert/* | src/rows.rs | src/jsonl.rs)
-      echo tests/browser/app.test.mjs ;;
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
+    # What a browser decodes falls back from the engine's decoders.
+    src/preprocess/*) printf '%s\n' tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
     scripts/build-web.sh | src/lib.rs) echo tests/browser/module.test.mjs ;;
     src/bench/*) echo tests/browser/bench.test.mjs ;;
     src/workers.rs | src/heap.rs) echo tests/browser/threads.test.mjs ;;
-    tests/fixtures/*) echo tests/browser/app.test.mjs ;;
+    tests/fixtures/*) printf '%s\n' tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
+    # The example rows every page test compares with the native program on.
+    examples/*)
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
   esac
 }
 

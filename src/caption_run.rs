@@ -5,7 +5,7 @@
 use crate::engine::{Engine, Request};
 use crate::error::Error;
 use crate::generate::Flow;
-use crate::preprocess::PreprocessError;
+use crate::preprocess::{PreprocessError, ProcessedImage};
 use crate::rows::{plan, Job, Line, Outcome, Plan, RowOptions};
 use crate::DEFAULT_PROMPT;
 use image::RgbImage;
@@ -49,6 +49,44 @@ pub trait ImageSource {
         _bytes: &[u8],
     ) -> impl Future<Output = Option<Result<RgbImage, String>>> {
         std::future::ready(None)
+    }
+}
+
+/// An image's bytes as the engine takes them: decoded by the engine or, for a format it
+/// refuses, by the source's other decoder (the browser's). The image and whether that other
+/// decoder read it; or why neither could, for an error that names the image.
+pub async fn preprocess_or_fall_back<S: ImageSource>(
+    engine: &Engine,
+    bytes: Vec<u8>,
+    longest_edge: Option<u32>,
+    source: &mut S,
+) -> Result<(ProcessedImage, bool), String> {
+    let e = match engine.preprocess(&bytes, longest_edge) {
+        Ok(image) => return Ok((image, false)),
+        Err(e) => e,
+    };
+    // Refused for its format: another decoder may read it. (`unknown`: bytes the engine takes
+    // for no image at all.)
+    let Some(unknown) = format_refusal(&e).map(|r| matches!(r, PreprocessError::UnknownFormat))
+    else {
+        return Err(reason(&e));
+    };
+    match source.decode_unsupported(&bytes).await {
+        None => Err(reason(&e)),
+        // Bytes neither takes for an image: the engine's word is enough, and the same as the
+        // command line's.
+        Some(Err(_)) if unknown => Err(reason(&e)),
+        Some(Err(why)) => Err(format!(
+            "{}; the browser could not decode it either: {why}",
+            reason(&e)
+        )),
+        Some(Ok(pixels)) => {
+            drop(bytes);
+            engine
+                .preprocess_pixels(&pixels, longest_edge)
+                .map(|image| (image, true))
+                .map_err(|e| format!("the browser decoded it, but {}", reason(&e)))
+        }
     }
 }
 
@@ -225,36 +263,14 @@ impl CaptionRun {
         // One file's bytes at a time, let go once it is decoded.
         for path in &paths {
             let bytes = source.read(path).await?;
-            let longest_edge = self.request.longest_edge;
-            let image = match engine.preprocess(&bytes, longest_edge) {
-                Ok(image) => Ok(image),
-                // Refused for its format: another decoder may read it. (`unknown`: bytes the
-                // engine takes for no image at all.)
-                Err(e) => match format_refusal(&e)
-                    .map(|r| matches!(r, PreprocessError::UnknownFormat))
-                {
-                    None => Err(reason(&e)),
-                    Some(unknown) => match source.decode_unsupported(&bytes).await {
-                        None => Err(reason(&e)),
-                        // Bytes neither takes for an image: the engine's word is enough, and
-                        // the same as the command line's.
-                        Some(Err(_)) if unknown => Err(reason(&e)),
-                        Some(Err(why)) => Err(format!(
-                            "{}; the browser could not decode it either: {why}",
-                            reason(&e)
-                        )),
-                        Some(Ok(pixels)) => {
-                            drop(bytes);
-                            job.decoded_by_browser(path);
-                            engine
-                                .preprocess_pixels(&pixels, longest_edge)
-                                .map_err(|e| format!("the browser decoded it, but {}", reason(&e)))
-                        }
-                    },
-                },
-            };
-            // The row's error names the path instead of the generic "image: ".
-            let image = image.map_err(|reason| format!("image '{path}': {reason}"))?;
+            let (image, by_browser) =
+                preprocess_or_fall_back(engine, bytes, self.request.longest_edge, source)
+                    .await
+                    // The row's error names the path instead of the generic "image: ".
+                    .map_err(|reason| format!("image '{path}': {reason}"))?;
+            if by_browser {
+                job.decoded_by_browser(path);
+            }
             processed.push(image);
         }
         let prompt = if self.default_prompt && paths.len() > 1 {

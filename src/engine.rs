@@ -271,7 +271,7 @@ impl Engine {
         }
     }
 
-    fn text_only() -> Error {
+    pub(crate) fn text_only() -> Error {
         Error::Invalid("this is a text-only model; it cannot take images".into())
     }
 

@@ -4,7 +4,7 @@
 //! WebGPU cannot block, so everything that reads from the GPU returns a promise. JS hands in
 //! bytes (`Uint8Array`) and functions; nothing here touches the DOM or the network.
 
-use crate::caption_run::{CaptionRun, ImageSource};
+use crate::caption_run::{preprocess_or_fall_back, CaptionRun, ImageSource};
 use crate::engine::{Engine, Request};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
@@ -232,21 +232,72 @@ impl Captioner {
     }
 
     /// Captions the images (`Uint8Array`s of encoded files) shown together in one prompt;
-    /// resolves to the caption. `onToken(text)` sees it as it is generated.
-    pub fn caption(&self, images: Array, options: JsValue, on_token: Option<Function>) -> Promise {
+    /// resolves to `{text, decodedByBrowser}`: the caption, and the indexes (from 0) of the
+    /// images in a format the engine does not read that `decodeImage(bytes)` decoded instead
+    /// (the browser's decoders; see [`Rows::next_line`]). `onToken(text)` sees the caption as
+    /// it is generated.
+    pub fn caption(
+        &self,
+        images: Array,
+        options: JsValue,
+        on_token: Option<Function>,
+        decode_image: Option<Function>,
+    ) -> Promise {
         let engine = self.engine.clone();
         let cancel = self.cancel.clone();
         cancel.set(false);
         future_to_promise(async move {
             let request = Settings::from_js(options)?.request()?;
-            let bytes: Vec<Vec<u8>> = images.iter().map(|v| bytes_of(&v)).collect();
-            let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            if images.length() == 0 {
+                return Err(js_error("no image to caption"));
+            }
+            if !engine.accepts_images() {
+                return Err(js_error(Engine::text_only()));
+            }
+            let mut source = JsImages {
+                read: None,
+                decode: decode_image,
+            };
+            let many = images.length() > 1;
+            let mut processed = Vec::with_capacity(images.length() as usize);
+            let mut decoded_by_browser = Vec::new();
+            // One file's bytes at a time, let go once it is decoded.
+            for (index, value) in images.iter().enumerate() {
+                let (image, by_browser) = preprocess_or_fall_back(
+                    &engine,
+                    bytes_of(&value),
+                    request.longest_edge,
+                    &mut source,
+                )
+                .await
+                .map_err(|reason| {
+                    let which = if many {
+                        format!(" {}", index + 1)
+                    } else {
+                        String::new()
+                    };
+                    js_error(format!("image{which}: {reason}"))
+                })?;
+                if by_browser {
+                    decoded_by_browser.push(index);
+                }
+                processed.push(image);
+            }
             let mut on_text = text_callback(on_token, cancel);
             let generation = engine
-                .caption_async(&refs, &request, &mut on_text)
+                .caption_processed(
+                    &processed,
+                    request.system.as_deref(),
+                    &request.prompt,
+                    &request.sampling,
+                    &mut on_text,
+                )
                 .await
                 .map_err(js_error)?;
-            Ok(JsValue::from_str(&generation.text))
+            to_js(&Caption {
+                text: generation.text,
+                decoded_by_browser,
+            })
         })
     }
 
@@ -473,18 +524,28 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     Ok(device)
 }
 
+/// What [`Captioner::caption`] resolves to.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Caption {
+    text: String,
+    /// The images the browser decoded, by their index among those given.
+    decoded_by_browser: Vec<usize>,
+}
+
 /// Images read through a JS function `readImage(path) -> Promise<Uint8Array>`, and, for a
 /// format the engine does not read, decoded by `decodeImage(bytes) -> Promise<{width, height,
 /// rgba}>` (the browser's decoders) when one is given.
 struct JsImages {
-    read: Function,
+    /// None where the images come as bytes (a caption's).
+    read: Option<Function>,
     decode: Option<Function>,
 }
 
 impl ImageSource for JsImages {
     async fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
-        let pending = self
-            .read
+        let read = self.read.as_ref().ok_or("no readImage to read it with")?;
+        let pending = read
             .call1(&JsValue::NULL, &JsValue::from_str(path))
             .map_err(|e| js_message(&e))?;
         let value = JsFuture::from(Promise::resolve(&pending))
@@ -596,7 +657,7 @@ impl Rows {
         future_to_promise(async move {
             let mut batch = batch.try_borrow_mut().map_err(|_| busy())?;
             let mut images = JsImages {
-                read: read_image,
+                read: Some(read_image),
                 decode: decode_image,
             };
             let mut on_text = text_callback(on_token, cancel);

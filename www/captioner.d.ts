@@ -105,7 +105,12 @@ export declare class Captioner {
   readonly form: string | null;
   /** GPU memory the model holds after loading, in bytes; null on the CPU. */
   readonly gpuBytes: number | null;
+  /** Captions one image, or several shown together. An image in a format the engine does not
+   * read (AVIF; HEIC in Safari) is decoded by the browser, and listed in
+   * `lastDecodedByBrowser`. */
   caption(image: Blob | Blob[], options?: CaptionOptions): Promise<string>;
+  /** The images the browser decoded in the last `caption` (indexes among those given). */
+  readonly lastDecodedByBrowser: number[];
   /** Answers a text prompt with the model's text part alone (no image). */
   chat(prompt: string, options?: Omit<CaptionOptions, 'prompt' | 'longestEdge'>): Promise<string>;
   /** `rows`: a JSONL file (its Blob, bytes or text; read as bytes, a line that is not UTF-8

@@ -30,6 +30,8 @@ export class Captioner {
   form = null;
   /** GPU memory the model holds after loading, in bytes (null on the CPU). */
   gpuBytes = null;
+  /** The images the browser decoded in the last `caption` (indexes among those given). */
+  lastDecodedByBrowser = [];
 
   constructor(worker) {
     this.#worker = worker;
@@ -80,10 +82,14 @@ export class Captioner {
   /**
    * Captions one image (a Blob or File), or several shown together; resolves to the caption.
    * Options: prompt, system, maxTokens, temperature, topP, topK, seed, longestEdge, onToken.
+   * An image in a format the engine does not read (AVIF; HEIC in Safari) is decoded by the
+   * browser; `lastDecodedByBrowser` then lists it (its index among the images given).
    */
-  caption(image, { onToken, ...options } = {}) {
+  async caption(image, { onToken, ...options } = {}) {
     const images = Array.isArray(image) ? image : [image];
-    return this.#request({ type: 'caption', images, options }, { onToken });
+    const { text, decodedByBrowser } = await this.#request({ type: 'caption', images, options }, { onToken });
+    this.lastDecodedByBrowser = decodedByBrowser;
+    return text;
   }
 
   /**

@@ -104,10 +104,10 @@ async function caption({ id, images, options }) {
   cancelled = false;
   const bytes = [];
   for (const image of images) bytes.push(new Uint8Array(await new Blob([image]).arrayBuffer()));
-  const text = await e.caption(bytes, options ?? {}, (piece) =>
-    post({ type: 'token', id, text: piece }),
-  );
-  post({ type: 'result', id, value: text });
+  // `{text, decodedByBrowser}`: an image in a format the engine does not read is decoded by
+  // the browser, as in a rows run.
+  const value = await e.caption(bytes, options ?? {}, (piece) => post({ type: 'token', id, text: piece }), decodeInBrowser);
+  post({ type: 'result', id, value });
 }
 
 async function chat({ id, prompt, options }) {

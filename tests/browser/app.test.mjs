@@ -1,5 +1,6 @@
-// The page and the embedding API in headless Chromium (WebGPU on SwiftShader), against what
-// `captioner caption-jsonl` writes natively for the same rows and greedy settings.
+// The page in headless Chromium (WebGPU on SwiftShader), against what `captioner caption-jsonl`
+// writes natively for the same rows and greedy settings: loading and keeping a model, a run,
+// cancel and resume. The embedding API has its own file (embed.test.mjs).
 //
 // Needs: `www/pkg/` built (scripts/test.sh does it), the native `captioner` binary
 // (CAPTIONER_BIN), Chromium at /usr/bin/chromium (CHROMIUM overrides).
@@ -10,19 +11,16 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { serve } from '../../tools/serve.mjs';
-import { captioner, fixtures, images, nativeCaptions, pageSuite, repo, rowsOf, waitForText, downloadOf, example, examplePictures } from './page.mjs';
+import { captioner, fixtures, images, pageSuite, repo, rowsOf, waitForText, downloadOf, example, examplePictures } from './page.mjs';
 
 const MAX_TOKENS = 8;
 
 const suite = pageSuite();
-const { openPage } = suite;
 const launch = (...args) => suite.launch(...args);
 
 /** What the native program writes for the example rows. */
-function nativeOutput(extra = [], model = join(fixtures, 'tiny-b')) {
-  const out = join(suite.scratch, `native-${Date.now()}.jsonl`);
-  return nativeCaptions({ input: example, out, maxTokens: MAX_TOKENS, model, extra }).toString('utf8');
-}
+const nativeOutput = (extra = [], model = undefined) => suite.nativeOutput({ maxTokens: MAX_TOKENS, extra, model });
+const { openPage, assertLocal } = suite;
 
 let pack = null;
 /**
@@ -35,28 +33,6 @@ function q8Pack() {
     captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pack, '--type', 'q8_0'], { stdio: 'ignore' });
   }
   return pack;
-}
-
-function assertLocal(requests) {
-  assert.ok(requests.length > 0);
-  for (const url of requests) assert.ok(suite.isLocal(url), `request to ${url}`);
-}
-
-/**
- * Runs the embedding example at `query` on two pictures; asserts it finished and that its
- * captions are the native ones (row 2 of the example is small_100x80.png alone, row 1
- * photo_640x480.jpg). Resolves to the page's result, the page and its requests.
- */
-async function embedMatches(query, native, label = query) {
-  const { page, requests, downloads } = await openPage(`/examples/embed.html?${query}`);
-  await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
-  await page.getByTestId('go').click();
-  const out = await waitForText(page, 'output', /^(done|failed)/);
-  assert.match(out, /^done/, `${label}: ${out}`);
-  const result = JSON.parse(await page.getByTestId('result').textContent());
-  assert.equal(result.caption, native[1].caption, label);
-  assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption], label);
-  return { result, page, requests, downloads };
 }
 
 test('the page captions a JSONL with images like the native program, keeps the model as its q8_0 pack, and reads that from the cache the second time', async () => {
@@ -240,44 +216,6 @@ test('a model kept as its own files is packed from the cache without a download,
   } finally {
     await fresh.close();
   }
-});
-
-test('the embedding API captions an image and rows from an example page', async () => {
-  const native = rowsOf(nativeOutput());
-  const { result, page, requests } = await embedMatches('model=/fixtures/tiny-b/', native);
-  // `auto` on SwiftShader, a software adapter, runs on the CPU and says why.
-  assert.equal(result.device, 'cpu');
-  assert.match(result.deviceNote, /software/);
-  assert.equal(result.streamed, result.caption);
-  assert.equal(result.rows[0].id, 'a');
-  assertLocal(requests);
-  await page.close();
-});
-
-test('quantized weights on WebGPU caption like native wgpu at the same quantization', async () => {
-  for (const precision of ['q8_0', 'q4_0']) {
-    const native = rowsOf(nativeOutput(['--device', 'gpu', '--precision', precision]));
-    const unquantized = rowsOf(nativeOutput());
-    const { page } = await embedMatches(`model=/fixtures/tiny-b/&precision=${precision}&device=webgpu`, native, precision);
-    // The weights really were quantized: some caption of the example differs from f32's.
-    assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
-    await page.close();
-  }
-});
-
-test('a GGUF pair written by captioner quantize loads from its URL and captions like native wgpu', async () => {
-  const pair = join(suite.scratch, 'pair');
-  captioner(['quantize', '--model', join(fixtures, 'tiny-b'), '--out', pair, '--type', 'q4_0', '--name', 'tiny'],
-    { stdio: 'ignore' });
-  const native = rowsOf(nativeOutput(['--device', 'gpu'], pair));
-  const { page, downloads } = await embedMatches('model=/scratch/pair/tiny-Q4_0.gguf&device=webgpu', native);
-  // The text model and its mmproj, found by llama.cpp's naming, each read once, and nothing else.
-  const model = downloads
-    .map((u) => new URL(u).pathname)
-    .filter((path) => path.startsWith('/scratch/pair/'))
-    .map((path) => path.split('/').pop());
-  assert.deepEqual(model.sort(), ['mmproj-tiny-Q4_0.gguf', 'tiny-Q4_0.gguf']);
-  await page.close();
 });
 
 test('without WebGPU the page says so and runs on the CPU; a wrong model URL says what to do', async () => {

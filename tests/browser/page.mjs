@@ -5,8 +5,10 @@
 // (CAPTIONER_BIN), Chromium at /usr/bin/chromium (CHROMIUM overrides).
 
 import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { crc32, deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,6 +81,17 @@ export function pageSuite() {
   };
   /** Every request went to the page's origin (blob: URLs are the page's own thumbnails). */
   suite.isLocal = (url) => url.startsWith(suite.origin + '/') || url.startsWith(`blob:${suite.origin}/`);
+  /** Some requests were made, every one of them to the page's origin. */
+  suite.assertLocal = (requests) => {
+    assert.ok(requests.length > 0);
+    for (const url of requests) assert.ok(suite.isLocal(url), `request to ${url}`);
+  };
+  let nativeRuns = 0;
+  /** What the native program writes for the example rows (see `nativeCaptions`), as text. */
+  suite.nativeOutput = ({ maxTokens, extra = [], model = join(fixtures, 'tiny-b') }) => {
+    const out = join(suite.scratch, `native-${++nativeRuns}.jsonl`);
+    return nativeCaptions({ input: example, out, maxTokens, model, extra }).toString('utf8');
+  };
   return suite;
 }
 
@@ -132,4 +145,39 @@ export const rowsOf = (text) => text.split('\n').filter((l) => l.trim()).map((l)
 export async function downloadOf(page, testid = 'download') {
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).click()]);
   return readFileSync(await download.path());
+}
+
+/** A PNG (8-bit RGBA, unfiltered) of `rgba` pixels: the browser's decode, as a file the engine reads. */
+export function pngOf(width, height, rgba) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const out = Buffer.alloc(body.length + 8);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), body.length + 4);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bits per sample
+  header[9] = 6; // RGBA
+  const stride = width * 4;
+  const raw = Buffer.alloc((stride + 1) * height);
+  for (let y = 0; y < height; y++) Buffer.from(rgba.subarray(y * stride, (y + 1) * stride)).copy(raw, y * (stride + 1) + 1);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/**
+ * The pixels Pillow decodes tests/fixtures/formats/`name` to (goldens.safetensors, U8):
+ * `{width, height, rgb}`.
+ */
+export function pillowRgb(name) {
+  const file = readFileSync(join(fixtures, 'formats', 'goldens.safetensors'));
+  const size = Number(file.readBigUInt64LE(0));
+  const { shape: [height, width], data_offsets: [from, to] } = JSON.parse(file.subarray(8, 8 + size).toString('utf8'))[name];
+  return { width, height, rgb: file.subarray(8 + size + from, 8 + size + to) };
 }

@@ -26,8 +26,10 @@ $('go').addEventListener('click', async () => {
     const input = [{ id: 'a', image: files[0].name }, { id: 'b', image: [files[1].name] }];
     for await (const row of captioner.captionRows(input, files, greedy)) rows.push(row);
     captioner.dispose();
-    const { device, deviceNote } = captioner;
-    $('result').textContent = JSON.stringify({ caption, streamed: streamed.trim(), rows, device, deviceNote });
+    const { device, deviceNote, lastDecodedByBrowser } = captioner;
+    $('result').textContent = JSON.stringify({
+      caption, streamed: streamed.trim(), rows, device, deviceNote, decodedByBrowser: lastDecodedByBrowser,
+    });
     output.textContent = 'done';
   } catch (e) {
     output.textContent = `failed: ${e.message}`;
