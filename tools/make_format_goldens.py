@@ -4,7 +4,7 @@
 Writes small images in the TIFF and ICO variants people have (compressions, bit depths, colour
 models, alpha, orientation, several pages or sizes), GIFs without a colour table and BMPs
 that only Pillow read (RLE8 stored top-down, an OS/2 2.x header), a JPEG with junk between
-markers, then reads each back as transformers'
+markers and one with an Adobe segment cut short, then reads each back as transformers'
 image processors receive it: `Image.open` -> `ImageOps.exif_transpose` -> `convert_to_rgb`
 (non-RGB modes converted to RGBA and composited over opaque white). The RGB bytes go to
 goldens.safetensors, and what Pillow opened (mode, size, or the error) to goldens.json.
@@ -133,6 +133,12 @@ def make_files() -> list[str]:
     after_app0 = 4 + int.from_bytes(data[4:6], "big")
     (OUT / "jpeg_junk_between_markers.jpg").write_bytes(data[:after_app0] + b"\0\x11junk" + data[after_app0:])
     names.append("jpeg_junk_between_markers.jpg")
+    # An Adobe APP14 segment cut short (9 of its 12 bytes of data: the version and flags0, no
+    # transform): Pillow reads the version and opens it; libjpeg ignores any APP14 too short to
+    # be Adobe's and decodes the rest. (Cut before the version, Pillow refuses the file.)
+    short_app14 = b"\xff\xee\x00\x0bAdobe\x00\x64\x80\x00"
+    (OUT / "jpeg_short_app14.jpg").write_bytes(data[:after_app0] + short_app14 + data[after_app0:])
+    names.append("jpeg_short_app14.jpg")
 
     # Icons: Pillow opens the largest size. PNG entries (Pillow's default) and BMP entries with
     # an alpha channel.
