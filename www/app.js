@@ -4,6 +4,7 @@
 import { Captioner, DEFAULT_MODEL_URL } from './captioner.js';
 import { pickDevice } from './engine.js';
 import { listCached, packType, planLoad, remove as removeCached, storedFiles } from './model-store.js';
+import { captionFiles, csvOf, zipOf } from './export.js';
 import { fileFinder, isBlank, jsonlLines, lineText, looksLikeImage, looksLikeRows, normalisePath } from './picked-files.js';
 
 const $ = (id) => document.getElementById(id);
@@ -13,7 +14,8 @@ const ui = {
   modelPlan: $('model-plan'), loadModel: $('load-model'), modelStatus: $('model-status'), modelProgress: $('model-progress'),
   cached: $('cached'), drop: $('drop'), images: $('images'), folder: $('folder'), jsonl: $('jsonl'),
   clear: $('clear'), inputStatus: $('input-status'), run: $('run'), runHint: $('run-hint'),
-  cancel: $('cancel'), download: $('download'), progress: $('progress'),
+  cancel: $('cancel'), download: $('download'), downloadCsv: $('download-csv'),
+  downloadTxt: $('download-txt'), exportStatus: $('export-status'), progress: $('progress'),
   progressText: $('progress-text'), results: $('results'),
   // Locked while a run goes, so that the rows it captions stay the rows shown and downloaded.
   locked: [$('model-controls'), $('input-controls'), $('settings-controls')],
@@ -532,6 +534,8 @@ function restore() {
 // ---- results ----
 
 function renderRows() {
+  // What the last export left out was of other rows.
+  setStatus(ui.exportStatus, '');
   for (const url of state.thumbnails) URL.revokeObjectURL(url);
   state.thumbnails = [];
   ui.results.replaceChildren();
@@ -705,8 +709,11 @@ function showProgress(p, word) {
   );
 }
 
-/** The JSONL of the rows the grid shows, in their order, each as far as it got. */
-async function download() {
+/**
+ * The output lines of the rows the grid shows, in their order, each as far as it got: strings,
+ * and, for a line that is not UTF-8 and has no output yet, its bytes as they came.
+ */
+async function outputLines() {
   const { captionKey } = settings();
   const { lines, identities } = state;
   const outputOf = (i) => state.outputs.get(identities[i]);
@@ -729,18 +736,61 @@ async function download() {
     const out = await state.captioner.outputsWithoutModel(pending, settings());
     pending.forEach(({ index }, k) => out[k] && without.set(index, out[k]));
   }
-  // Strings and, for a line that is not UTF-8 and has no output yet, its bytes as they came.
-  const parts = [];
-  lines.forEach((line, i) => {
-    if (isBlank(line, i)) return;
-    parts.push(edited.get(i) ?? outputOf(i)?.line ?? without.get(i) ?? withoutCr(line), '\n');
-  });
-  const blob = new Blob(parts, { type: 'application/jsonl' });
+  return lines
+    .map((line, i) => (isBlank(line, i) ? null : edited.get(i) ?? outputOf(i)?.line ?? without.get(i) ?? withoutCr(line)))
+    .filter((line) => line !== null);
+}
+
+/** Offers `blob` as a download named after the rows file (or `images`) with `suffix`. */
+function offer(blob, suffix) {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
-  a.download = (state.rows?.name ?? 'images.jsonl').replace(/(\.[^./]*)?$/, '.captioned.jsonl');
+  a.download = (state.rows?.name ?? 'images.jsonl').replace(/(\.[^./]*)?$/, suffix);
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+/** The JSONL of the rows the grid shows. */
+async function download() {
+  const parts = (await outputLines()).flatMap((line) => [line, '\n']);
+  offer(new Blob(parts, { type: 'application/jsonl' }), '.captioned.jsonl');
+}
+
+/** The output lines as text (a line that is not UTF-8 read as well as it goes). */
+async function outputTexts() {
+  const decoder = new TextDecoder();
+  return (await outputLines()).map((line) => (typeof line === 'string' ? line : decoder.decode(line)));
+}
+
+/** The same rows as a CSV, for a spreadsheet. */
+async function downloadCsv() {
+  try {
+    offer(new Blob([csvOf(await outputTexts())], { type: 'text/csv' }), '.captioned.csv');
+    setStatus(ui.exportStatus, '');
+  } catch (e) {
+    setStatus(ui.exportStatus, `The CSV could not be made: ${e.message}`);
+  }
+}
+
+/** A caption file beside each image (a zip of `.txt` files named after the images). */
+async function downloadCaptionFiles() {
+  try {
+    const { files, left } = captionFiles(await outputTexts(), settings());
+    if (files.length) offer(zipOf(files), '.captions.zip');
+    const skipped = [
+      left.uncaptioned && `${left.uncaptioned} without a caption`,
+      left.noImage && `${left.noImage} without an image path`,
+      left.severalImages && `${left.severalImages} with several images (one caption for them all fits none alone)`,
+      left.sameFile && `${left.sameFile} whose file another row's takes (the same image, or the same name)`,
+    ].filter(Boolean);
+    setStatus(
+      ui.exportStatus,
+      `${files.length ? `${files.length} caption file(s) in the zip` : 'No caption files: no row has a caption and one image'}` +
+        (skipped.length ? `; rows left out: ${skipped.join(', ')}.` : '.'),
+    );
+  } catch (e) {
+    setStatus(ui.exportStatus, `The caption files could not be made: ${e.message}`);
+  }
 }
 
 /** A line without the `\r` of a CRLF file. */
@@ -754,6 +804,8 @@ function updateButtons() {
   ui.run.disabled = !state.captioner || state.running || !rows;
   ui.cancel.disabled = !state.running;
   ui.download.disabled = !rows;
+  ui.downloadCsv.disabled = !rows;
+  ui.downloadTxt.disabled = !rows;
   for (const fieldset of ui.locked) fieldset.disabled = state.running;
   ui.drop.setAttribute('aria-disabled', String(state.running));
   for (const button of ui.results.querySelectorAll('.remove')) button.disabled = state.running;
@@ -795,6 +847,8 @@ ui.cancel.addEventListener('click', () => {
   state.captioner?.cancel();
 });
 ui.download.addEventListener('click', download);
+ui.downloadCsv.addEventListener('click', downloadCsv);
+ui.downloadTxt.addEventListener('click', downloadCaptionFiles);
 // Every input change goes through inputChange: refused while a run goes, waited for by Run.
 ui.images.addEventListener('change', () => {
   const files = takeFiles(ui.images);
