@@ -115,6 +115,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     // indices, the colours they are looked up in.)
     let (rewritten, flip, palette) = match format {
         ImageFormat::Gif => (gif_with_grey_table(bytes), false, None),
+        ImageFormat::Jpeg => (jpeg_without_short_adobe(bytes), false, None),
         ImageFormat::Bmp => match bmp_the_crate_reads(bytes) {
             Some((patched, flip)) => (Some(patched), flip, None),
             None => (None, false, None),
@@ -459,6 +460,48 @@ fn gif_first_frame_fill(bytes: &[u8]) -> Option<GifFill> {
         rect: (x, y, w, h),
         color,
     })
+}
+
+/// A JPEG without its Adobe (APP14) segments that are too short to hold Adobe's 12 bytes;
+/// `None` when it has none. libjpeg, and Pillow with it, ignores such a segment (the exact
+/// decoder does too); zune-jpeg, which the `image` crate reads the header with, refuses the
+/// file. Only the header, up to the first scan, is looked at.
+fn jpeg_without_short_adobe(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut cut = Vec::new();
+    let mut pos = 2; // after SOI
+    while pos + 4 <= bytes.len() {
+        let marker = bytes[pos + 1];
+        // Junk between segments and fill bytes, skipped as libjpeg skips them.
+        if bytes[pos] != 0xFF || marker == 0xFF {
+            pos += 1;
+            continue;
+        }
+        match marker {
+            0xDA | 0xD9 => break,
+            0x01 | 0xD0..=0xD7 => {
+                pos += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let end = pos + 2 + usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+        let data = bytes.get(pos + 4..end)?;
+        if marker == 0xEE && data.starts_with(b"Adobe") && data.len() < 12 {
+            cut.push(pos..end);
+        }
+        pos = end;
+    }
+    if cut.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut from = 0;
+    for range in cut {
+        out.extend_from_slice(&bytes[from..range.start]);
+        from = range.end;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    Some(out)
 }
 
 /// A GIF whose first frame has no colour table, global or local, with a global table of the
