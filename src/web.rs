@@ -545,13 +545,9 @@ struct JsImages {
 impl ImageSource for JsImages {
     async fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
         let read = self.read.as_ref().ok_or("no readImage to read it with")?;
-        let pending = read
-            .call1(&JsValue::NULL, &JsValue::from_str(path))
-            .map_err(|e| js_message(&e))?;
-        let value = JsFuture::from(Promise::resolve(&pending))
-            .await
-            .map_err(|e| js_message(&e))?;
-        Ok(bytes_of(&value))
+        Ok(bytes_of(
+            &call_awaited(read, &JsValue::from_str(path)).await?,
+        ))
     }
 
     async fn decode_unsupported(&mut self, bytes: &[u8]) -> Option<Result<RgbImage, String>> {
@@ -560,15 +556,18 @@ impl ImageSource for JsImages {
     }
 }
 
+/// `f(arg)`, awaited when it returns a promise; what it throws or rejects with, as text.
+async fn call_awaited(f: &Function, arg: &JsValue) -> Result<JsValue, String> {
+    let pending = f.call1(&JsValue::NULL, arg).map_err(|e| js_message(&e))?;
+    JsFuture::from(Promise::resolve(&pending))
+        .await
+        .map_err(|e| js_message(&e))
+}
+
 /// Calls `decodeImage(bytes)`: its `{width, height, rgba}` (RGBA samples, alpha not
 /// premultiplied) as RGB.
 async fn decode_in_js(decode: &Function, bytes: &[u8]) -> Result<RgbImage, String> {
-    let pending = decode
-        .call1(&JsValue::NULL, &Uint8Array::from(bytes))
-        .map_err(|e| js_message(&e))?;
-    let value = JsFuture::from(Promise::resolve(&pending))
-        .await
-        .map_err(|e| js_message(&e))?;
+    let value = call_awaited(decode, &Uint8Array::from(bytes)).await?;
     let field = |name: &str| Reflect::get(&value, &JsValue::from_str(name)).ok();
     let side = |name: &str| {
         field(name)

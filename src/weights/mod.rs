@@ -280,10 +280,7 @@ impl<'a> Loader<'a> {
         }
         match stored.try_into_host() {
             Some(host) => host,
-            None => {
-                self.no_memory = Some(not_enough_memory(name, &shape));
-                placeholder(&shape)
-            }
+            None => self.no_memory_for(name, &shape),
         }
     }
 
