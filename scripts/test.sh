@@ -46,7 +46,7 @@ trap report EXIT
 # The browser test files a changed path calls for (one per line); `all` for every file.
 browser_tests_for() {
   case "$1" in
-    tests/browser/page.mjs | tools/chromium.mjs | scripts/setup-browser.sh) echo all ;;
+    tests/browser/page.mjs | tools/chromium.mjs | scripts/setup-browser.sh | package.json | package-lock.json) echo all ;;
     tests/browser/*.test.mjs) echo "$1" ;;
     tools/serve.mjs) printf '%s\n' tests/browser/serve.test.mjs tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
     tools/probe_webgpu.mjs) echo tests/browser/probe.test.mjs ;;
@@ -56,12 +56,15 @@ browser_tests_for() {
     www/app.js | www/index.html | www/*.css)
       printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/export.test.mjs ;;
     www/export.js) echo tests/browser/export.test.mjs ;;
-    # Shared by the page and the embedding API.
+    # Shared by the page and the embedding API (and its npm package: www/package.json).
     www/picked-files.js | www/captioner.js)
-      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
-    www/captioner.d.ts | www/examples/*) echo tests/browser/embed.test.mjs ;;
-    www/engine.js) printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
-    www/worker.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs tests/browser/package.test.mjs ;;
+    www/captioner.d.ts | www/examples/*) printf '%s\n' tests/browser/embed.test.mjs tests/browser/package.test.mjs ;;
+    www/package.json) echo tests/browser/package.test.mjs ;;
+    www/engine.js)
+      printf '%s\n' tests/browser/threads.test.mjs tests/browser/app.test.mjs tests/browser/embed.test.mjs tests/browser/package.test.mjs ;;
+    www/worker.js)
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs tests/browser/package.test.mjs ;;
     www/model-store.js) printf '%s\n' tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
     www/*) echo tests/browser/app.test.mjs ;;
     # The engine's browser face: what the page calls, and the row rules it shares.

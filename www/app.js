@@ -92,6 +92,9 @@ async function loadModel() {
   try {
     state.captioner = await Captioner.load({
       ...source,
+      // This page is served unbundled, and tools/serve.mjs narrows the worker's downloads to
+      // the chosen model's origin.
+      modelInWorkerUrl: true,
       device: ui.device.value,
       precision: ui.precision.value,
       onProgress: (p) => {

@@ -20,6 +20,11 @@ export interface LoadOptions {
   /** How the weights are held; a safetensors folder is quantized as it loads. */
   precision?: 'auto' | 'f32' | 'q8_0' | 'q4_0' | 'mixed';
   onProgress?: (progress: LoadProgress) => void;
+  /**
+   * Unbundled use only: start the worker as `worker.js?model=<url>`, so the server can let the
+   * worker's downloads reach that model's origin and no other (its Content-Security-Policy).
+   */
+  modelInWorkerUrl?: boolean;
 }
 
 export interface CaptionOptions {

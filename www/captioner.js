@@ -53,14 +53,13 @@ export class Captioner {
    * safetensors folder is quantized as it loads. `onProgress({phase, loaded, total,
    * bytesPerSecond, file})` reports the download: `phase: 'plan'` first, with its `total`
    * bytes where the server says, then `'download'`, `'packing'`, `'building'`.
+   * `modelInWorkerUrl` (unbundled use only) starts the worker as `worker.js?model=<url>`, so the
+   * server can allow the worker's downloads to reach that model's origin and no other (its
+   * Content-Security-Policy; tools/serve.mjs does so for the page).
    */
-  static async load({ modelUrl, files, device = 'auto', precision = 'auto', onProgress } = {}) {
+  static async load({ modelUrl, files, device = 'auto', precision = 'auto', onProgress, modelInWorkerUrl = false } = {}) {
     const source = files ? { files: [...files] } : { url: modelUrl ?? DEFAULT_MODEL_URL };
-    // The model URL rides in the worker's address so a server can allow exactly that origin in
-    // the worker's Content-Security-Policy (tools/serve.mjs does).
-    const script = new URL('./worker.js', import.meta.url);
-    if (source.url) script.searchParams.set('model', new URL(source.url, location.href).href);
-    const worker = new Worker(script, { type: 'module' });
+    const worker = startWorker(modelInWorkerUrl ? source.url : null);
     const captioner = new Captioner(worker);
     try {
       const info = await captioner.#request({ type: 'load', source, device, precision }, { onProgress });
@@ -213,6 +212,22 @@ export class Captioner {
         break;
     }
   }
+}
+
+/**
+ * The engine's worker. Bundlers (Vite, webpack) find a worker, and bundle it with what it
+ * imports, only when it is started in the literal form of the second return; a plain
+ * `<script type="module">` loads the same file beside this module.
+ */
+function startWorker(modelUrl) {
+  if (modelUrl) {
+    // Not the literal form, on purpose: a bundler would copy worker.js without its imports.
+    const name = './worker.js';
+    const script = new URL(name, import.meta.url);
+    script.searchParams.set('model', new URL(modelUrl, location.href).href);
+    return new Worker(script, { type: 'module' });
+  }
+  return new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 }
 
 /** The lines of `rows` (see `captionRows`): strings, or bytes for a line that is not UTF-8. */

@@ -23,7 +23,7 @@ export function loadEngine({ cpu = false, threads = self.navigator.hardwareConcu
   }
   return build('threads', async () => {
     try {
-      const pkg = await import('./pkg-threads/captioner.js');
+      const pkg = await import(/* @vite-ignore */ /* webpackIgnore: true */ threadedBuild());
       await pkg.default();
       // The calling worker works too: it needs threads - 1 helpers.
       await pkg.initThreads(threads - 1);
@@ -53,6 +53,19 @@ export async function pickDevice(wanted) {
     : 'this browser has no WebGPU';
   if (wanted === 'webgpu') throw new Error(`${why}; choose the CPU instead (slower, but it works)`);
   return { device: 'cpu', note: `${why}: running on the CPU (slower)` };
+}
+
+/**
+ * Where the threaded build is: beside this file, as the package ships it. Its helper workers
+ * start from its own script's URL (wasm-bindgen-rayon's `no-bundler` helpers), which works
+ * only where that script is served as it ships, so bundlers are told to leave this import
+ * alone (a name they cannot read, and their ignore comments). In a bundled app the import
+ * finds nothing and the CPU runs on one thread, saying why, where the helpers would wait for a
+ * script that never answers.
+ */
+function threadedBuild() {
+  const name = './pkg-threads/captioner.js';
+  return new URL(name, import.meta.url).href;
 }
 
 function build(name, start) {

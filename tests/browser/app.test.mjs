@@ -46,6 +46,9 @@ test('the page captions a JSONL with images like the native program, keeps the m
   const status = await waitForText(page, 'model-status', /Model ready|could not/);
   // Packed on the GPU, and the GPU memory it takes is said.
   assert.match(status, /Model ready on WebGPU, weights auto \(q8_0\), [\d.]+ MB of GPU memory/, status);
+  // The worker was started with the model in its address, for the server's policy (serve.test.mjs).
+  const model = encodeURIComponent(new URL('/fixtures/tiny-b/', suite.origin).href);
+  assert.ok(requests.some((u) => u.endsWith(`/worker.js?model=${model}`)), requests.join('\n'));
 
   await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
   await page.getByTestId('temperature').fill('0');

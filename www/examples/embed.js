@@ -26,9 +26,10 @@ $('go').addEventListener('click', async () => {
     const input = [{ id: 'a', image: files[0].name }, { id: 'b', image: [files[1].name] }];
     for await (const row of captioner.captionRows(input, files, greedy)) rows.push(row);
     captioner.dispose();
-    const { device, deviceNote, lastDecodedByBrowser } = captioner;
+    const { device, deviceNote, threads, threadNote, lastDecodedByBrowser } = captioner;
     $('result').textContent = JSON.stringify({
-      caption, streamed: streamed.trim(), rows, device, deviceNote, decodedByBrowser: lastDecodedByBrowser,
+      caption, streamed: streamed.trim(), rows, device, deviceNote, threads, threadNote,
+      decodedByBrowser: lastDecodedByBrowser,
     });
     output.textContent = 'done';
   } catch (e) {

@@ -1,0 +1,87 @@
+// The npm package (www/package.json) as an annotation tool uses it: packed with `npm pack`,
+// installed from the tarball into a scratch app, built with Vite, served, and run in headless
+// Chromium; its captions must be what `captioner caption-jsonl` writes natively.
+//
+// Needs: `www/pkg/` and `www/pkg-threads/` built (scripts/test.sh does it), Vite (npm ci),
+// the native `captioner` binary (CAPTIONER_BIN), Chromium at /usr/bin/chromium.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve } from '../../tools/serve.mjs';
+import { fixtures, images, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
+
+const suite = pageSuite();
+
+/** Packs www/ and installs the tarball into a new app holding the embedding example, importing
+ * the package by name; resolves to the app's folder. */
+function scratchApp() {
+  const packed = join(suite.scratch, 'packed');
+  mkdirSync(packed);
+  const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd });
+  npm(['pack', '--pack-destination', packed], join(repo, 'www'));
+  const [tarball] = readdirSync(packed);
+  // One version for the crate and the package.
+  const version = /^version = "([^"]+)"/m.exec(readFileSync(join(repo, 'Cargo.toml'), 'utf8'))[1];
+  assert.equal(tarball, `captioner-web-${version}.tgz`);
+
+  const app = join(suite.scratch, 'app');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'annotator', private: true, type: 'module' }));
+  const example = readFileSync(join(repo, 'www/examples/embed.js'), 'utf8');
+  const embed = example.replace("from '../captioner.js'", "from 'captioner-web'");
+  assert.notEqual(embed, example, 'the example imports the API as the test expects');
+  writeFileSync(join(app, 'embed.js'), embed);
+  writeFileSync(join(app, 'index.html'), readFileSync(join(repo, 'www/examples/embed.html'), 'utf8'));
+  // From the tarball alone: the package has no dependencies to fetch.
+  npm(['install', '--offline', join(packed, tarball)], app);
+  return app;
+}
+
+test('the npm package, installed from its tarball into a Vite app, captions like the native program', async () => {
+  const native = rowsOf(suite.nativeOutput({ maxTokens: 8 }));
+  const app = scratchApp();
+  const { build } = await import('vite');
+  await build({ root: app, base: './', logLevel: 'warn' });
+  const dist = join(app, 'dist');
+  const built = readdirSync(join(dist, 'assets'));
+  // Vite found the worker and bundled it with the engine's glue, and emitted the engine's
+  // wasm; the threaded build stays out of the bundle (www/engine.js says why).
+  assert.ok(built.some((f) => /^worker-.*\.js$/.test(f)), built.join(' '));
+  assert.equal(built.filter((f) => f.endsWith('.wasm')).length, 1, built.join(' '));
+
+  // Served as tools/serve.mjs serves the app (with its Content-Security-Policy): not
+  // cross-origin isolated, as most annotation tools are, then isolated, where the threaded
+  // CPU build cannot start from a bundle and must say so rather than wait.
+  for (const isolated of [false, true]) {
+    const { server, url } = await serve({ root: dist, mounts: { '/fixtures/': fixtures }, isolated });
+    try {
+      const page = await suite.browser.newPage();
+      const requests = [];
+      page.on('request', (r) => requests.push(r.url()));
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${url}/index.html?model=/fixtures/tiny-b/&device=cpu`);
+      assert.equal(await page.evaluate(() => self.crossOriginIsolated), isolated);
+      await page.getByTestId('files').setInputFiles([join(images, 'small_100x80.png'), join(images, 'photo_640x480.jpg')]);
+      await page.getByTestId('go').click();
+      const out = await waitForText(page, 'output', /^(done|failed)/, 120_000);
+      assert.match(out, /^done/, out);
+      const result = JSON.parse(await page.getByTestId('result').textContent());
+      // Row 2 of the example rows is small_100x80.png alone, row 1 photo_640x480.jpg.
+      assert.equal(result.caption, native[1].caption);
+      assert.deepEqual(result.rows.map((r) => r.caption), [native[1].caption, native[0].caption]);
+      assert.equal(result.threads, 1);
+      assert.match(result.threadNote, isolated ? /threaded engine did not start/ : /not cross-origin isolated/);
+      assert.equal(errors.length, 0, errors.join('\n'));
+      for (const r of requests) assert.ok(r.startsWith(url + '/') || r.startsWith('blob:'), `request to ${r}`);
+      // The worker came from the bundle, not from a copy of the package's unbundled worker.js.
+      assert.ok(!requests.some((r) => r.endsWith('/worker.js')), requests.join('\n'));
+      await page.close();
+    } finally {
+      server.close();
+    }
+  }
+});
