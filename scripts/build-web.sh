@@ -16,6 +16,7 @@ for b in "${builds[@]}"; do
   case "$b" in webgpu | threads) ;; *) echo "build-web: unknown build '$b' (webgpu or threads)" >&2; exit 2 ;; esac
 done
 wants() { [[ " ${builds[*]} " == *" $1 "* ]]; }
+command -v node >/dev/null || { echo "build-web: needs Node.js (scripts/setup-browser.sh installs it)" >&2; exit 1; }
 # wasm-bindgen's CLI must be exactly the version of the wasm-bindgen crate in Cargo.lock.
 want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
@@ -39,6 +40,9 @@ case "$profile" in dev | wasm-dev) ;; *) bindgen+=(--remove-name-section --remov
 bindgen_into() {
   rm -rf "$1.new"
   wasm-bindgen "${bindgen[@]}" --out-dir "$1.new" "$2"
+  # One self-contained glue module (the threaded build's helpers start from a copy of it; see
+  # the script).
+  node tools/inline_snippets.mjs "$1.new"
   rm -rf "$1"
   mv "$1.new" "$1"
 }

@@ -76,6 +76,7 @@ browser_tests_for() {
     # What a browser decodes falls back from the engine's decoders.
     src/preprocess/*) printf '%s\n' tests/browser/inputs.test.mjs tests/browser/embed.test.mjs ;;
     scripts/build-web.sh | src/lib.rs) echo tests/browser/module.test.mjs ;;
+    tools/inline_snippets.mjs) printf '%s\n' tests/browser/threads.test.mjs tests/browser/package.test.mjs ;;
     src/bench/*) echo tests/browser/bench.test.mjs ;;
     src/workers.rs | src/heap.rs) echo tests/browser/threads.test.mjs ;;
     tests/fixtures/*) printf '%s\n' tests/browser/app.test.mjs tests/browser/embed.test.mjs ;;
@@ -131,6 +132,8 @@ needs_browser=false
 { ! $quick || [ ${#browser[@]} -gt 0 ]; } && needs_browser=true
 if ! $quick || { $needs_browser && { $rust_changed || [ ! -f www/pkg/captioner_bg.wasm ] || [ ! -f www/pkg-threads/captioner_bg.wasm ]; }; }; then
   step "wasm32 builds, linted"
+  # (Node.js, from setup-browser.sh, makes the threaded build's glue self-contained.)
+  command -v node >/dev/null || . scripts/setup-browser.sh
   WASM_PROFILE=wasm-dev scripts/build-web.sh
 fi
 # The native binary the browser tests compare with, and every test target, linted.

@@ -24,7 +24,7 @@ export function loadEngine({ cpu = false, threads = self.navigator.hardwareConcu
   return build('threads', async () => {
     try {
       const pkg = await import(/* @vite-ignore */ /* webpackIgnore: true */ threadedBuild());
-      await pkg.default();
+      await pkg.default({ module_or_path: new URL('./pkg-threads/captioner_bg.wasm', import.meta.url) });
       // The calling worker works too: it needs threads - 1 helpers.
       await pkg.initThreads(threads - 1);
       return { pkg, threads: pkg.kernelThreads(), note: '' };
@@ -56,16 +56,13 @@ export async function pickDevice(wanted) {
 }
 
 /**
- * Where the threaded build is: beside this file, as the package ships it. Its helper workers
- * start from its own script's URL (wasm-bindgen-rayon's `no-bundler` helpers), which works
- * only where that script is served as it ships, so bundlers are told to leave this import
- * alone (a name they cannot read, and their ignore comments). In a bundled app the import
- * finds nothing and the CPU runs on one thread, saying why, where the helpers would wait for a
- * script that never answers.
+ * Where the threaded build's glue is. Its helper workers start from a copy of the glue and
+ * import it by URL, so it must stay one file served as it ships (scripts/build-web.sh inlines
+ * what it imported): named with `new URL(…, import.meta.url)`, as its wasm is above, a bundler
+ * (Vite) copies both as they are, and the import is marked for bundlers to leave alone.
  */
 function threadedBuild() {
-  const name = './pkg-threads/captioner.js';
-  return new URL(name, import.meta.url).href;
+  return new URL('./pkg-threads/captioner.js', import.meta.url).href;
 }
 
 function build(name, start) {
