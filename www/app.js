@@ -44,8 +44,22 @@ const state = {
   key: null, // storage key of this input (for resuming after a reload)
 };
 
+/** The engine's default prompt (`DEFAULT_PROMPT` in src/engine.rs; a test keeps them equal),
+ * shown in the prompt field so that what is sent is what the page shows. A row of several
+ * images gets the engine's wording for several while the field holds this one. */
+const DEFAULT_PROMPT = 'Describe this image in one or two sentences.';
+/** Models known to work, offered in the URL field's list. */
+const KNOWN_MODELS = [{ url: DEFAULT_MODEL_URL, name: 'SmolVLM-256M-Instruct (Hugging Face)' }];
+
 const params = new URLSearchParams(location.search);
 ui.modelUrl.value = params.get('model') ?? DEFAULT_MODEL_URL;
+for (const { url, name } of KNOWN_MODELS) {
+  const option = document.createElement('option');
+  option.value = url;
+  option.label = name;
+  $('known-models').append(option);
+}
+if (!$('prompt').value) $('prompt').value = DEFAULT_PROMPT;
 if (['auto', 'webgpu', 'cpu'].includes(params.get('device'))) ui.device.value = params.get('device');
 
 function setStatus(el, text) {
@@ -113,10 +127,11 @@ async function loadModel() {
             ui.modelProgress.max = p.total;
             ui.modelProgress.value = p.loaded;
           }
+          const left = p.total && p.bytesPerSecond > 0 ? `, ${formatSeconds((p.total - p.loaded) / p.bytesPerSecond)} left` : '';
           setStatus(
             ui.modelStatus,
             `Downloading ${p.file}${p.packing ? ` (packed as ${p.packing} as it arrives)` : ''}: ` +
-              `${formatBytes(p.loaded)} of ${formatBytes(p.total)} (${formatBytes(p.bytesPerSecond)}/s)`,
+              `${formatBytes(p.loaded)} of ${formatBytes(p.total)} (${formatBytes(p.bytesPerSecond)}/s${left})`,
           );
         } else if (p.phase === 'building') {
           setStatus(ui.modelStatus, 'Preparing the model on the device…');
@@ -557,6 +572,8 @@ function renderRows() {
       state.thumbnails.push(img.src);
       img.alt = '';
       img.loading = 'lazy';
+      // A file the browser cannot show (not an image, or a format it lacks) shows no broken icon.
+      img.addEventListener('error', () => img.remove());
       li.append(img);
     }
     const name = first ?? `line ${index + 1}`;
@@ -621,6 +638,17 @@ function captionIn(line) {
 
 // ---- run ----
 
+/** The settings in one line, shown on the closed settings block. */
+function showSettings() {
+  const s = settings();
+  const prompt = (s.prompt ?? DEFAULT_PROMPT) === DEFAULT_PROMPT ? 'default prompt' : 'own prompt';
+  const sampling = s.temperature === 0 ? 'greedy' : `temperature ${s.temperature ?? 0.7}, top-p ${s.topP ?? 0.9}`;
+  setStatus(
+    $('settings-summary'),
+    `${prompt}${s.system ? ' and system prompt' : ''}, up to ${s.maxTokens ?? 512} new tokens, ${sampling}, seed ${s.seed ?? 42}`,
+  );
+}
+
 function settings() {
   const number = (el) => (el.value === '' ? undefined : Number(el.value));
   return {
@@ -672,11 +700,14 @@ async function run() {
         return output ? [[index, output.outcome]] : [];
       }),
       onToken: (text, index) => {
-        const caption = state.rowsById.get(run.ids[index])?.querySelector('.caption');
-        if (caption) caption.textContent += text;
+        const li = state.rowsById.get(run.ids[index]);
+        if (!li) return;
+        if (current !== li) markCurrent(li);
+        li.querySelector('.caption').textContent += text;
       },
       onRow: (result) => {
         const id = run.ids[result.index];
+        if (current === state.rowsById.get(id)) markCurrent(null);
         state.outputs.set(id, result);
         showResult(id, result);
         progress = result.progress;
@@ -693,11 +724,24 @@ async function run() {
   } catch (e) {
     setStatus(ui.progressText, `The run stopped: ${e.message}`);
   } finally {
+    markCurrent(null);
     state.running = false;
     updateButtons();
     showInputStatus();
     (finished ? ui.download : ui.run).focus();
   }
+}
+
+/** The row being captioned: marked, and scrolled into view when it starts. */
+let current = null;
+function markCurrent(li) {
+  current?.classList.remove('current');
+  current?.removeAttribute('aria-busy');
+  current = li;
+  if (!li) return;
+  li.classList.add('current');
+  li.setAttribute('aria-busy', 'true');
+  li.scrollIntoView({ block: 'nearest' });
 }
 
 function showProgress(p, word) {
@@ -866,6 +910,7 @@ ui.jsonl.addEventListener('change', () => {
   if (file) inputChange(() => setRows(file));
 });
 ui.clear.addEventListener('click', () => inputChange(clearInputs));
+$('settings-controls').addEventListener('input', showSettings);
 for (const id of ['image-key', 'caption-key']) {
   $(id).addEventListener('change', () => inputChange(() => inputsChanged({ reset: true })));
 }
@@ -919,6 +964,7 @@ async function droppedFiles(dataTransfer) {
 }
 
 updateButtons();
+showSettings();
 showCached();
 showPlan();
 if (params.has('model')) loadModel();

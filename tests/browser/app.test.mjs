@@ -105,7 +105,6 @@ test('the page captions a JSONL with images like the native program, keeps the m
   // The stored model is listed with its size, and Delete removes it from the browser.
   const listed = await waitForText(again.page, 'cached', /fixtures\/tiny-b\//);
   assert.match(listed, /\/fixtures\/tiny-b\/ — [\d.]+ MB, q8_0 pack/, listed);
-  await again.page.getByText('Models stored in this browser').click();
   // Save writes the pack to disk: the very files `captioner quantize` wrote.
   const buttons = again.page.getByTestId('save-pack-file');
   assert.equal(await buttons.count(), packFiles.length);

@@ -50,9 +50,11 @@ export function pageSuite() {
   suite.launch = (profile, { webgpu }) => launchChromium(join(suite.scratch, profile), { webgpu });
   /**
    * A page at `path` that records every request it makes (`downloads`: the GETs among them,
-   * not the HEADs that size a download before it starts) and every uncaught error.
+   * not the HEADs that size a download before it starts) and every uncaught error. The page's
+   * folded blocks (settings, model options) are opened, as a user opens them to reach their
+   * fields, unless `folded`.
    */
-  suite.openPage = async (path, context = suite.browser) => {
+  suite.openPage = async (path, context = suite.browser, { folded = false } = {}) => {
     const page = await context.newPage();
     const requests = [];
     const downloads = [];
@@ -64,6 +66,7 @@ export function pageSuite() {
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(suite.origin + path);
+    if (!folded) await page.evaluate(() => document.querySelectorAll('details').forEach((d) => (d.open = true)));
     return { page, requests, downloads, errors };
   };
   /**

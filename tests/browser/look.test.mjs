@@ -1,0 +1,133 @@
+// The page as a first-time user meets it: one path with the settings folded and their defaults
+// said, the prompt that will be sent shown, no accessibility violations (axe-core) in light or
+// dark, before, during and after a run, and a layout that fits a phone.
+//
+// With CAPTIONER_SCREENSHOTS=<folder> it also writes the README's screenshots there (first
+// open, mid-run, done, phone): `CAPTIONER_SCREENSHOTS=docs/screenshots node --test
+// tests/browser/look.test.mjs`.
+//
+// Needs: `www/pkg/` built (scripts/test.sh does it), axe-core (npm ci), Chromium.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { example, examplePictures, pageSuite, repo, waitForText } from './page.mjs';
+
+const suite = pageSuite();
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const shots = process.env.CAPTIONER_SCREENSHOTS ? resolve(process.env.CAPTIONER_SCREENSHOTS) : null;
+if (shots) mkdirSync(shots, { recursive: true });
+
+/** Saves a screenshot named `name` when asked for (CAPTIONER_SCREENSHOTS). */
+async function shoot(page, name) {
+  if (shots) await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false });
+}
+
+/**
+ * axe-core's WCAG 2 A/AA rules on the page as it is; fails listing each violation with the
+ * elements it found. (Evaluated through the DevTools protocol, so the page's policy, which
+ * allows no script but its own, does not stop it.)
+ */
+async function assertAccessible(page, when) {
+  const violations = await page.evaluate(async (source) => {
+    if (!window.axe) (0, eval)(source);
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+    });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.map((n) => n.target.join(' ')).join('\n    ')}`);
+  }, axeSource);
+  assert.deepEqual(violations, [], `${when}:\n${violations.join('\n')}`);
+}
+
+test('a first visit sees one path, the settings folded with their defaults said, and the prompt that will be sent', async () => {
+  const { page, errors } = await suite.openPage('/', suite.browser, { folded: true });
+  const advanced = page.getByTestId('advanced');
+  assert.equal(await advanced.evaluate((d) => d.open), false);
+  assert.equal(
+    await page.getByTestId('settings-summary').textContent(),
+    'default prompt, up to 512 new tokens, temperature 0.7, top-p 0.9, seed 42',
+  );
+  // The prompt field holds the engine's own default prompt.
+  const engine = readFileSync(join(repo, 'src/engine.rs'), 'utf8');
+  const [, defaultPrompt] = /pub const DEFAULT_PROMPT: &str = "([^"]+)";/.exec(engine);
+  assert.equal(await page.getByTestId('prompt').inputValue(), defaultPrompt);
+  // The default model is offered by name in the URL field's list.
+  const known = await page.locator('#known-models option').evaluateAll((o) => o.map((x) => x.label));
+  assert.deepEqual(known, ['SmolVLM-256M-Instruct (Hugging Face)']);
+  // Opening the block and changing a field says so in its summary.
+  await page.getByText('Prompt and sampling').click();
+  await page.getByTestId('temperature').fill('0');
+  await page.getByTestId('prompt').fill('Name the main object.');
+  assert.equal(
+    await page.getByTestId('settings-summary').textContent(),
+    'own prompt, up to 512 new tokens, greedy, seed 42',
+  );
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});
+
+test('no accessibility violations (axe-core, WCAG 2.1 AA) in light or dark, before, during and after a run', async () => {
+  for (const colorScheme of ['light', 'dark']) {
+    const device = colorScheme === 'light' ? 'webgpu' : 'cpu';
+    const { page } = await suite.openPage(`/?model=/fixtures/tiny-b/&device=${device}`, suite.browser, { folded: true });
+    await page.emulateMedia({ colorScheme });
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await waitForText(page, 'model-status', /Model ready|could not/);
+    await assertAccessible(page, `${colorScheme}, first open`);
+    if (colorScheme === 'light') await shoot(page, 'first-open');
+    await page.evaluate(() => document.querySelectorAll('details').forEach((d) => (d.open = true)));
+    await assertAccessible(page, `${colorScheme}, every block open`);
+
+    await page.getByTestId('max-tokens').fill('16');
+    await page.getByTestId('temperature').fill('0');
+    // (Outputs are kept in this browser by their rows: another seed per pass makes each a run.)
+    await page.getByTestId('seed').fill(colorScheme === 'light' ? '1' : '2');
+    await page.getByTestId('images').setInputFiles(examplePictures);
+    await page.getByTestId('jsonl').setInputFiles(example);
+    await waitForText(page, 'input-status', /12 row\(s\)/);
+    await page.getByTestId('run').click();
+    if (colorScheme === 'light') {
+      // On WebGPU (SwiftShader) a row takes seconds, so the page is seen mid-run.
+      await waitForText(page, 'progress-text', /^[1-9]\d* of 12 rows/);
+      // The row being captioned is marked, busy, and in view.
+      const currentRow = page.locator('[data-testid="row"].current');
+      await currentRow.waitFor();
+      assert.equal(await currentRow.getAttribute('aria-busy'), 'true');
+      assert.ok(await currentRow.evaluate((li) => {
+        const box = li.getBoundingClientRect();
+        return box.bottom > 0 && box.top < window.innerHeight;
+      }), 'the row being captioned is out of view');
+      await shoot(page, 'mid-run');
+      await assertAccessible(page, `${colorScheme}, mid-run`);
+    }
+    await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+    assert.equal(await page.locator('[data-testid="row"].current').count(), 0);
+    // Captions, error rows and the export buttons, all enabled.
+    await assertAccessible(page, `${colorScheme}, done`);
+    if (colorScheme === 'dark') await shoot(page, 'done-dark');
+    await page.close();
+  }
+});
+
+test('on a phone the page is one column with nothing wider than the screen', async () => {
+  const { page } = await suite.openPage('/', suite.browser, { folded: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByTestId('images').setInputFiles(examplePictures);
+  await waitForText(page, 'input-status', /10 image file\(s\)/);
+  const { overflow, wide } = await page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll('body *')]
+      .filter((e) => e.getBoundingClientRect().right > width)
+      .map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${e.className}`);
+    return { overflow: document.documentElement.scrollWidth - width, wide };
+  });
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen: ${wide.join(', ')}`);
+  // The cards stack: each starts below the one before.
+  const boxes = await page.locator('section.card').evaluateAll((cards) => cards.map((c) => c.getBoundingClientRect().toJSON()));
+  for (let i = 1; i < boxes.length; i++) assert.ok(boxes[i].top >= boxes[i - 1].bottom, `card ${i + 1} beside card ${i}`);
+  await assertAccessible(page, 'phone');
+  await shoot(page, 'phone');
+  await page.close();
+});
