@@ -15,7 +15,7 @@ const ui = {
   cached: $('cached'), drop: $('drop'), images: $('images'), folder: $('folder'), jsonl: $('jsonl'),
   clear: $('clear'), inputStatus: $('input-status'), run: $('run'), runHint: $('run-hint'),
   cancel: $('cancel'), download: $('download'), downloadCsv: $('download-csv'),
-  downloadTxt: $('download-txt'), exportStatus: $('export-status'), progress: $('progress'),
+  downloadTxt: $('download-txt'), writeTxt: $('write-txt'), exportStatus: $('export-status'), progress: $('progress'),
   progressText: $('progress-text'), results: $('results'),
   // Locked while a run goes, so that the rows it captions stay the rows shown and downloaded.
   locked: [$('model-controls'), $('input-controls'), $('settings-controls')],
@@ -521,6 +521,21 @@ async function inputKey(lines) {
   return 'captioner-run:' + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * Stores the outputs at most once a second while a run goes: each save writes every output so
+ * far, which, once a row, made a long run's page work grow with the square of its rows
+ * (tools/bench_page.mjs). The run's end (or pause, or failure) saves at once.
+ */
+let saveTimer = null;
+function saveSoon(key) {
+  saveTimer ??= setTimeout(() => saveNow(key), 1000);
+}
+function saveNow(key) {
+  clearTimeout(saveTimer);
+  saveTimer = null;
+  save(key);
+}
+
 /** Stores the outputs, by identity, under the input's `key`. */
 function save(key) {
   try {
@@ -587,6 +602,10 @@ function renderRows() {
     caption.setAttribute('aria-label', `Caption of ${name}`);
     caption.addEventListener('input', () => {
       state.edits.set(id, caption.textContent);
+      if (li.dataset.edited == null) {
+        li.dataset.edited = '';
+        showCounts();
+      }
     });
     const remove = document.createElement('button');
     remove.type = 'button';
@@ -607,13 +626,29 @@ function renderRows() {
     state.rowsById.set(id, li);
     const done = state.outputs.get(id);
     if (done) showResult(id, done);
+    if (state.edits.has(id)) li.dataset.edited = '';
   });
+  showCounts();
+}
+
+/** How many rows each filter of the grid shows. */
+function showCounts() {
+  let failed = 0;
+  let pending = 0;
+  for (const id of state.rowsById.keys()) {
+    const output = state.outputs.get(id);
+    if (!output) pending++;
+    else if (output.outcome === 'failed') failed++;
+  }
+  const counts = { all: state.rowsById.size, failed, edited: state.edits.size, pending };
+  for (const el of document.querySelectorAll('#show [data-count]')) el.textContent = `(${counts[el.dataset.count]})`;
 }
 
 /** Shows the output of the row with identity `id`, where the grid has that row. */
 function showResult(id, result) {
   const li = state.rowsById.get(id);
   if (!li) return;
+  li.dataset.outcome = result.outcome ?? 'captioned';
   const caption = li.querySelector('.caption');
   if (result.error != null && result.caption == null) {
     caption.textContent = result.error;
@@ -712,7 +747,7 @@ async function run() {
         showResult(id, result);
         progress = result.progress;
         showProgress(progress);
-        save(run.key);
+        saveSoon(run.key);
       },
     });
     for await (const _ of rows) {
@@ -725,6 +760,7 @@ async function run() {
     setStatus(ui.progressText, `The run stopped: ${e.message}`);
   } finally {
     markCurrent(null);
+    if (state.key) saveNow(state.key);
     state.running = false;
     updateButtons();
     showInputStatus();
@@ -732,8 +768,20 @@ async function run() {
   }
 }
 
-/** The row being captioned: marked, and scrolled into view when it starts. */
+/**
+ * The row being captioned: marked, and scrolled into view when it starts, unless the user is
+ * editing a caption or scrolled in the last few seconds (the page must not pull the rows from
+ * under a user reading or correcting them).
+ */
 let current = null;
+let scrolledByUser = -Infinity;
+const FOLLOW_AFTER_MS = 5000;
+for (const type of ['wheel', 'touchmove']) {
+  window.addEventListener(type, () => (scrolledByUser = performance.now()), { passive: true });
+}
+window.addEventListener('keydown', (e) => {
+  if (['PageUp', 'PageDown', 'Home', 'End', 'ArrowUp', 'ArrowDown', ' '].includes(e.key)) scrolledByUser = performance.now();
+});
 function markCurrent(li) {
   current?.classList.remove('current');
   current?.removeAttribute('aria-busy');
@@ -741,10 +789,12 @@ function markCurrent(li) {
   if (!li) return;
   li.classList.add('current');
   li.setAttribute('aria-busy', 'true');
-  li.scrollIntoView({ block: 'nearest' });
+  const editing = document.activeElement?.classList.contains('caption');
+  if (!editing && performance.now() - scrolledByUser > FOLLOW_AFTER_MS) li.scrollIntoView({ block: 'nearest' });
 }
 
 function showProgress(p, word) {
+  showCounts();
   if (!p) return;
   ui.progress.max = p.rowsTotal || 1;
   ui.progress.value = p.rowsDone;
@@ -840,6 +890,64 @@ async function downloadCaptionFiles() {
   }
 }
 
+/**
+ * Writes the caption files straight into a folder the user grants (File System Access), each
+ * beside its image: the folder the images were picked from, whose own name, first in the paths
+ * of a folder pick, is dropped. A .txt that is there already is replaced only when the user
+ * says so, once for them all; otherwise it is kept and the others are written.
+ */
+async function writeCaptionFiles() {
+  let folder;
+  try {
+    folder = await window.showDirectoryPicker({ id: 'captioner-captions', mode: 'readwrite' });
+  } catch (e) {
+    if (e.name !== 'AbortError') setStatus(ui.exportStatus, `No folder to write into: ${e.message}`);
+    return;
+  }
+  try {
+    const { files, left } = captionFiles(await outputTexts(), settings());
+    const within = (name) => (name.startsWith(`${folder.name}/`) ? name.slice(folder.name.length + 1) : name);
+    const planned = files.map(({ name, text }) => ({ path: within(name), text }));
+    const there = [];
+    for (const file of planned) if (await fileIn(folder, file.path, { create: false })) there.push(file);
+    const replace =
+      there.length > 0 &&
+      window.confirm(
+        `${there.length} of the ${planned.length} caption files are in ${folder.name} already ` +
+          `(${someOf(there.map((f) => f.path))}). Replace them? Cancel keeps them and writes the others.`,
+      );
+    let written = 0;
+    for (const file of planned) {
+      if (there.includes(file) && !replace) continue;
+      const writable = await (await fileIn(folder, file.path, { create: true })).createWritable();
+      await writable.write(file.text);
+      await writable.close();
+      written++;
+    }
+    const kept = there.length && !replace ? `; ${there.length} already there kept as they were` : '';
+    const out = left.uncaptioned + left.noImage + left.severalImages + left.sameFile;
+    setStatus(
+      ui.exportStatus,
+      `${written} caption file(s) written into ${folder.name}${kept}` +
+        (out ? `; ${out} row(s) have no caption file (as for the zip).` : '.'),
+    );
+  } catch (e) {
+    setStatus(ui.exportStatus, `The caption files could not all be written into ${folder.name}: ${e.message}`);
+  }
+}
+
+/** The handle of the file at `path` ('a/b.txt') under `folder`, or null where `create` is false and it is not there. */
+async function fileIn(folder, path, { create }) {
+  const parts = path.split('/');
+  try {
+    for (const part of parts.slice(0, -1)) folder = await folder.getDirectoryHandle(part, { create });
+    return await folder.getFileHandle(parts.at(-1), { create });
+  } catch (e) {
+    if (!create && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) return null;
+    throw e;
+  }
+}
+
 /** A line without the `\r` of a CRLF file. */
 function withoutCr(line) {
   if (typeof line === 'string') return line.replace(/\r$/, '');
@@ -853,6 +961,7 @@ function updateButtons() {
   ui.download.disabled = !rows;
   ui.downloadCsv.disabled = !rows;
   ui.downloadTxt.disabled = !rows;
+  ui.writeTxt.disabled = !rows;
   for (const fieldset of ui.locked) fieldset.disabled = state.running;
   ui.drop.setAttribute('aria-disabled', String(state.running));
   for (const button of ui.results.querySelectorAll('.remove')) button.disabled = state.running;
@@ -896,6 +1005,8 @@ ui.cancel.addEventListener('click', () => {
 ui.download.addEventListener('click', download);
 ui.downloadCsv.addEventListener('click', downloadCsv);
 ui.downloadTxt.addEventListener('click', downloadCaptionFiles);
+ui.writeTxt.hidden = typeof window.showDirectoryPicker !== 'function';
+ui.writeTxt.addEventListener('click', writeCaptionFiles);
 // Every input change goes through inputChange: refused while a run goes, waited for by Run.
 ui.images.addEventListener('change', () => {
   const files = takeFiles(ui.images);
@@ -911,6 +1022,7 @@ ui.jsonl.addEventListener('change', () => {
 });
 ui.clear.addEventListener('click', () => inputChange(clearInputs));
 $('settings-controls').addEventListener('input', showSettings);
+$('show').addEventListener('change', (e) => (ui.results.dataset.show = e.target.value));
 for (const id of ['image-key', 'caption-key']) {
   $(id).addEventListener('change', () => inputChange(() => inputsChanged({ reset: true })));
 }

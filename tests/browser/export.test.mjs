@@ -116,6 +116,43 @@ test('after a run the page downloads the same rows as CSV and as caption files, 
   assert.deepEqual(pythonZip(zipPath), want);
   const said = await waitForText(page, 'export-status', /caption file/);
   assert.match(said, new RegExp(`^${Object.keys(want).length} caption file\\(s\\) in the zip; rows left out: \\d+ without a caption, 1 with several images`), said);
+
+  // The same files written into the images' folder (File System Access): the picker answers
+  // with a folder of the page's private file system, holding one caption file already.
+  const [first] = Object.keys(want);
+  await page.evaluate(async (name) => {
+    const root = await navigator.storage.getDirectory();
+    const folder = await root.getDirectoryHandle('pictures', { create: true });
+    const writable = await (await folder.getFileHandle(name, { create: true })).createWritable();
+    await writable.write('written by hand');
+    await writable.close();
+    window.showDirectoryPicker = async () => folder;
+  }, first);
+  const folderFiles = () => page.evaluate(async () => {
+    const out = {};
+    const walk = async (dir, prefix) => {
+      for await (const [name, handle] of dir.entries()) {
+        if (handle.kind === 'directory') await walk(handle, `${prefix}${name}/`);
+        else out[prefix + name] = await (await handle.getFile()).text();
+      }
+    };
+    await walk(await (await navigator.storage.getDirectory()).getDirectoryHandle('pictures'), '');
+    return out;
+  });
+  const count = Object.keys(want).length;
+  // Asked first, and told no: the file there is kept, every other one written.
+  const asked = [];
+  page.once('dialog', (d) => asked.push(d.message()) && d.dismiss());
+  await page.getByTestId('write-txt').click();
+  const kept = await waitForText(page, 'export-status', /written into pictures/);
+  assert.match(asked[0], new RegExp(`^1 of the ${count} caption files are in pictures already \\(${first.replace('.', '\\.')}\\)`), asked[0]);
+  assert.match(kept, new RegExp(`^${count - 1} caption file\\(s\\) written into pictures; 1 already there kept as they were`), kept);
+  assert.deepEqual(await folderFiles(), { ...want, [first]: 'written by hand' });
+  // Told yes: replaced.
+  page.once('dialog', (d) => d.accept());
+  await page.getByTestId('write-txt').click();
+  await waitForText(page, 'export-status', new RegExp(`^${count} caption file\\(s\\) written into pictures`));
+  assert.deepEqual(await folderFiles(), want);
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
 });

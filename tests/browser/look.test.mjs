@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { example, examplePictures, pageSuite, repo, waitForText } from './page.mjs';
+import { downloadOf, example, examplePictures, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
 
 const suite = pageSuite();
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -104,6 +104,26 @@ test('no accessibility violations (axe-core, WCAG 2.1 AA) in light or dark, befo
     }
     await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
     assert.equal(await page.locator('[data-testid="row"].current').count(), 0);
+    if (colorScheme === 'light') {
+      // The filters show a part of the rows, with their counts; the download keeps every row.
+      const rows = page.locator('[data-testid="row"]:visible');
+      assert.match(await page.getByTestId('show').textContent(), /All \(12\).*Failed \(7\).*Edited by hand \(0\).*Not finished \(0\)/s);
+      await page.getByRole('radio', { name: /^Failed/ }).check();
+      assert.equal(await rows.count(), 7);
+      for (const text of await rows.locator('.caption').allTextContents()) assert.notEqual(text, '');
+      await page.getByRole('radio', { name: /^All/ }).check();
+      const caption = page.locator('[data-testid="row"] .caption[contenteditable="plaintext-only"]').first();
+      await caption.click();
+      await page.keyboard.press('Control+End');
+      await page.keyboard.type(' (checked)');
+      await page.getByRole('radio', { name: /^Edited by hand/ }).check();
+      assert.equal(await rows.count(), 1);
+      assert.match(await rows.locator('.caption').textContent(), /\(checked\)$/);
+      assert.match(await page.getByTestId('show').textContent(), /Edited by hand \(1\)/);
+      assert.equal(rowsOf((await downloadOf(page)).toString('utf8')).length, 12);
+      await assertAccessible(page, 'edited rows shown');
+      await page.getByRole('radio', { name: /^All/ }).check();
+    }
     // Captions, error rows and the export buttons, all enabled.
     await assertAccessible(page, `${colorScheme}, done`);
     if (colorScheme === 'dark') await shoot(page, 'done-dark');
