@@ -151,3 +151,45 @@ test('on a phone the page is one column with nothing wider than the screen', asy
   await shoot(page, 'phone');
   await page.close();
 });
+
+test('a run follows the row being captioned, but not while the user scrolls', async () => {
+  const { page } = await suite.pageWithModel('cpu', 501, 8);
+  // Short and narrow: the twelve rows reach far below the fold.
+  await page.setViewportSize({ width: 560, height: 480 });
+  await page.getByTestId('images').setInputFiles(examplePictures);
+  await page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(page, 'input-status', /12 row\(s\)/);
+  // Which row the user sees in the middle of the screen (rows out of view may change height as
+  // they are painted, and the browser's scroll anchoring moves scrollY to keep the view).
+  const rowInView = () => page.evaluate(() => document.elementFromPoint(280, 300)?.closest('li')?.dataset.index ?? null);
+  const lastRowInView = () => page.locator('[data-testid="row"]').last().evaluate((li) => {
+    const box = li.getBoundingClientRect();
+    return box.bottom > 0 && box.top < window.innerHeight;
+  });
+
+  // Left alone, the page follows the run down to its last rows.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  assert.ok(await lastRowInView(), 'the page did not follow the run');
+
+  // Scrolled by the user (the wheel) just before the run: it stays where the user put it.
+  // (The same rows again, under another seed so that none is restored as finished.)
+  await page.getByTestId('clear').click();
+  await page.getByTestId('seed').fill('502');
+  await page.getByTestId('images').setInputFiles(examplePictures);
+  await page.getByTestId('jsonl').setInputFiles(example);
+  const status = await waitForText(page, 'input-status', /^10 image file\(s\), 12 row\(s\) from rows\.jsonl\./);
+  assert.doesNotMatch(status, /restored|finished row/, status);
+  await page.evaluate(() => document.querySelector('[data-testid="results"]').scrollIntoView({ block: 'start' }));
+  await page.mouse.move(100, 100);
+  await page.mouse.wheel(0, -40);
+  await page.waitForTimeout(100);
+  const before = await rowInView();
+  assert.notEqual(before, null);
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  assert.equal(await rowInView(), before);
+  assert.ok(!(await lastRowInView()), 'the page followed the run');
+  await page.close();
+});
