@@ -907,9 +907,13 @@ async function writeCaptionFiles() {
   try {
     const { files, left } = captionFiles(await outputTexts(), settings());
     const within = (name) => (name.startsWith(`${folder.name}/`) ? name.slice(folder.name.length + 1) : name);
-    const planned = files.map(({ name, text }) => ({ path: within(name), text }));
-    const there = [];
-    for (const file of planned) if (await fileIn(folder, file.path, { create: false })) there.push(file);
+    // Each file looked up once: the handle of one that is there already is the one written.
+    const planned = [];
+    for (const { name, text } of files) {
+      const path = within(name);
+      planned.push({ path, text, handle: await fileIn(folder, path, { create: false }) });
+    }
+    const there = planned.filter((file) => file.handle);
     const replace =
       there.length > 0 &&
       window.confirm(
@@ -918,8 +922,9 @@ async function writeCaptionFiles() {
       );
     let written = 0;
     for (const file of planned) {
-      if (there.includes(file) && !replace) continue;
-      const writable = await (await fileIn(folder, file.path, { create: true })).createWritable();
+      if (file.handle && !replace) continue;
+      const handle = file.handle ?? (await fileIn(folder, file.path, { create: true }));
+      const writable = await handle.createWritable();
       await writable.write(file.text);
       await writable.close();
       written++;
