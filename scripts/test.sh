@@ -54,8 +54,9 @@ browser_tests_for() {
     www/bench*) echo tests/browser/bench.test.mjs ;;
     # The page's own files: its flows (app), the rows it writes (rows) and what it takes (inputs).
     www/app.js | www/index.html | www/*.css)
-      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/export.test.mjs tests/browser/look.test.mjs ;;
+      printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/export.test.mjs tests/browser/look.test.mjs tests/browser/resume.test.mjs ;;
     www/export.js) echo tests/browser/export.test.mjs ;;
+    www/progress-store.js) printf '%s\n' tests/browser/resume.test.mjs tests/browser/app.test.mjs ;;
     # Shared by the page and the embedding API (and its npm package: www/package.json).
     www/picked-files.js | www/captioner.js)
       printf '%s\n' tests/browser/app.test.mjs tests/browser/rows.test.mjs tests/browser/inputs.test.mjs tests/browser/embed.test.mjs tests/browser/package.test.mjs ;;

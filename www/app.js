@@ -6,6 +6,7 @@ import { pickDevice } from './engine.js';
 import { listCached, packType, planLoad, remove as removeCached, storedFiles } from './model-store.js';
 import { captionFiles, csvOf, zipOf } from './export.js';
 import { fileFinder, isBlank, jsonlLines, lineText, looksLikeImage, looksLikeRows, normalisePath } from './picked-files.js';
+import { openProgress } from './progress-store.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -41,8 +42,15 @@ const state = {
   running: false,
   changes: Promise.resolve(), // the input changes, one after another (see inputChange)
   cancelled: false, // Cancel pressed since Run was
-  key: null, // storage key of this input (for resuming after a reload)
+  key: null, // storage key of the settings the outputs were made with (for resuming after a reload)
+  storageTrouble: null, // why this browser's storage refused the progress, if it did
 };
+
+/** The progress kept in this browser (progress-store.js); null where it cannot be. */
+const progressStore = openProgress().catch((e) => {
+  state.storageTrouble = `this browser's storage cannot be opened (${e?.message ?? e})`;
+  return null;
+});
 
 /** The engine's default prompt (`DEFAULT_PROMPT` in src/engine.rs; a test keeps them equal),
  * shown in the prompt field so that what is sent is what the page shows. A row of several
@@ -448,14 +456,24 @@ function currentLines() {
  */
 async function inputsChanged({ reset = false, imagesChanged = false, notes = [] } = {}) {
   const { lines, paths, images, identities } = currentLines();
-  const key = await inputKey(lines);
+  const key = await progressKey();
+  const stored = await storedProgress(key, identities);
   const still = new Set(identities);
-  const keep = (output, id) => !reset && still.has(id) && !(imagesChanged && output.outcome === 'failed');
+  // A failed row is tried again once the images changed: the missing or broken one may be back.
+  const retry = (output) => imagesChanged && output.outcome === 'failed';
+  const keep = (output, id) => !reset && still.has(id) && !retry(output);
   const outputs = new Map([...state.outputs].filter(([id, output]) => keep(output, id)));
   const edits = new Map([...state.edits].filter(([id]) => outputs.has(id)));
-  Object.assign(state, { lines, paths, lineImages: images, identities, key, outputs, edits });
-  state.restored = restore();
-  if (state.outputs.size) save(state.key);
+  // Finished rows kept on the page are stored under these settings too, where they are not yet.
+  for (const id of outputs.keys()) if (!stored.has(id)) saveSoon(key, id);
+  let restored = 0;
+  for (const [id, { output, edit }] of stored) {
+    if (outputs.has(id) || retry(output)) continue;
+    outputs.set(id, output);
+    if (typeof edit === 'string') edits.set(id, edit);
+    restored++;
+  }
+  Object.assign(state, { lines, paths, lineImages: images, identities, key, outputs, edits, restored });
   renderRows();
   showInputStatus(notes);
   updateButtons();
@@ -506,6 +524,10 @@ function inputSummary(notes = []) {
   const kept = state.outputs.size - state.restored;
   if (state.restored) text += ` ${state.restored} row(s) restored from an earlier run.`;
   if (kept > 0) text += ` ${kept} finished row(s) kept.`;
+  if (state.storageTrouble) {
+    text += ` The progress cannot be kept in this browser: ${state.storageTrouble}. A reload will` +
+      ' not bring the finished rows back; download them before leaving.';
+  }
   return text;
 }
 
@@ -513,56 +535,63 @@ function showInputStatus(notes = []) {
   setStatus(ui.inputStatus, inputSummary(notes));
 }
 
-/** A key for this input and settings, to find an interrupted run's progress after a reload. */
-async function inputKey(lines) {
-  const images = [...state.images].map(([path, file]) => [path, file.size, file.lastModified]);
-  const text = JSON.stringify([lines.map(lineText), images, settings()]);
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
-  return 'captioner-run:' + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+/**
+ * The key the outputs are stored under: a digest of the settings that shape them. Rows are
+ * told apart by their identities (currentLines), so a row added or removed changes no other
+ * row's record.
+ */
+async function progressKey() {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(settings())));
+  return 'settings:' + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The outputs (and hand edits) this browser keeps for `identities` under `key`, by identity. */
+async function storedProgress(key, identities) {
+  try {
+    return (await (await progressStore)?.read(key, identities)) ?? new Map();
+  } catch (e) {
+    state.storageTrouble = `reading it failed (${e?.message ?? e})`;
+    return new Map();
+  }
 }
 
 /**
- * Stores the outputs at most once a second while a run goes: each save writes every output so
- * far, which, once a row, made a long run's page work grow with the square of its rows
- * (tools/bench_page.mjs). The run's end (or pause, or failure) saves at once.
+ * Rows whose output or hand edit changed and are not stored yet: settings key -> identities.
+ * They are written at most once a second while a run goes or the user types (each write is a
+ * transaction, and a row's caption arrives many times a second on a fast model), and at once
+ * when a run ends or the page is hidden.
  */
+const unsaved = new Map();
 let saveTimer = null;
-function saveSoon(key) {
-  saveTimer ??= setTimeout(() => saveNow(key), 1000);
+function saveSoon(key, id) {
+  if (!unsaved.has(key)) unsaved.set(key, new Set());
+  unsaved.get(key).add(id);
+  saveTimer ??= setTimeout(saveNow, 1000);
 }
-function saveNow(key) {
+async function saveNow() {
   clearTimeout(saveTimer);
   saveTimer = null;
-  save(key);
-}
-
-/** Stores the outputs, by identity, under the input's `key`. */
-function save(key) {
+  const writes = [...unsaved].map(([key, ids]) => [
+    key,
+    // A row no longer on the page (removed, or its inputs changed) keeps what was stored.
+    [...ids].filter((id) => state.outputs.has(id)).map((id) => [id, { output: state.outputs.get(id), edit: state.edits.get(id) }]),
+  ]);
+  unsaved.clear();
+  const store = await progressStore;
+  if (!store) return;
   try {
-    localStorage.setItem(key, JSON.stringify([...state.outputs.entries()]));
-  } catch {
-    // Storage full: the run goes on, it just cannot resume after a reload.
-  }
-}
-
-/** Adds the outputs stored for this input by an earlier visit; returns how many. */
-function restore() {
-  const saved = state.key && localStorage.getItem(state.key);
-  if (!saved) return 0;
-  try {
-    const here = new Set(state.identities);
-    let restored = 0;
-    for (const [id, output] of JSON.parse(saved)) {
-      if (!here.has(id) || state.outputs.has(id)) continue;
-      state.outputs.set(id, output);
-      restored++;
+    for (const [key, records] of writes) await store.write(key, records);
+  } catch (e) {
+    // The rows stay on the page and in the download; only a reload cannot bring them back.
+    const why = e?.name === 'QuotaExceededError' ? "this browser's storage is full" : `writing it failed (${e?.message ?? e})`;
+    if (state.storageTrouble !== why) {
+      state.storageTrouble = why;
+      if (!state.running) showInputStatus();
     }
-    return restored;
-  } catch {
-    localStorage.removeItem(state.key);
-    return 0;
   }
 }
+addEventListener('pagehide', saveNow);
+document.addEventListener('visibilitychange', () => document.visibilityState === 'hidden' && saveNow());
 
 // ---- results ----
 
@@ -602,6 +631,7 @@ function renderRows() {
     caption.setAttribute('aria-label', `Caption of ${name}`);
     caption.addEventListener('input', () => {
       state.edits.set(id, caption.textContent);
+      saveSoon(state.key, id);
       if (li.dataset.edited == null) {
         li.dataset.edited = '';
         showCounts();
@@ -655,7 +685,8 @@ function showResult(id, result) {
     caption.classList.add('error');
     caption.contentEditable = 'false';
   } else {
-    caption.textContent = result.caption ?? captionIn(result.line);
+    // A caption typed by hand is what the row holds (and what the download writes).
+    caption.textContent = state.edits.get(id) ?? result.caption ?? captionIn(result.line);
     caption.classList.remove('error');
     caption.contentEditable = 'plaintext-only';
   }
@@ -719,7 +750,11 @@ async function run() {
     // What the run works on, taken once: its lines, their identities and files, its settings
     // and the key its progress is stored under. Every result goes to the row of its identity,
     // never to whatever row holds its index now.
-    state.key = await inputKey(state.lines);
+    const key = await progressKey();
+    // Settings changed since the rows were picked: the finished rows count as this run's, and
+    // are stored under its settings with the rest.
+    if (key !== state.key) for (const id of state.outputs.keys()) saveSoon(key, id);
+    state.key = key;
     const run = {
       lines: state.lines,
       ids: state.identities,
@@ -747,7 +782,7 @@ async function run() {
         showResult(id, result);
         progress = result.progress;
         showProgress(progress);
-        saveSoon(run.key);
+        saveSoon(run.key, id);
       },
     });
     for await (const _ of rows) {
@@ -760,7 +795,7 @@ async function run() {
     setStatus(ui.progressText, `The run stopped: ${e.message}`);
   } finally {
     markCurrent(null);
-    if (state.key) saveNow(state.key);
+    saveNow();
     state.running = false;
     updateButtons();
     showInputStatus();
