@@ -193,3 +193,69 @@ test('a run follows the row being captioned, but not while the user scrolls', as
   assert.ok(!(await lastRowInView()), 'the page followed the run');
   await page.close();
 });
+
+test('the whole path by keyboard alone, every stop showing where the focus is: load, pick, set, run, edit, filter, download', async () => {
+  const { page, errors } = await suite.openPage('/?model=/fixtures/tiny-b/&device=cpu', suite.browser, { folded: true });
+  const stops = [];
+  /**
+   * Presses Tab (Shift+Tab with `back`) until `target` has the focus, as a keyboard user
+   * reaches it; every element passed on the way must show a focus ring.
+   */
+  async function tabTo(target, { back = false } = {}) {
+    for (let i = 0; i < 80; i++) {
+      await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
+      const stop = await page.evaluate(() => {
+        const el = document.activeElement;
+        const style = getComputedStyle(el);
+        const ring = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2;
+        return { what: `${el.tagName.toLowerCase()}#${el.id || el.dataset.testid || ''}`, ring };
+      });
+      stops.push(stop.what);
+      assert.ok(stop.ring, `no visible focus on ${stop.what}`);
+      if (await target.evaluate((el) => el === document.activeElement)) return;
+    }
+    assert.fail(`Tab never reached ${target}; it went through ${stops.join(', ')}`);
+  }
+
+  await tabTo(page.getByTestId('load-model'));
+  await page.keyboard.press('Enter');
+  await waitForText(page, 'model-status', /Model ready/);
+  // The drop zone opens the image picker on Enter.
+  await tabTo(page.getByTestId('drop'));
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+  await chooser.setFiles(examplePictures.slice(0, 3));
+  await waitForText(page, 'input-status', /^3 image file\(s\), one row each/);
+  // The folded settings open from their summary; short, greedy captions.
+  await tabTo(page.locator('#advanced > summary'));
+  await page.keyboard.press('Enter');
+  assert.equal(await page.getByTestId('advanced').evaluate((d) => d.open), true);
+  for (const [field, value] of [['max-tokens', '8'], ['temperature', '0']]) {
+    await tabTo(page.getByTestId(field));
+    await page.keyboard.press('ControlOrMeta+a');
+    await page.keyboard.type(value);
+  }
+  await tabTo(page.getByTestId('run'));
+  await page.keyboard.press('Enter');
+  await waitForText(page, 'progress-text', /^Done: 3 of 3 rows \(3 captioned/);
+  // The run's end hands the focus to Download; the first caption is the next text to edit.
+  assert.equal(await page.getByTestId('download').evaluate((el) => el === document.activeElement), true);
+  const caption = page.getByTestId('row').first().getByTestId('caption');
+  const captioned = await caption.textContent();
+  await tabTo(caption);
+  await page.keyboard.press('ControlOrMeta+End');
+  await page.keyboard.type(' (checked)');
+  // The filter's radios move with the arrow keys: Failed shows no row, Edited by hand one.
+  await tabTo(page.getByRole('radio', { name: /^All/ }), { back: true });
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.getByTestId('results').getAttribute('data-show'), 'failed');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.getByTestId('results').getAttribute('data-show'), 'edited');
+  assert.equal(await page.locator('[data-testid="row"]:visible').count(), 1);
+  await tabTo(page.getByTestId('download'), { back: true });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.keyboard.press('Enter')]);
+  const rows = rowsOf(readFileSync(await download.path(), 'utf8'));
+  assert.equal(rows.length, 3);
+  assert.equal(rows[0].caption, `${captioned} (checked)`);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});
