@@ -28,11 +28,43 @@ pub struct Prompter {
 /// The most instructions one rendering of a chat template may run. A template comes with the
 /// model's files, so it is input like any other: one with nested loops once ran past a minute.
 /// SmolVLM's template runs 64 instructions for a caption's one message and SmolLM2's 38 for a
-/// question; a million stop a runaway template in well under a second.
+/// question; a million stop a runaway template in well under a second. The vendored minijinja
+/// also charges one unit for every 16 bytes a template makes or writes, so the same fuel bounds
+/// its memory (16 MB): one instruction can double a string.
 const TEMPLATE_FUEL: u64 = 1_000_000;
 /// The longest rendered prompt, in bytes: far beyond any model's context (32k tokens are some
 /// 128 KB of text), and small enough that a template cannot fill the memory with its output.
 const MAX_RENDERED: usize = 4 << 20;
+
+/// Pays from the template's fuel for what a Python string method is about to make, where that
+/// grows with its arguments rather than with its input: `s.replace(a, b)` writes `b` for
+/// every match, `s.join(items)` writes `s` between every two items. (The vendored minijinja
+/// charges its own filters the same way, and every value made after the fact: see
+/// `vendor/README.md`.)
+fn pay_for_method(
+    state: &minijinja::State,
+    value: &minijinja::Value,
+    method: &str,
+    args: &[minijinja::Value],
+) -> std::result::Result<(), minijinja::Error> {
+    let Some(s) = value.as_str() else {
+        return Ok(());
+    };
+    let bytes = match (method, args) {
+        ("replace", [from, to, ..]) => {
+            let (from, to) = (from.as_str().unwrap_or(""), to.as_str().unwrap_or(""));
+            let matches = if from.is_empty() {
+                s.chars().count() + 1
+            } else {
+                s.matches(from).count()
+            };
+            matches.saturating_mul(to.len())
+        }
+        ("join", [items, ..]) => items.len().unwrap_or(0).saturating_mul(s.len()),
+        _ => 0,
+    };
+    state.track_bytes(bytes)
+}
 
 /// The tokens of the Idefics3 image layout.
 const IMAGE: &str = "<image>";
@@ -78,7 +110,10 @@ impl Prompter {
     fn environment(&self) -> Result<Environment<'_>> {
         let mut env = Environment::new();
         env.set_fuel(Some(TEMPLATE_FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(|state, value, method, args| {
+            pay_for_method(state, value, method, args)?;
+            minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+        });
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -141,9 +176,10 @@ impl Prompter {
             .map_err(|e| {
                 let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
                     format!(
-                        "it ran over {TEMPLATE_FUEL} instructions without finishing (the \
-                         model's chat_template.json, tokenizer_config.json or GGUF \
-                         tokenizer.chat_template)"
+                        "it ran over {TEMPLATE_FUEL} instructions, or made over {} MB, \
+                         without finishing (the model's chat_template.json, \
+                         tokenizer_config.json or GGUF tokenizer.chat_template)",
+                        (TEMPLATE_FUEL * minijinja::BYTES_PER_FUEL as u64) >> 20
                     )
                 } else if out.overflowed {
                     format!("its output grew over {} MB", MAX_RENDERED >> 20)
@@ -340,13 +376,70 @@ mod tests {
 
     #[test]
     fn a_template_cannot_fill_the_memory_with_its_output() {
-        // 1,000 strings of 100 MB (minijinja's own cap on one repetition): 100 GB.
-        let flood = "{% for i in range(1000) %}{{ 'x' * 100000000 }}{% endfor %}";
+        // 1,000 strings of 1 MB: 1 GB of output.
+        let flood = "{% for i in range(1000) %}{{ 'x' * 1000000 }}{% endfor %}";
         let err = prompter(flood)
             .render(None, "hi", 0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("its output grew over 4 MB"), "{err}");
+    }
+
+    /// Each made terabytes, or hung, in a few instructions: a string, list or nesting doubled in
+    /// a loop or a recursive macro, or one filter or method told to make a huge value. The
+    /// vendored minijinja's fuel pays for bytes made, so each is an error, in well under a
+    /// second (the slowest here about 0.2 s in a release build).
+    #[test]
+    fn a_template_cannot_make_more_than_its_fuel_pays_for() {
+        let doubling = |step: &str| {
+            format!(
+                "{{% set ns = namespace(s='ab', l=[1]) %}}{{% for i in range(60) %}}\
+                 {{% set {step} %}}{{% endfor %}}{{{{ ns.s|length }}}}{{{{ ns.l|length }}}}"
+            )
+        };
+        let big = "{% set b = 'a' * 1000000 %}";
+        let hostile = [
+            doubling("ns.s = ns.s ~ ns.s"),
+            doubling("ns.s = ns.s + ns.s"),
+            doubling("ns.s = '%s%s'|format(ns.s, ns.s)"),
+            doubling("ns.s = '{}{}'.format(ns.s, ns.s)"),
+            doubling("ns.s = [ns.s, ns.s]|join"),
+            doubling("ns.s = ns.s|replace('a', 'aa')"),
+            doubling("ns.s = ns.s|tojson|tojson"),
+            doubling("ns.s = (ns.s, ns.s)|string"),
+            doubling("ns.l = ns.l + ns.l"),
+            doubling("ns.l = [ns.l, ns.l]"),
+            "{% macro f(s, n) %}{% if n > 0 %}{{ f(s ~ s, n - 1) }}{% else %}{{ s|length }}\
+             {% endif %}{% endmacro %}{{ f('ab', 60) }}"
+                .into(),
+            "{% set ns = namespace(s='a' * 1000000) %}{% for i in range(100000) %}\
+             {% set ns.s = ns.s ~ 'b' %}{% endfor %}"
+                .into(),
+            "{% set ns = namespace(l=[]) %}{% for i in range(400) %}{% for j in range(400) %}\
+             {% set ns.l = [ns.l] %}{% endfor %}{% endfor %}"
+                .into(),
+            format!("{big}{{{{ b|replace('a', b)|length }}}}"),
+            format!("{big}{{{{ b.replace('a', b)|length }}}}"),
+            format!("{big}{{{{ b|list|join(b)|length }}}}"),
+            format!("{big}{{{{ b.join(b|list)|length }}}}"),
+            "{{ ([1] * 100000000)|list|length }}".into(),
+            "{{ ' x'|indent(10**13) }}".into(),
+            "{{ '%1000000000000s'|format('a') }}".into(),
+            "{{ '{:>1000000000000}'.format('a') }}".into(),
+            "{{ 'abc'|batch(10**12)|list }}".into(),
+            "{{ 'abc'|slice(10**12)|list }}".into(),
+            "{{ [1, [2]]|tojson(indent=10**9) }}".into(),
+        ];
+        for template in hostile {
+            let err = prompter(&template)
+                .render(None, "hi", 0)
+                .expect_err(&template)
+                .to_string();
+            assert!(
+                err.contains("made over 16 MB") || err.contains(" over "),
+                "{template}: {err}"
+            );
+        }
     }
 
     #[test]
