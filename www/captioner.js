@@ -221,9 +221,10 @@ export class Captioner {
  */
 function startWorker(modelUrl) {
   if (modelUrl) {
-    // Not the literal form, on purpose: a bundler would copy worker.js without its imports.
+    // Not the literal form, on purpose: a bundler would copy worker.js without its imports
+    // (and webpack, told to leave it alone, does not warn of an expression it cannot follow).
     const name = './worker.js';
-    const script = new URL(name, import.meta.url);
+    const script = new URL(/* webpackIgnore: true */ name, import.meta.url);
     script.searchParams.set('model', new URL(modelUrl, location.href).href);
     return new Worker(script, { type: 'module' });
   }

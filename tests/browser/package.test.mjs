@@ -1,8 +1,8 @@
 // The npm package (www/package.json) as an annotation tool uses it: packed with `npm pack`,
-// installed from the tarball into a scratch app, built with Vite, served, and run in headless
-// Chromium; its captions must be what `captioner caption-jsonl` writes natively.
+// installed from the tarball into a scratch app, built with Vite or webpack, served, and run in
+// headless Chromium; its captions must be what `captioner caption-jsonl` writes natively.
 //
-// Needs: `www/pkg/` and `www/pkg-threads/` built (scripts/test.sh does it), Vite (npm ci),
+// Needs: `www/pkg/` and `www/pkg-threads/` built (scripts/test.sh does it), Vite and webpack (npm ci),
 // the native `captioner` binary (CAPTIONER_BIN), Chromium at /usr/bin/chromium.
 
 import { test } from 'node:test';
@@ -15,11 +15,11 @@ import { fixtures, images, pageSuite, repo, rowsOf, waitForText } from './page.m
 
 const suite = pageSuite();
 
-/** Packs www/ and installs the tarball into a new app holding the embedding example, importing
- * the package by name; resolves to the app's folder. */
-function scratchApp() {
-  const packed = join(suite.scratch, 'packed');
-  mkdirSync(packed);
+/** Packs www/ and installs the tarball into a new app (in the scratch folder `name`) holding
+ * the embedding example, importing the package by name; resolves to the app's folder. */
+function scratchApp(name) {
+  const packed = join(suite.scratch, name, 'packed');
+  mkdirSync(packed, { recursive: true });
   const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd });
   npm(['pack', '--pack-destination', packed], join(repo, 'www'));
   const [tarball] = readdirSync(packed);
@@ -27,7 +27,7 @@ function scratchApp() {
   const version = /^version = "([^"]+)"/m.exec(readFileSync(join(repo, 'Cargo.toml'), 'utf8'))[1];
   assert.equal(tarball, `captioner-web-${version}.tgz`);
 
-  const app = join(suite.scratch, 'app');
+  const app = join(suite.scratch, name, 'app');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'annotator', private: true, type: 'module' }));
   const example = readFileSync(join(repo, 'www/examples/embed.js'), 'utf8');
@@ -42,7 +42,7 @@ function scratchApp() {
 
 test('the npm package, installed from its tarball into a Vite app, captions like the native program', async () => {
   const native = rowsOf(suite.nativeOutput({ maxTokens: 8 }));
-  const app = scratchApp();
+  const app = scratchApp('vite');
   const { build } = await import('vite');
   await build({ root: app, base: './', logLevel: 'warn' });
   const dist = join(app, 'dist');
@@ -51,10 +51,42 @@ test('the npm package, installed from its tarball into a Vite app, captions like
   // and the threaded build's glue (www/engine.js says why that one stays as it ships).
   assert.ok(built.some((f) => /^worker-.*\.js$/.test(f)), built.join(' '));
   assert.equal(built.filter((f) => f.endsWith('.wasm')).length, 2, built.join(' '));
+  await captionsLikeNative(dist, native);
+});
 
-  // Served as tools/serve.mjs serves the app (with its Content-Security-Policy): not
-  // cross-origin isolated, as most annotation tools are, then isolated, where the CPU runs on
-  // the threaded build and every core.
+test('the npm package, installed from its tarball into a webpack app, builds without a warning and captions like the native program', async () => {
+  const native = rowsOf(suite.nativeOutput({ maxTokens: 8 }));
+  const app = scratchApp('webpack');
+  const { default: webpack } = await import('webpack');
+  const dist = join(app, 'dist');
+  // webpack's defaults, as `webpack --mode production` with the example as the entry.
+  const stats = await new Promise((resolve, reject) =>
+    webpack(
+      {
+        mode: 'production',
+        context: app,
+        entry: './embed.js',
+        output: { path: dist, filename: 'embed.js', clean: true },
+        performance: { hints: false }, // (its advice on assets over 244 KB: the engine is one)
+      },
+      (err, result) => (err ? reject(err) : resolve(result)),
+    ),
+  );
+  const { errors, warnings, assets } = stats.toJson({ all: false, errors: true, warnings: true, assets: true });
+  assert.deepEqual([...errors, ...warnings].map((e) => e.message), []);
+  // Both wasm builds and the threaded glue emitted as files, the worker as a chunk of its own.
+  const names = assets.map((a) => a.name);
+  assert.equal(names.filter((f) => f.endsWith('.wasm')).length, 2, names.join(' '));
+  writeFileSync(join(dist, 'index.html'), readFileSync(join(app, 'index.html'), 'utf8'));
+  await captionsLikeNative(dist, native);
+});
+
+/**
+ * Serves a built app as tools/serve.mjs serves the page (with its Content-Security-Policy):
+ * not cross-origin isolated, as most annotation tools are, then isolated, where the CPU runs
+ * on the threaded build and every core. The example's captions must be the native ones.
+ */
+async function captionsLikeNative(dist, native) {
   for (const isolated of [false, true]) {
     const { server, url } = await serve({ root: dist, mounts: { '/fixtures/': fixtures }, isolated });
     try {
@@ -85,4 +117,4 @@ test('the npm package, installed from its tarball into a Vite app, captions like
       server.close();
     }
   }
-});
+}
