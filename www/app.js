@@ -56,17 +56,41 @@ const progressStore = openProgress().catch((e) => {
  * shown in the prompt field so that what is sent is what the page shows. A row of several
  * images gets the engine's wording for several while the field holds this one. */
 const DEFAULT_PROMPT = 'Describe this image in one or two sentences.';
-/** Models known to work, offered in the URL field's list. */
-const KNOWN_MODELS = [{ url: DEFAULT_MODEL_URL, name: 'SmolVLM-256M-Instruct (Hugging Face)' }];
+/**
+ * Models known to work, offered by name: where they come from, what they download and where
+ * they run. (SmolVLM-256M-Instruct's folder is 513.0 MB, nearly all of it model.safetensors in
+ * bf16; once chosen, the plan line below the choice says to the byte what the server has.)
+ */
+const KNOWN_MODELS = [
+  {
+    url: DEFAULT_MODEL_URL,
+    name: 'SmolVLM-256M-Instruct',
+    about: 'From Hugging Face: a 513 MB download, once. Runs on WebGPU, or on the CPU.',
+  },
+];
 
 const params = new URLSearchParams(location.search);
 ui.modelUrl.value = params.get('model') ?? DEFAULT_MODEL_URL;
-for (const { url, name } of KNOWN_MODELS) {
-  const option = document.createElement('option');
-  option.value = url;
-  option.label = name;
-  $('known-models').append(option);
+const otherModel = document.querySelector('#model-choice input[value="other"]');
+for (const { url, name, about } of KNOWN_MODELS) {
+  const label = document.createElement('label');
+  label.className = 'choice';
+  const radio = document.createElement('input');
+  Object.assign(radio, { type: 'radio', name: 'model', value: url });
+  radio.dataset.testid = 'model-known';
+  const text = document.createElement('span');
+  const strong = document.createElement('strong');
+  strong.textContent = name;
+  const hint = document.createElement('span');
+  hint.className = 'hint';
+  hint.textContent = about;
+  text.append(strong, hint);
+  label.append(radio, text);
+  otherModel.closest('label').before(label);
 }
+const modelChoices = [...document.querySelectorAll('#model-choice input')];
+(modelChoices.find((r) => r.value === ui.modelUrl.value) ?? otherModel).checked = true;
+$('other-model').hidden = !otherModel.checked;
 if (!$('prompt').value) $('prompt').value = DEFAULT_PROMPT;
 if (['auto', 'webgpu', 'cpu'].includes(params.get('device'))) ui.device.value = params.get('device');
 
@@ -1036,6 +1060,17 @@ ui.modelUrl.addEventListener('input', () => {
   typing = setTimeout(showPlan, 400);
 });
 for (const control of [ui.modelFiles, ui.device, ui.precision]) control.addEventListener('change', showPlan);
+// A named model fills in its address; "Another model" shows the address and the file picker.
+for (const radio of modelChoices) {
+  radio.addEventListener('change', () => {
+    $('other-model').hidden = radio !== otherModel;
+    if (radio !== otherModel) {
+      ui.modelUrl.value = radio.value;
+      ui.modelFiles.value = '';
+    }
+    showPlan();
+  });
+}
 ui.run.addEventListener('click', run);
 ui.cancel.addEventListener('click', () => {
   // (A run still waiting for an input change has nothing in the worker to cancel yet.)

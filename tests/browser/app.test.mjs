@@ -133,6 +133,8 @@ test('before Load the page says what the model downloads and what stays in the b
   const fresh = await launch('profile-plan', { webgpu: true });
   try {
     const { page, errors } = await openPage('/?device=webgpu', fresh);
+    // Another model than the named ones: its address.
+    await page.getByTestId('model-other').check();
     await page.getByTestId('model-url').fill('/fixtures/tiny-b/');
     // `auto` on WebGPU: the bf16 weights are downloaded, their q8_0 pack is what stays. The pack
     // is estimated from the safetensors header (a range read), the tokenizer included.
@@ -190,6 +192,7 @@ test('a model kept as its own files is packed from the cache without a download,
   try {
     // f32 keeps the folder's own files in the cache.
     const first = await openPage('/?device=webgpu', fresh);
+    await first.page.getByTestId('model-other').check();
     await first.page.getByTestId('model-url').fill('/fixtures/tiny-b/');
     await first.page.getByTestId('precision').selectOption('f32');
     await first.page.getByTestId('load-model').click();

@@ -109,6 +109,7 @@ test('picks merge without duplicates; Clear, Remove and the summary of missing i
   assert.equal(await page.getByTestId('download').isDisabled(), true);
 
   // Load from the keyboard: the focus stays on Load while the model loads, and after.
+  await page.getByTestId('model-other').check();
   await page.getByTestId('model-url').fill('/fixtures/tiny-b/');
   await page.getByTestId('device').selectOption('cpu');
   await page.getByTestId('load-model').focus();

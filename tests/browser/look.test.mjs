@@ -54,9 +54,23 @@ test('a first visit sees one path, the settings folded with their defaults said,
   const engine = readFileSync(join(repo, 'src/engine.rs'), 'utf8');
   const [, defaultPrompt] = /pub const DEFAULT_PROMPT: &str = "([^"]+)";/.exec(engine);
   assert.equal(await page.getByTestId('prompt').inputValue(), defaultPrompt);
-  // The default model is offered by name in the URL field's list.
-  const known = await page.locator('#known-models option').evaluateAll((o) => o.map((x) => x.label));
-  assert.deepEqual(known, ['SmolVLM-256M-Instruct (Hugging Face)']);
+  // The model is chosen by name, with its download and where it runs; the address field and
+  // the file picker wait under "Another model".
+  const choices = await page.getByTestId('model-choice').locator('label').allInnerTexts();
+  assert.deepEqual(choices.map((t) => t.replace(/\s+/g, ' ').trim()), [
+    'SmolVLM-256M-Instruct From Hugging Face: a 513 MB download, once. Runs on WebGPU, or on the CPU.',
+    'Another model A model folder’s URL, or its files from this computer',
+  ]);
+  assert.equal(await page.getByRole('radio', { name: /^SmolVLM-256M-Instruct/ }).isChecked(), true);
+  assert.equal(await page.getByTestId('model-url').isVisible(), false);
+  await page.getByRole('radio', { name: /^Another model/ }).check();
+  assert.equal(await page.getByTestId('model-url').isVisible(), true);
+  assert.equal(await page.getByTestId('model-files').isVisible(), true);
+  // Back to the named model: its address is what Load will fetch.
+  await page.getByRole('radio', { name: /^SmolVLM-256M-Instruct/ }).check();
+  assert.equal(await page.getByTestId('model-url').isVisible(), false);
+  const defaultUrl = await page.evaluate(async () => (await import('./model-store.js')).DEFAULT_MODEL_URL);
+  assert.equal(await page.getByTestId('model-url').inputValue(), defaultUrl);
   // Opening the block and changing a field says so in its summary.
   await page.getByText('Prompt and sampling').click();
   await page.getByTestId('temperature').fill('0');
