@@ -931,7 +931,7 @@ async function downloadCsv() {
 /** A caption file beside each image (a zip of `.txt` files named after the images). */
 async function downloadCaptionFiles() {
   try {
-    const { files, left } = captionFiles(await outputTexts(), settings());
+    const { files, left, notOnWindows } = captionFiles(await outputTexts(), settings());
     if (files.length) offer(zipOf(files), '.captions.zip');
     const skipped = [
       left.uncaptioned && `${left.uncaptioned} without a caption`,
@@ -942,7 +942,11 @@ async function downloadCaptionFiles() {
     setStatus(
       ui.exportStatus,
       `${files.length ? `${files.length} caption file(s) in the zip` : 'No caption files: no row has a caption and one image'}` +
-        (skipped.length ? `; rows left out: ${skipped.join(', ')}.` : '.'),
+        (skipped.length ? `; rows left out: ${skipped.join(', ')}.` : '.') +
+        (notOnWindows.length
+          ? ` Windows cannot unpack ${notOnWindows.length} of them, named as their images are ` +
+            `(${someOf(notOnWindows)}); they unpack on the system the images are on.`
+          : ''),
     );
   } catch (e) {
     setStatus(ui.exportStatus, `The caption files could not be made: ${e.message}`);
@@ -964,7 +968,7 @@ async function writeCaptionFiles() {
     return;
   }
   try {
-    const { files, left } = captionFiles(await outputTexts(), settings());
+    const { files, left, notOnWindows } = captionFiles(await outputTexts(), settings());
     const within = (name) => (name.startsWith(`${folder.name}/`) ? name.slice(folder.name.length + 1) : name);
     // Each file looked up once: the handle of one that is there already is the one written.
     const planned = [];

@@ -96,9 +96,11 @@ function members(line) {
  * several (one caption for the set fits none of them alone) are left out and counted; so is a
  * row whose file another row's takes (the same image, or one of the same name but another
  * extension or case, which would overwrite each other where they are unpacked).
+ * `notOnWindows` names the files written whose names Windows cannot hold (`windowsCanHold`).
  */
 export function captionFiles(lines, { imageKey = 'image', captionKey = 'caption' } = {}) {
   const files = new Map();
+  const notOnWindows = [];
   const taken = new Set();
   const left = { uncaptioned: 0, noImage: 0, severalImages: 0, sameFile: 0 };
   for (const line of lines) {
@@ -135,8 +137,23 @@ export function captionFiles(lines, { imageKey = 'image', captionKey = 'caption'
     }
     taken.add(key);
     files.set(name, caption);
+    if (name.split('/').some((segment) => !windowsCanHold(segment))) notOnWindows.push(name);
   }
-  return { files: [...files].map(([name, text]) => ({ name, text })), left };
+  return { files: [...files].map(([name, text]) => ({ name, text })), left, notOnWindows };
+}
+
+/**
+ * Whether Windows can create a file or folder of this name: none of `<>:"/\|?*` or control
+ * characters, no trailing dot or space, and not a device name (CON, PRN, AUX, NUL, COM1–9,
+ * LPT1–9 and the superscript forms, in any case, whatever follows a dot). A caption file is
+ * named after its image, so such a name comes from images kept elsewhere: the file is still
+ * written (it belongs beside its image there), and the page says which cannot be unpacked on
+ * Windows.
+ */
+export function windowsCanHold(segment) {
+  if (/[<>:"/\\|?*\u0000-\u001f]/.test(segment) || /[. ]$/.test(segment)) return false;
+  const stem = segment.split('.')[0].trimEnd();
+  return !/^(con|prn|aux|nul|(com|lpt)[0-9¹²³])$/i.test(stem);
 }
 
 /** The most files one zip holds without ZIP64, which this writer leaves out. */

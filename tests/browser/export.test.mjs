@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { captionFiles, csvOf, zipOf } from '../../www/export.js';
+import { captionFiles, csvOf, windowsCanHold, zipOf } from '../../www/export.js';
 import { downloadOf, example, examplePictures, pageSuite, rowsOf, waitForText } from './page.mjs';
 
 const MAX_TOKENS = 8;
@@ -65,10 +65,19 @@ test('caption files: one per image with a caption, named after it inside the zip
     '{"image": ["B.jpeg"], "caption": "another b.txt, which would overwrite the first"}',
     '{"image": ["C:\\\\data\\\\g.jpg"], "caption": "from Windows"}',
     '{"image": [], "caption": "no image"}',
+    '{"image": ["scans/aux.jpg"], "caption": "a device name on Windows"}',
+    '{"image": ["12:30.png"], "caption": "a colon"}',
+    '{"image": ["trail./x.jpg"], "caption": "a folder ending in a dot"}',
     '{"img": "f.jpg", "text": "keys of its own"}',
   ];
-  const { files, left } = captionFiles(lines);
+  const { files, left, notOnWindows } = captionFiles(lines);
   assert.deepEqual(left, { uncaptioned: 2, noImage: 1, severalImages: 1, sameFile: 2 });
+  // Written all the same (they belong beside their images), and named.
+  assert.deepEqual(notOnWindows, ['scans/aux.txt', '12:30.txt', 'trail./x.txt']);
+  const holds = ['CON', 'con.tar.gz', 'Com1 .txt', 'LPT¹.txt', 'nul', 'a?', 'tab\t', 'end '].map(windowsCanHold);
+  assert.deepEqual(holds, [false, false, false, false, false, false, false, false]);
+  const fine = ['console.txt', 'com10.txt', 'aux_1.txt', 'naïve café.txt', '.hidden'].map(windowsCanHold);
+  assert.deepEqual(fine, [true, true, true, true, true]);
   const own = captionFiles(lines.slice(-1), { imageKey: 'img', captionKey: 'text' });
   assert.deepEqual(own.files, [{ name: 'f.txt', text: 'keys of its own' }]);
 
@@ -77,6 +86,7 @@ test('caption files: one per image with a caption, named after it inside the zip
     writeFileSync(path, Buffer.from(bytes));
     assert.deepEqual(pythonZip(path), {
       'photos/a.txt': 'first', 'b.txt': 'second ✓', 'etc/c.txt': 'no way out', 'data/g.txt': 'from Windows',
+      'scans/aux.txt': 'a device name on Windows', '12:30.txt': 'a colon', 'trail./x.txt': 'a folder ending in a dot',
     });
   });
 });
