@@ -179,7 +179,7 @@ impl Prompter {
                         "it ran over {TEMPLATE_FUEL} instructions, or made over {} MB, \
                          without finishing (the model's chat_template.json, \
                          tokenizer_config.json or GGUF tokenizer.chat_template)",
-                        (TEMPLATE_FUEL * minijinja::BYTES_PER_FUEL as u64) >> 20
+                        TEMPLATE_FUEL * minijinja::BYTES_PER_FUEL as u64 / 1_000_000
                     )
                 } else if out.overflowed {
                     format!("its output grew over {} MB", MAX_RENDERED >> 20)
