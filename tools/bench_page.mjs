@@ -10,7 +10,8 @@
 // checkout's for a before/after (default: this checkout's). Printed per build: the time until
 // the grid shows the rows, the run's time, the page's input delay (from a key press to its
 // handler: the main thread's queue) and its longest task while the run goes, the JS heap and the
-// DOM's node count at the end.
+// DOM's node count at the end; and on stderr what the three longest frames spent their time on
+// (the Long Animation Frames API: scripts, forced layout, rendering).
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,6 +69,27 @@ try {
         new PerformanceObserver((list) => {
           for (const e of list.getEntries()) window.benchLongest = Math.max(window.benchLongest, e.duration);
         }).observe({ type: 'longtask' });
+        // What the longest frames spent their time on (Long Animation Frames: the scripts that
+        // ran in them, and the style and layout they forced), kept for the three longest.
+        window.benchFrames = [];
+        new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) {
+            window.benchFrames.push({
+              duration: e.duration,
+              blocking: e.blockingDuration,
+              renderMs: e.renderStart ? e.startTime + e.duration - e.renderStart : 0,
+              styleAndLayoutMs: e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0,
+              scripts: e.scripts.map((s) => ({
+                ms: s.duration,
+                forcedLayoutMs: s.forcedStyleAndLayoutDuration,
+                invoker: s.invoker,
+                fn: `${s.sourceFunctionName || '?'} (${s.sourceURL.split('/').pop()}:${s.sourceCharPosition})`,
+              })),
+            });
+            window.benchFrames.sort((a, b) => b.duration - a.duration);
+            window.benchFrames.length = Math.min(window.benchFrames.length, 3);
+          }
+        }).observe({ type: 'long-animation-frame' });
       });
       const started = Date.now();
       await page.getByTestId('run').click();
@@ -84,7 +106,11 @@ try {
       const runMs = Date.now() - started;
       const status = await page.getByTestId('progress-text').textContent();
       if (!status.startsWith(`Done: ${rows} of ${rows}`)) throw new Error(`${name}: ${status}`);
-      const { delays, longest } = await page.evaluate(() => ({ delays: window.benchDelays, longest: window.benchLongest }));
+      const { delays, longest, frames } = await page.evaluate(() => ({
+        delays: window.benchDelays,
+        longest: window.benchLongest,
+        frames: window.benchFrames,
+      }));
       const cdp = await page.context().newCDPSession(page);
       await cdp.send('Performance.enable');
       const { metrics } = await cdp.send('Performance.getMetrics');
@@ -97,6 +123,15 @@ try {
           `${ms(at(0.5))} / ${ms(at(0.95))} / ${ms(delays.at(-1))} (${delays.length} keys) | ${ms(longest)} | ` +
           `${(metric('JSHeapUsedSize') / 1e6).toFixed(0)} MB | ${metric('Nodes')} |`,
       );
+      for (const f of frames) {
+        const scripts = f.scripts
+          .filter((x) => x.ms >= 5)
+          .map((x) => `${x.fn} ${x.ms.toFixed(0)} ms${x.forcedLayoutMs >= 1 ? ` (forced layout ${x.forcedLayoutMs.toFixed(0)} ms)` : ''} [${x.invoker}]`);
+        console.error(
+          `  ${name}: a ${f.duration.toFixed(0)} ms frame: rendering ${f.renderMs.toFixed(0)} ms ` +
+            `(style and layout ${f.styleAndLayoutMs.toFixed(0)} ms); scripts: ${scripts.join('; ') || 'none over 5 ms'}`,
+        );
+      }
     } finally {
       await browser.close();
       server.close();

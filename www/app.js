@@ -38,7 +38,7 @@ const state = {
   edits: new Map(), // identity -> caption typed by hand
   restored: 0, // outputs found in this browser's storage
   rowsById: new Map(), // identity -> <li>
-  thumbnails: [], // object URLs of the shown thumbnails, revoked on each render
+  thumbnails: new Map(), // picked file -> its object URL, made when first shown (see renderRows)
   running: false,
   changes: Promise.resolve(), // the input changes, one after another (see inputChange)
   cancelled: false, // Cancel pressed since Run was
@@ -619,11 +619,33 @@ document.addEventListener('visibilitychange', () => document.visibilityState ===
 
 // ---- results ----
 
+/**
+ * Thumbnails are given their image when their row comes near the view, one object URL per
+ * picked file: making one is a synchronous call into the browser's blob registry, and made for
+ * every row up front they took 1.2 s of the 1.9 s a grid of 5,000 rows held the page
+ * (BENCHMARKS.md, "The page with thousands of rows").
+ */
+const thumbnailOf = new WeakMap(); // <li> -> [its <img>, the file it shows]
+const nearView = new IntersectionObserver(
+  (entries) => {
+    for (const { target, isIntersecting } of entries) {
+      if (!isIntersecting) continue;
+      nearView.unobserve(target);
+      const [img, file] = thumbnailOf.get(target) ?? [];
+      if (!img) continue;
+      if (!state.thumbnails.has(file)) state.thumbnails.set(file, URL.createObjectURL(file));
+      img.src = state.thumbnails.get(file);
+    }
+  },
+  { rootMargin: '1000px 0px' },
+);
+
 function renderRows() {
   // What the last export left out was of other rows.
   setStatus(ui.exportStatus, '');
-  for (const url of state.thumbnails) URL.revokeObjectURL(url);
-  state.thumbnails = [];
+  nearView.disconnect();
+  for (const url of state.thumbnails.values()) URL.revokeObjectURL(url);
+  state.thumbnails.clear();
   ui.results.replaceChildren();
   state.rowsById = new Map();
   state.lines.forEach((line, index) => {
@@ -636,13 +658,12 @@ function renderRows() {
     const { path: first, file } = state.lineImages[index][0] ?? {};
     if (file) {
       const img = document.createElement('img');
-      img.src = URL.createObjectURL(file);
-      state.thumbnails.push(img.src);
       img.alt = '';
-      img.loading = 'lazy';
       // A file the browser cannot show (not an image, or a format it lacks) shows no broken icon.
       img.addEventListener('error', () => img.remove());
       li.append(img);
+      thumbnailOf.set(li, [img, file]);
+      nearView.observe(li);
     }
     const name = first ?? `line ${index + 1}`;
     const path = document.createElement('div');
