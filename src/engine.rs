@@ -18,6 +18,43 @@ use image::RgbImage;
 /// The default caption request.
 pub const DEFAULT_PROMPT: &str = "Describe this image in one or two sentences.";
 
+/// The system prompt of DataFlow's `ImageCaptionGenerate`, word for word (its grammar too).
+pub const DATAFLOW_SYSTEM: &str = "You are a image caption generator. Your task is to generate a \
+                                   concise and informative caption for the given image content.";
+/// The user prompt of DataFlow's `ImageCaptionGenerate`. DataFlow writes it after a literal
+/// `<image>\n`, which is the image's place, not text: the image goes first here as well.
+pub const DATAFLOW_PROMPT: &str = "Please provide a comprehensive description of the image.";
+
+/// Another tool's words, so that a pipeline moved here asks what it asked before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// DataFlow's `ImageCaptionGenerate`: its system and user prompts. Its sampling
+    /// (temperature 0.7, top-p 0.9, 512 new tokens) is the default already.
+    Dataflow,
+}
+
+impl Preset {
+    /// A preset by the name the CLI, the page and the JS API give it (`dataflow`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "dataflow" => Some(Self::Dataflow),
+            _ => None,
+        }
+    }
+
+    pub fn system(self) -> &'static str {
+        match self {
+            Self::Dataflow => DATAFLOW_SYSTEM,
+        }
+    }
+
+    pub fn prompt(self) -> &'static str {
+        match self {
+            Self::Dataflow => DATAFLOW_PROMPT,
+        }
+    }
+}
+
 /// One generation request.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -26,6 +63,17 @@ pub struct Request {
     pub sampling: SamplingOptions,
     /// Overrides the processor's `size.longest_edge` (smaller is faster: fewer tiles).
     pub longest_edge: Option<u32>,
+}
+
+impl Request {
+    /// The request with a preset's prompts in place of its own.
+    pub fn with_preset(self, preset: Preset) -> Self {
+        Self {
+            prompt: preset.prompt().to_string(),
+            system: Some(preset.system().to_string()),
+            ..self
+        }
+    }
 }
 
 impl Default for Request {

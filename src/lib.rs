@@ -39,7 +39,9 @@ pub mod weights;
 mod workers;
 
 pub use caption_run::{CaptionRun, ImageSource, Progress, RowResult};
-pub use engine::{Engine, Generation, Request, DEFAULT_PROMPT};
+pub use engine::{
+    Engine, Generation, Preset, Request, DATAFLOW_PROMPT, DATAFLOW_SYSTEM, DEFAULT_PROMPT,
+};
 pub use error::{Error, Result};
 pub use files::{Checkpoint, ModelFiles};
 pub use generate::{Flow, SamplingOptions};

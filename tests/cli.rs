@@ -3,7 +3,7 @@
 mod common;
 
 use burn_tensor::Device;
-use captioner::{Engine, Flow, ModelFiles, Request, SamplingOptions};
+use captioner::{Engine, Flow, ModelFiles, Preset, Request, SamplingOptions};
 use common::{fixtures, stored_values, wgpu_device};
 use std::process::Command;
 
@@ -56,6 +56,80 @@ fn caption_prints_the_library_caption() {
         String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
         expected.text
     );
+}
+
+#[test]
+fn the_dataflow_preset_asks_with_dataflows_system_and_user_prompts() {
+    let model = fixtures().join("tiny-b");
+    let image = fixtures().join("images/photo_640x480.jpg");
+    let run = |extra: &[&str]| {
+        captioner()
+            .args(["caption", "--temperature", "0", "--max-tokens", "8", "-v"])
+            .args(extra)
+            .arg("--model")
+            .arg(&model)
+            .arg("--image")
+            .arg(&image)
+            .output()
+            .expect("runs")
+    };
+    let out = run(&["--preset", "dataflow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let engine = Engine::load(
+        ModelFiles::from_path(&model).expect("files"),
+        &Device::flex(),
+    )
+    .expect("load");
+    let bytes = std::fs::read(&image).expect("image");
+    let caption = |request: &Request| {
+        engine
+            .caption(&[&bytes], request, &mut |_| Flow::Continue)
+            .expect("caption")
+    };
+    let greedy = Request {
+        sampling: SamplingOptions::greedy(8),
+        ..Request::default()
+    };
+    let preset = caption(&greedy.clone().with_preset(Preset::Dataflow));
+    // DataFlow's words: its user prompt after the image, its system prompt as a turn of its own.
+    let words = caption(&Request {
+        prompt: "Please provide a comprehensive description of the image.".into(),
+        system: Some(
+            "You are a image caption generator. Your task is to generate a concise and \
+             informative caption for the given image content."
+                .into(),
+        ),
+        ..greedy.clone()
+    });
+    assert_eq!(preset.tokens, words.tokens);
+    assert_eq!(preset.prompt_tokens, words.prompt_tokens);
+    let without_system = caption(&Request {
+        system: None,
+        ..greedy.clone().with_preset(Preset::Dataflow)
+    });
+    assert!(preset.prompt_tokens > without_system.prompt_tokens);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        preset.text
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} prompt tokens", preset.prompt_tokens)),
+        "{stderr}"
+    );
+
+    // A preset replaces the prompts: given with either, the command is refused.
+    for clash in [&["--prompt", "Hi"][..], &["--system", "Be brief."]] {
+        let out = run(&[&["--preset", "dataflow"][..], clash].concat());
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+    }
 }
 
 #[test]

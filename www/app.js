@@ -1,7 +1,7 @@
 // The page: pick a model, images and optionally a JSONL file, run, watch, download.
 // Everything shown from files or captions goes through textContent, never HTML.
 
-import { Captioner, DEFAULT_MODEL_URL } from './captioner.js';
+import { Captioner, DEFAULT_MODEL_URL, PRESETS } from './captioner.js';
 import { pickDevice } from './engine.js';
 import { listCached, packType, planLoad, remove as removeCached, storedFiles } from './model-store.js';
 import { captionFiles, csvOf, zipOf } from './export.js';
@@ -750,13 +750,27 @@ function captionIn(line) {
 // ---- run ----
 
 /** The settings in one line, shown on the closed settings block. */
+/** The words each choice of the Words field puts in the prompt fields. */
+const WORDS = { default: { prompt: DEFAULT_PROMPT, system: '' }, ...PRESETS };
+
+/** Which choice of the Words field the prompt fields hold: a preset's words, or your own. */
+function wordsChoice() {
+  const [prompt, system] = [$('prompt').value || DEFAULT_PROMPT, $('system').value];
+  return Object.keys(WORDS).find((k) => WORDS[k].prompt === prompt && WORDS[k].system === system) ?? 'own';
+}
+
 function showSettings() {
   const s = settings();
-  const prompt = (s.prompt ?? DEFAULT_PROMPT) === DEFAULT_PROMPT ? 'default prompt' : 'own prompt';
+  const words = wordsChoice();
+  $('preset').value = words;
+  const prompt =
+    words === 'dataflow'
+      ? 'DataFlow’s prompts'
+      : `${(s.prompt ?? DEFAULT_PROMPT) === DEFAULT_PROMPT ? 'default' : 'own'} prompt${s.system ? ' and system prompt' : ''}`;
   const sampling = s.temperature === 0 ? 'greedy' : `temperature ${s.temperature ?? 0.7}, top-p ${s.topP ?? 0.9}`;
   setStatus(
     $('settings-summary'),
-    `${prompt}${s.system ? ' and system prompt' : ''}, up to ${s.maxTokens ?? 512} new tokens, ${sampling}, seed ${s.seed ?? 42}`,
+    `${prompt}, up to ${s.maxTokens ?? 512} new tokens, ${sampling}, seed ${s.seed ?? 42}`,
   );
 }
 
@@ -1121,7 +1135,16 @@ ui.jsonl.addEventListener('change', () => {
   if (file) inputChange(() => setRows(file));
 });
 ui.clear.addEventListener('click', () => inputChange(clearInputs));
-$('settings-controls').addEventListener('input', showSettings);
+// (The Words field's own events are its change handler's below.)
+$('settings-controls').addEventListener('input', (e) => e.target !== $('preset') && showSettings());
+// A preset fills the prompt fields with its words; editing them makes them your own.
+$('preset').addEventListener('change', () => {
+  const words = WORDS[$('preset').value];
+  if (!words) return $('prompt').focus(); // "Your own": the prompt, to type it
+  $('prompt').value = words.prompt;
+  $('system').value = words.system;
+  showSettings();
+});
 $('show').addEventListener('change', (e) => (ui.results.dataset.show = e.target.value));
 for (const id of ['image-key', 'caption-key']) {
   $(id).addEventListener('change', () => inputChange(() => inputsChanged({ reset: true })));

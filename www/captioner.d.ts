@@ -2,6 +2,12 @@
 
 export declare const DEFAULT_MODEL_URL: string;
 
+/** Other tools' words, to spread into a call's options (`{ ...PRESETS.dataflow }`). */
+export declare const PRESETS: {
+  /** DataFlow's ImageCaptionGenerate: its system and user prompts. */
+  readonly dataflow: { readonly system: string; readonly prompt: string };
+};
+
 export interface LoadProgress {
   phase: 'plan' | 'download' | 'packing' | 'cached' | 'building';
   file?: string;

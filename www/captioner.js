@@ -1,9 +1,9 @@
 // Captioner's embedding API: caption images in the browser, privately, from another web app.
 //
-//   import { Captioner } from './captioner.js';
+//   import { Captioner, PRESETS } from './captioner.js';
 //   const c = await Captioner.load({ modelUrl, onProgress });
 //   const text = await c.caption(file, { maxTokens: 64, onToken: (t) => ... });
-//   for await (const row of c.captionRows(rows, filesByPath)) { ... }
+//   for await (const row of c.captionRows(rows, filesByPath, { ...PRESETS.dataflow })) { ... }
 //   c.dispose();
 //
 // The engine runs in a Web Worker (the page never freezes); images never leave the machine.
@@ -12,6 +12,20 @@ import { DEFAULT_MODEL_URL } from './model-store.js';
 import { jsonlLines } from './picked-files.js';
 
 export { DEFAULT_MODEL_URL };
+
+/**
+ * Other tools' words, to spread into a call's options: `captionRows(rows, files,
+ * { ...PRESETS.dataflow })` asks what DataFlow's ImageCaptionGenerate asked (its sampling,
+ * temperature 0.7, top-p 0.9 and 512 new tokens, is the default). The engine's `Preset`
+ * (src/engine.rs) holds the same words; a test keeps them equal.
+ */
+export const PRESETS = Object.freeze({
+  dataflow: Object.freeze({
+    system:
+      'You are a image caption generator. Your task is to generate a concise and informative caption for the given image content.',
+    prompt: 'Please provide a comprehensive description of the image.',
+  }),
+});
 
 export class Captioner {
   #worker;

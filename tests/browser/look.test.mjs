@@ -14,7 +14,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { downloadOf, example, examplePictures, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
+import { asInBrowser, downloadOf, example, examplePictures, pageSuite, repo, rowsOf, waitForText } from './page.mjs';
 
 const suite = pageSuite();
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -79,6 +79,43 @@ test('a first visit sees one path, the settings folded with their defaults said,
     await page.getByTestId('settings-summary').textContent(),
     'own prompt, up to 512 new tokens, greedy, seed 42',
   );
+  assert.equal(errors.length, 0, errors.join('\n'));
+  await page.close();
+});
+
+test('DataFlow’s words: the preset puts the engine’s own in the prompt fields, says so, and a run captions as `caption-jsonl --preset dataflow` does', async () => {
+  // The words as src/engine.rs holds them (a string literal, its line continuations joined).
+  const engine = readFileSync(join(repo, 'src/engine.rs'), 'utf8');
+  const literal = (name) =>
+    new RegExp(`pub const ${name}: &str = "((?:[^"\\\\]|\\\\[^])*)";`).exec(engine)[1].replace(/\\\n\s*/g, '');
+  const [system, prompt] = [literal('DATAFLOW_SYSTEM'), literal('DATAFLOW_PROMPT')];
+  assert.match(system, /^You are a image caption generator\. Your task is to generate a concise and informative caption/);
+  const { page, errors } = await suite.pageWithModel('cpu', 42, 8);
+  await page.getByTestId('preset').selectOption('dataflow');
+  assert.equal(await page.getByTestId('prompt').inputValue(), prompt);
+  assert.equal(await page.getByTestId('system').inputValue(), system);
+  assert.equal(await page.getByTestId('settings-summary').textContent(), 'DataFlow’s prompts, up to 8 new tokens, greedy, seed 42');
+  // The embedding API offers the same words.
+  const api = await page.evaluate(async () => ({ ...(await import('./captioner.js')).PRESETS.dataflow }));
+  assert.deepEqual(api, { system, prompt });
+
+  await page.getByTestId('images').setInputFiles(examplePictures);
+  await page.getByTestId('jsonl').setInputFiles(example);
+  await waitForText(page, 'input-status', /12 row\(s\)/);
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  const native = suite.nativeOutput({ maxTokens: 8, extra: ['--preset', 'dataflow'] });
+  assert.equal((await downloadOf(page)).toString('utf8'), asInBrowser(native));
+  // Not the default words' captions.
+  assert.notDeepEqual(rowsOf(native).map((r) => r.caption), rowsOf(suite.nativeOutput({ maxTokens: 8 })).map((r) => r.caption));
+
+  // Edited, the words are the user's own; back to Captioner's, the system prompt is gone.
+  await page.getByTestId('system').fill('Be brief.');
+  assert.equal(await page.getByTestId('preset').inputValue(), 'own');
+  assert.match(await page.getByTestId('settings-summary').textContent(), /^own prompt and system prompt, /);
+  await page.getByTestId('preset').selectOption('default');
+  assert.equal(await page.getByTestId('system').inputValue(), '');
+  assert.match(await page.getByTestId('settings-summary').textContent(), /^default prompt, /);
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
 });

@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use burn_tensor::{Device, DeviceKind};
 use captioner::jsonl::{self, FolderImages, Input, Output};
 use captioner::{
-    CaptionRun, Engine, Flow, ModelFiles, Precision, Progress, Request, RowOptions, RowResult,
-    SamplingOptions, DEFAULT_PROMPT,
+    CaptionRun, Engine, Flow, ModelFiles, Precision, Preset, Progress, Request, RowOptions,
+    RowResult, SamplingOptions, DEFAULT_PROMPT,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,6 +45,9 @@ enum Command {
         /// What to ask about the image.
         #[arg(long, default_value = DEFAULT_PROMPT)]
         prompt: String,
+        /// Ask with another tool's words instead of --prompt and --system.
+        #[arg(long, value_enum, conflicts_with_all = ["prompt", "system"])]
+        preset: Option<PresetChoice>,
         /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
         #[arg(long)]
         longest_edge: Option<u32>,
@@ -132,6 +135,9 @@ struct CaptionJsonl {
     /// What to ask about each row's images.
     #[arg(long, default_value = DEFAULT_PROMPT)]
     prompt: String,
+    /// Ask with another tool's words instead of --prompt and --system.
+    #[arg(long, value_enum, conflicts_with_all = ["prompt", "system"])]
+    preset: Option<PresetChoice>,
     /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
     #[arg(long)]
     longest_edge: Option<u32>,
@@ -180,6 +186,35 @@ struct Common {
     /// Print timings to stderr.
     #[arg(long, short)]
     verbose: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetChoice {
+    /// DataFlow's ImageCaptionGenerate: its system and user prompts (its sampling, temperature
+    /// 0.7, top-p 0.9 and 512 new tokens, is the default).
+    Dataflow,
+}
+
+impl From<PresetChoice> for Preset {
+    fn from(choice: PresetChoice) -> Self {
+        match choice {
+            PresetChoice::Dataflow => Preset::Dataflow,
+        }
+    }
+}
+
+/// The request of `common` with `prompt`, or with a preset's prompts where one is given.
+fn request_for(
+    common: &Common,
+    prompt: String,
+    preset: Option<PresetChoice>,
+    longest_edge: Option<u32>,
+) -> Request {
+    let request = common.request(prompt, longest_edge);
+    match preset {
+        Some(preset) => request.with_preset(preset.into()),
+        None => request,
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -362,6 +397,7 @@ fn run() -> Result<ExitCode> {
             model,
             image,
             prompt,
+            preset,
             longest_edge,
             max_image_mib,
             common,
@@ -380,7 +416,7 @@ fn run() -> Result<ExitCode> {
             let task = format!("captioning {}", image.display());
             (
                 engine,
-                common.request(prompt, longest_edge),
+                request_for(&common, prompt, preset, longest_edge),
                 Some(bytes),
                 common,
                 task,
@@ -481,7 +517,7 @@ fn caption_jsonl(args: CaptionJsonl) -> Result<ExitCode> {
             args.model.display()
         );
     }
-    let request = common.request(args.prompt.clone(), args.longest_edge);
+    let request = request_for(common, args.prompt.clone(), args.preset, args.longest_edge);
     request.sampling.validate()?;
     let mut batch = CaptionRun::new(options, request);
     let mut images =
