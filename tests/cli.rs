@@ -11,6 +11,24 @@ fn captioner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_captioner"))
 }
 
+/// Fails with what the command said unless it succeeded.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The model folder `model` loaded as the library loads it, on the CPU.
+fn library_engine(model: &std::path::Path) -> Engine {
+    Engine::load(
+        ModelFiles::from_path(model).expect("files"),
+        &Device::flex(),
+    )
+    .expect("load")
+}
+
 #[test]
 fn caption_prints_the_library_caption() {
     let model = fixtures().join("tiny-b");
@@ -31,17 +49,9 @@ fn caption_prints_the_library_caption() {
         .arg(&image)
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
-    let engine = Engine::load(
-        ModelFiles::from_path(&model).expect("files"),
-        &Device::flex(),
-    )
-    .expect("load");
+    let engine = library_engine(&model);
     let request = Request {
         prompt: "What is this?".into(),
         sampling: SamplingOptions::greedy(8),
@@ -74,17 +84,9 @@ fn the_dataflow_preset_asks_with_dataflows_system_and_user_prompts() {
             .expect("runs")
     };
     let out = run(&["--preset", "dataflow"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
-    let engine = Engine::load(
-        ModelFiles::from_path(&model).expect("files"),
-        &Device::flex(),
-    )
-    .expect("load");
+    let engine = library_engine(&model);
     let bytes = std::fs::read(&image).expect("image");
     let caption = |request: &Request| {
         engine

@@ -82,9 +82,9 @@ test('the embedding API captions a picture the engine does not read (AVIF) from 
 });
 
 test('quantized weights on WebGPU caption like native wgpu at the same quantization', async () => {
+  const unquantized = rowsOf(nativeOutput());
   for (const precision of ['q8_0', 'q4_0']) {
     const native = rowsOf(nativeOutput(['--device', 'gpu', '--precision', precision]));
-    const unquantized = rowsOf(nativeOutput());
     const { page } = await embedMatches(`model=/fixtures/tiny-b/&precision=${precision}&device=webgpu`, native, precision);
     // The weights really were quantized: some caption of the example differs from f32's.
     assert.ok(native.some((row, i) => row.caption !== unquantized[i].caption), `${precision} equals f32`);
