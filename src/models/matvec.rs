@@ -46,6 +46,25 @@ pub struct Split {
 impl Split {
     /// 64 units per cube: two output columns of 32 units, a warp's width on most GPUs.
     pub const GPU: Split = Split { lanes: 32, rows: 2 };
+
+    /// This split for rows of `words` 32-bit words: never more lanes than the power of two at
+    /// or above `words`, the units saved going to more rows per cube. The lanes left out would
+    /// only add zeros at the top of the reduction tree, so the sums are the same bit for bit;
+    /// what changes is the number of cubes and of barrier rounds, which a software adapter
+    /// pays for one by one. (On SwiftShader, a decode step of the 32-wide test model tiny-b,
+    /// whose head has 49,280 rows of 8 words at Q8_0 and 4 at Q4_0, took about 0.95 s with 32
+    /// lanes and 0.2–0.3 s (Q8_0) or 0.12 s (Q4_0) fitted; 0.10 s in f32. BENCHMARKS.md, "Lanes
+    /// fitted to short rows".)
+    pub fn fitted(self, words: usize) -> Split {
+        let most = u32::try_from(words.max(1).next_power_of_two()).unwrap_or(u32::MAX);
+        if self.lanes <= most {
+            return self;
+        }
+        Split {
+            lanes: most,
+            rows: self.rows * (self.lanes / most),
+        }
+    }
 }
 
 /// The kernel, in a module of its own: cubecl's prelude has its own `Tensor`.
@@ -140,6 +159,7 @@ pub fn matvec(x: &Tensor<2>, w: &Tensor<2>, split: Split) -> Option<Tensor<2>> {
         DType::QFloat(scheme) if scheme == QuantType::Q8_0.burn_scheme() => false,
         _ => return None,
     };
+    let split = split.fitted(k / if four_bit { 8 } else { 4 });
     let x = cube_float(x)?;
     let w = cube_quantized(w)?;
     let (codes, scales) = w.quantized_handles()?;
@@ -219,7 +239,8 @@ mod tests {
             Split { lanes: 8, rows: 8 },
         ];
         for ty in [QuantType::Q8_0, QuantType::Q4_0] {
-            for (n, k) in [(41, 96), (7, 1536)] {
+            // (32 and 96 wide: rows of fewer words than `Split::GPU` has lanes.)
+            for (n, k) in [(41, 32), (41, 96), (7, 1536)] {
                 let blocks = BlockMatrix::quantize(ty, n, k, &values(n * k, 1)).unwrap();
                 let w = Tensor::<2>::from_data(blocks.to_burn(), &gpu);
                 for m in [1, 3, MAX_ROWS] {
@@ -244,5 +265,20 @@ mod tests {
                 assert!(matvec(&x, &w, Split { lanes: 3, rows: 2 }).is_none());
             }
         }
+    }
+
+    #[test]
+    fn a_split_fits_rows_of_few_words() {
+        // A q8_0 row 32 wide is 8 words; q4_0's, 4.
+        assert_eq!(Split::GPU.fitted(8), Split { lanes: 8, rows: 8 });
+        assert_eq!(Split::GPU.fitted(4), Split { lanes: 4, rows: 16 });
+        // 12 words: the next power of two.
+        assert_eq!(Split::GPU.fitted(12), Split { lanes: 16, rows: 4 });
+        assert_eq!(Split::GPU.fitted(1), Split { lanes: 1, rows: 64 });
+        // Rows as wide as the lanes or wider keep the split.
+        assert_eq!(Split::GPU.fitted(32), Split::GPU);
+        assert_eq!(Split::GPU.fitted(144), Split::GPU);
+        let narrow = Split { lanes: 8, rows: 8 };
+        assert_eq!(narrow.fitted(12), narrow);
     }
 }

@@ -50,26 +50,11 @@ test('a pick or a drop while a run goes changes nothing, and the download is the
   assert.equal(await focused(page), 'download');
   assert.equal(await page.locator('#input-controls').evaluate((f) => f.disabled), false);
   assert.equal((await downloadOf(page)).toString('utf8'), asInBrowser(native));
-  const uninterrupted = counts(done);
-  assert.deepEqual(uninterrupted.reduce((a, b) => a + b), 12);
+  // Every row counted once, as the native program counts the example. (A pause and a resume
+  // count the same: app.test.mjs, "cancel pauses after the current row".)
+  assert.deepEqual(counts(done), [4, 1, 7], done);
   assert.equal(errors.length, 0, errors.join('\n'));
   await page.close();
-
-  // Paused and resumed: the rows finished before the pause count as they came out then.
-  const again = await pageWithModel('webgpu', 102);
-  await again.page.getByTestId('images').setInputFiles(examplePictures);
-  await again.page.getByTestId('jsonl').setInputFiles(example);
-  await waitForText(again.page, 'input-status', /12 row\(s\)/);
-  await again.page.getByTestId('run').click();
-  // Rows 1 to 3 take the time (4 to 11 fail or are skipped at once): cancel during them.
-  await waitForText(again.page, 'progress-text', /^[12] of 12 rows/);
-  await again.page.getByTestId('cancel').click();
-  await waitForText(again.page, 'progress-text', /^Paused/);
-  assert.equal(await focused(again.page), 'run');
-  await again.page.getByTestId('run').click();
-  const resumed = await waitForText(again.page, 'progress-text', /^Done: 12 of 12 rows/);
-  assert.deepEqual(counts(resumed), uninterrupted, resumed);
-  await again.page.close();
 });
 
 test('picks merge without duplicates; Clear, Remove and the summary of missing images', async () => {
