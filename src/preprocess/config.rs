@@ -59,7 +59,9 @@ enum PerChannel {
     Many(Vec<f64>),
 }
 
-fn de_per_channel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
+pub(super) fn de_per_channel<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<f64>>, D::Error> {
     Ok(Option::<PerChannel>::deserialize(d)?.map(|v| match v {
         PerChannel::One(x) => vec![x; 3],
         PerChannel::Many(v) => v,
@@ -140,7 +142,11 @@ impl Default for ImageProcessorConfig {
     }
 }
 
-fn three(name: &str, v: Option<Vec<f64>>, default: [f64; 3]) -> Result<[f64; 3], PreprocessError> {
+pub(super) fn three(
+    name: &str,
+    v: Option<Vec<f64>>,
+    default: [f64; 3],
+) -> Result<[f64; 3], PreprocessError> {
     match v {
         None => Ok(default),
         Some(v) => <[f64; 3]>::try_from(v.as_slice()).map_err(|_| {

@@ -1,6 +1,8 @@
 //! Image preprocessing identical to transformers' `Idefics3ImageProcessor`
 //! PIL path (transformers 5.24.0 `Idefics3ImageProcessorPil`, Pillow 13.0.0),
-//! for one image.
+//! for one image. Qwen2-VL's processor is in [`qwen2_vl`]; both share the
+//! decoders ([`decode`]), Pillow's resampling ([`resize`]) and the rescale and
+//! normalisation ([`Levels`]).
 //!
 //! The sequence, with `L = size.longest_edge` (or the caller's override) and
 //! `M = max_image_size.longest_edge`:
@@ -40,6 +42,7 @@
 pub mod config;
 pub mod decode;
 mod jpeg;
+pub mod qwen2_vl;
 pub mod resize;
 mod tiff_palette;
 
@@ -104,6 +107,8 @@ pub enum PreprocessError {
     Config(String),
     #[error("unsupported resample filter {0}: only Pillow's convolution filters are implemented (LANCZOS 1, BILINEAR 2, BICUBIC 3, BOX 4, HAMMING 5, MKS2013 6, MKS2021 7)")]
     UnsupportedResample(i64),
+    #[error("the image is {width}x{height}: its long side is over {max} times its short side, more than the model takes")]
+    AspectRatio { width: u64, height: u64, max: f64 },
     #[error("the preprocessing would resize the image to {width}x{height}")]
     InvalidSize { width: u64, height: u64 },
 }
@@ -291,6 +296,34 @@ fn crop(img: &RgbImage, x0: u32, y0: u32, w: u32, h: u32) -> RgbImage {
     RgbImage::from_raw(cw, ch, data).unwrap_or_else(|| RgbImage::new(cw, ch))
 }
 
+/// What transformers' PIL backend does to an 8-bit sample after resizing: `rescale` multiplies
+/// it in f64 and casts to f32, `normalize` subtracts the mean and divides by the std in f32
+/// (both cast to f32 first, as numpy does). Shared by every image processor here.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Levels {
+    pub rescale: Option<f64>,
+    pub normalize: Option<([f64; 3], [f64; 3])>,
+}
+
+/// Per channel, per 8-bit value: the float [`Levels`] makes of it. (Every output value is one
+/// of these 3 × 256, so a table is both exact and fast.)
+pub(crate) fn level_table(levels: Levels) -> [[f32; 256]; 3] {
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, out) in table.iter_mut().enumerate() {
+            let mut x = match levels.rescale {
+                Some(factor) => (v as f64 * factor) as f32,
+                None => v as f32,
+            };
+            if let Some((mean, std)) = levels.normalize {
+                x = (x - mean[c] as f32) / std[c] as f32;
+            }
+            *out = x;
+        }
+    }
+    lut
+}
+
 /// Runs the Idefics3 image processor on one RGB image (already decoded and
 /// oriented, see [`decode_image`]). `longest_edge` overrides
 /// `size.longest_edge` (see the module docs).
@@ -354,23 +387,10 @@ pub fn preprocess(
     let mut pixel_values = vec![0f32; n * 3 * plane];
     let mut pixel_mask = vec![0u8; n * plane];
 
-    // Per channel, per u8 value: the float the pipeline produces.
-    let mut lut = [[0f32; 256]; 3];
-    for (c, table) in lut.iter_mut().enumerate() {
-        let mean = cfg.image_mean[c] as f32;
-        let std = cfg.image_std[c] as f32;
-        for (v, out) in table.iter_mut().enumerate() {
-            let mut x = if cfg.do_rescale {
-                (v as f64 * cfg.rescale_factor) as f32
-            } else {
-                v as f32
-            };
-            if cfg.do_normalize {
-                x = (x - mean) / std;
-            }
-            *out = x;
-        }
-    }
+    let lut = level_table(Levels {
+        rescale: cfg.do_rescale.then_some(cfg.rescale_factor),
+        normalize: cfg.do_normalize.then_some((cfg.image_mean, cfg.image_std)),
+    });
 
     for (t, tile) in tiles.iter().enumerate() {
         let (tw, th) = (tile.width() as usize, tile.height() as usize);

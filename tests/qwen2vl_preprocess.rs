@@ -1,0 +1,114 @@
+//! Qwen2-VL's image processor against transformers' PIL path (tools/make_qwen2vl_goldens.py):
+//! the resized size, `image_grid_thw` and every float of `pixel_values`, bit for bit (a SHA-256
+//! of the little-endian f32 bytes; the small cases also stored whole, to show where a
+//! difference starts).
+
+mod common;
+
+use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
+use captioner::preprocess::{decode_image, PreprocessError};
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn patches_match_transformers_bit_for_bit() {
+    let dir = fixtures().join("qwen2vl").join("preprocess");
+    let meta = read_json(dir.join("goldens.json"));
+    let whole = read_goldens(dir.join("goldens.safetensors"));
+    let cases = meta["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 16, "{} cases", cases.len());
+    for case in cases {
+        let name = case["case"].as_str().expect("case");
+        let file = case["image"].as_str().expect("image");
+        let bytes = std::fs::read(fixtures().join("images").join(file)).expect("read");
+        let cfg = Qwen2VlImageConfig::from_preprocessor_json(&case["settings"].to_string())
+            .expect("settings");
+        let image = decode_image(&bytes).expect("decode");
+        let p = preprocess(&image, &cfg).expect("preprocess");
+
+        let resized: Vec<u64> = serde_json::from_value(case["resized_hw"].clone()).unwrap();
+        assert_eq!(
+            [u64::from(p.resized.0), u64::from(p.resized.1)],
+            resized[..],
+            "{name}: resized"
+        );
+        let thw: Vec<usize> = serde_json::from_value(case["grid_thw"].clone()).unwrap();
+        assert_eq!(p.grid_thw[..], thw[..], "{name}: grid");
+        let shape: Vec<usize> = serde_json::from_value(case["shape"].clone()).unwrap();
+        assert_eq!(
+            [p.values.len() / p.patch_len, p.patch_len],
+            shape[..],
+            "{name}: shape"
+        );
+
+        if let Some(theirs) = case["tensor"].as_str().map(|t| whole[t].f32()) {
+            let first = p
+                .values
+                .iter()
+                .zip(&theirs)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            if let Some(i) = first {
+                panic!(
+                    "{name}: value {i} (patch {}, element {}) is {} here, {} in transformers",
+                    i / p.patch_len,
+                    i % p.patch_len,
+                    p.values[i],
+                    theirs[i]
+                );
+            }
+        }
+        let bytes: Vec<u8> = p.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ours = hex(&Sha256::digest(&bytes));
+        let first: Vec<f32> = serde_json::from_value(case["first"].clone()).unwrap();
+        assert_eq!(
+            ours,
+            case["sha256"].as_str().expect("sha256"),
+            "{name}: pixel_values differ (first values here {:?}, in transformers {first:?})",
+            &p.values[..8]
+        );
+    }
+}
+
+#[test]
+fn aspect_ratios_over_200_are_refused_as_transformers_refuses_them() {
+    let meta = read_json(
+        fixtures()
+            .join("qwen2vl")
+            .join("preprocess")
+            .join("goldens.json"),
+    );
+    for refused in meta["aspect_refused"].as_array().expect("refused") {
+        let hw: Vec<u64> = serde_json::from_value(refused["source_hw"].clone()).unwrap();
+        let err = smart_resize(hw[0], hw[1], 28, 3136, 12_845_056).unwrap_err();
+        assert!(
+            matches!(err, PreprocessError::AspectRatio { .. }),
+            "{hw:?}: {err}"
+        );
+        assert!(err.to_string().contains("over 200 times"), "{err}");
+    }
+    let accepted = &meta["aspect_accepted"];
+    let hw: Vec<u64> = serde_json::from_value(accepted["source_hw"].clone()).unwrap();
+    let want: Vec<u64> = serde_json::from_value(accepted["resized_hw"].clone()).unwrap();
+    let got = smart_resize(hw[0], hw[1], 28, 3136, 12_845_056).expect("ratio 200 is taken");
+    assert_eq!([got.0, got.1], want[..]);
+}
+
+#[test]
+fn an_unresized_image_must_fit_the_merge_blocks() {
+    let cfg = Qwen2VlImageConfig {
+        do_resize: false,
+        ..Qwen2VlImageConfig::default()
+    };
+    let odd = image::RgbImage::new(30, 28);
+    assert!(matches!(
+        preprocess(&odd, &cfg),
+        Err(PreprocessError::InvalidSize { .. })
+    ));
+    let p = preprocess(&image::RgbImage::new(56, 28), &cfg).expect("56 x 28 fits");
+    assert_eq!(p.grid_thw, [1, 2, 4]);
+    assert_eq!(p.tokens(cfg.merge_size), 2);
+}
