@@ -2,7 +2,7 @@
 //! PIL path (transformers 5.24.0 `Idefics3ImageProcessorPil`, Pillow 13.0.0),
 //! for one image. Qwen2-VL's processor is in [`qwen2_vl`]; both share the
 //! decoders ([`decode`]), Pillow's resampling ([`resize`]) and the rescale and
-//! normalisation ([`Levels`]).
+//! normalisation (`Levels`).
 //!
 //! The sequence, with `L = size.longest_edge` (or the caller's override) and
 //! `M = max_image_size.longest_edge`:

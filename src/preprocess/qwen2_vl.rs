@@ -7,7 +7,7 @@
 //!    factor (at least one factor), if it falls below `min_pixels` scaled by `sqrt(min_pixels /
 //!    (h·w))` and ceiled. An aspect ratio over 200 is refused.
 //! 2. Pillow's resize to that size (BICUBIC unless `resample` says otherwise), then the
-//!    shared rescale and normalisation ([`super::Levels`]; CLIP mean and std by default).
+//!    shared rescale and normalisation (`Levels` in `preprocess`; CLIP mean and std by default).
 //! 3. The patches: the image is cut into `patch_size`² patches, ordered by 2 × 2 merge block
 //!    (row-major over blocks, then row-major within a block), each flattened channel-first and
 //!    repeated `temporal_patch_size` times along time: `[c][t][y][x]`, `3 · t · p²` floats. The
