@@ -11,6 +11,9 @@ Sections:
     preprocess  Qwen2VLImageProcessorPil (transformers 5.24, Pillow 13): smart_resize, BICUBIC, CLIP
                 mean/std, the patches in transformers' order, image_grid_thw; for each case the
                 SHA-256 of pixel_values (f32, little-endian), and the whole of it for the small ones
+    positions   get_rope_index (Qwen2VLModel and Qwen2_5_VLModel, tiny configs): M-RoPE's three
+                position streams and the rope delta, for prompts of one image, two, an image first,
+                a tall one and a grid from the preprocess section
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import transformers
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
@@ -136,8 +140,73 @@ def make_preprocess() -> None:
     })
 
 
+# The published folders' token ids (Qwen2's vocabulary: <|vision_start|>, <|vision_end|>,
+# <|image_pad|>); the text tokens around them are arbitrary ids.
+VISION_START, VISION_END, IMAGE_PAD = 151652, 151653, 151655
+
+
+def tiny_model(family: str) -> torch.nn.Module:
+    """The smallest model whose get_rope_index is the real one (only its config is read)."""
+    text = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "vocab_size": 151936,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6}}
+    if family == "qwen2_vl":
+        config = transformers.Qwen2VLConfig(
+            text_config=text,
+            vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 16, "num_heads": 2})
+        return transformers.Qwen2VLModel(config)
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+                       "out_hidden_size": 16, "fullatt_block_indexes": [0]})
+    return transformers.Qwen2_5_VLModel(config)
+
+
+def prompt(parts: list) -> tuple[list[int], list[list[int]]]:
+    """Token ids from parts: an int n is n text tokens, a grid [t, h, w] one image in its
+    vision_start / vision_end pair, as the processor expands it."""
+    ids, grids, next_text = [], [], 100
+    for part in parts:
+        if isinstance(part, int):
+            ids += list(range(next_text, next_text + part))
+            next_text += part
+        else:
+            t, h, w = part
+            ids += [VISION_START] + [IMAGE_PAD] * (t * h * w // 4) + [VISION_END]
+            grids.append(part)
+    return ids, grids
+
+
+def make_positions() -> None:
+    cases = {
+        "one image": [14, [1, 34, 46], 9],
+        "two images": [14, [1, 36, 22], 3, [1, 4, 4], 9],
+        "an image first": [[1, 8, 12], 5],
+        "a tall image": [7, [1, 14, 8], 2],
+        "the smallest image": [3, [1, 4, 4], 1],
+    }
+    out = []
+    for family in ["qwen2_vl", "qwen2_5_vl"]:
+        model = tiny_model(family)
+        for name, parts in cases.items():
+            ids, grids = prompt(parts)
+            input_ids = torch.tensor([ids])
+            types = (input_ids == IMAGE_PAD).int()
+            with torch.no_grad():
+                pos, delta = model.get_rope_index(input_ids, types, image_grid_thw=torch.tensor(grids))
+            out.append({
+                "family": family, "case": name, "tokens": ids, "grids": grids,
+                "temporal": pos[0, 0].tolist(), "height": pos[1, 0].tolist(), "width": pos[2, 0].tolist(),
+                "delta": int(delta[0, 0]),
+            })
+            print(f"  {family} / {name}: {len(ids)} tokens, delta {int(delta[0, 0])}")
+    write_json(OUT / "positions.json", {"versions": versions(), "image_token_id": IMAGE_PAD, "merge_size": 2,
+                                        "cases": out}, indent=None)
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
+    "positions": make_positions,
 }
 
 

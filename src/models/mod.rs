@@ -9,4 +9,5 @@ pub mod llama;
 #[cfg(any(not(target_arch = "wasm32"), feature = "webgpu"))]
 pub mod matvec;
 pub mod nn;
+pub mod qwen2_vl;
 pub mod smolvlm;

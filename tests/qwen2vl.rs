@@ -1,10 +1,12 @@
-//! Qwen2-VL's image processor against transformers' PIL path (tools/make_qwen2vl_goldens.py):
-//! the resized size, `image_grid_thw` and every float of `pixel_values`, bit for bit (a SHA-256
-//! of the little-endian f32 bytes; the small cases also stored whole, to show where a
-//! difference starts).
+//! The Qwen2-VL / Qwen2.5-VL family against transformers (tools/make_qwen2vl_goldens.py).
+//! The image processor: the resized size, `image_grid_thw` and every float of `pixel_values`,
+//! bit for bit (a SHA-256 of the little-endian f32 bytes; the small cases also stored whole, to
+//! show where a difference starts). M-RoPE: the three position streams and the delta of
+//! `get_rope_index`, exactly.
 
 mod common;
 
+use captioner::models::qwen2_vl::positions::mrope_positions;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
 use common::*;
@@ -111,4 +113,28 @@ fn an_unresized_image_must_fit_the_merge_blocks() {
     let p = preprocess(&image::RgbImage::new(56, 28), &cfg).expect("56 x 28 fits");
     assert_eq!(p.grid_thw, [1, 2, 4]);
     assert_eq!(p.tokens(cfg.merge_size), 2);
+}
+
+#[test]
+fn mrope_positions_match_get_rope_index() {
+    let meta = read_json(fixtures().join("qwen2vl").join("positions.json"));
+    let image = meta["image_token_id"].as_u64().expect("image token") as u32;
+    let merge = meta["merge_size"].as_u64().expect("merge") as usize;
+    let cases = meta["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 10);
+    for case in cases {
+        let name = format!("{} / {}", case["family"], case["case"]);
+        let tokens: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+        let grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
+        let p = mrope_positions(&tokens, image, &grids, merge).expect(&name);
+        for (stream, ours) in [
+            ("temporal", &p.temporal),
+            ("height", &p.height),
+            ("width", &p.width),
+        ] {
+            let theirs: Vec<u32> = serde_json::from_value(case[stream].clone()).unwrap();
+            assert_eq!(ours, &theirs, "{name}: {stream}");
+        }
+        assert_eq!(p.delta, case["delta"].as_i64().expect("delta"), "{name}");
+    }
 }
