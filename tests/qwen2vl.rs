@@ -7,6 +7,7 @@
 mod common;
 
 use captioner::models::qwen2_vl::positions::mrope_positions;
+use captioner::models::qwen2_vl::rope::MRope;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
 use common::*;
@@ -137,4 +138,36 @@ fn mrope_positions_match_get_rope_index() {
         }
         assert_eq!(p.delta, case["delta"].as_i64().expect("delta"), "{name}");
     }
+}
+
+#[test]
+fn mrope_tables_match_qwen2vl_rotary_embedding() {
+    // The streams of "two images" (positions.json), through both settings rope.safetensors holds.
+    let meta = read_json(fixtures().join("qwen2vl").join("positions.json"));
+    let case = meta["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["family"] == "qwen2_vl" && c["case"] == "two images")
+        .expect("the case");
+    let stream = |name: &str| -> Vec<u32> { serde_json::from_value(case[name].clone()).unwrap() };
+    let (t, h, w) = (stream("temporal"), stream("height"), stream("width"));
+    let golden = read_goldens(fixtures().join("qwen2vl").join("rope.safetensors"));
+    let device = burn_tensor::Device::flex();
+    for (name, head_dim, section, theta) in [
+        ("published", 128, [16, 24, 24], 1e6),
+        ("tiny", 16, [2, 3, 3], 1e4),
+    ] {
+        let rope = MRope::new(head_dim, theta, section).expect(name);
+        let (cos, sin) = rope.tables([&t, &h, &w], &device);
+        assert_eq!(cos.dims(), [1, 1, t.len(), head_dim]);
+        for (what, ours) in [("cos", cos), ("sin", sin)] {
+            let theirs = golden[&format!("{name}.{what}")].f32();
+            let diff = max_abs_diff(&tensor_values(ours), &theirs);
+            // f32 angles of up to some 60 radians: a few ulps of libm against torch.
+            assert!(diff <= 2e-6, "{name} {what}: off by {diff}");
+        }
+    }
+    // A section that does not split the head is refused.
+    assert!(MRope::new(128, 1e6, [16, 24, 16]).is_err());
 }

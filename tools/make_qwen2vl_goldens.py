@@ -13,7 +13,9 @@ Sections:
                 SHA-256 of pixel_values (f32, little-endian), and the whole of it for the small ones
     positions   get_rope_index (Qwen2VLModel and Qwen2_5_VLModel, tiny configs): M-RoPE's three
                 position streams and the rope delta, for prompts of one image, two, an image first,
-                a tall one and a grid from the preprocess section
+                a tall one and a grid from the preprocess section; and Qwen2VLRotaryEmbedding's
+                cos / sin tables on those streams (published head_dim 128, mrope_section 16/24/24,
+                and a tiny one)
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -202,6 +204,23 @@ def make_positions() -> None:
             print(f"  {family} / {name}: {len(ids)} tokens, delta {int(delta[0, 0])}")
     write_json(OUT / "positions.json", {"versions": versions(), "image_token_id": IMAGE_PAD, "merge_size": 2,
                                         "cases": out}, indent=None)
+
+    # The rotary tables M-RoPE makes of the streams of "two images".
+    two = next(c for c in out if c["family"] == "qwen2_vl" and c["case"] == "two images")
+    position_ids = torch.tensor([two["temporal"], two["height"], two["width"]])[:, None, :]
+    tables, settings = {}, []
+    for name, head_dim, section, theta in [("published", 128, [16, 24, 24], 1e6), ("tiny", 16, [2, 3, 3], 1e4)]:
+        text = transformers.Qwen2VLTextConfig(
+            hidden_size=head_dim * 2, num_attention_heads=2, head_dim=head_dim,
+            rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": theta})
+        rope = transformers.models.qwen2_vl.modeling_qwen2_vl.Qwen2VLRotaryEmbedding(text)
+        with torch.no_grad():
+            cos, sin = rope(torch.zeros(1, dtype=torch.float32), position_ids)
+        tables[f"{name}.cos"] = cos[0].numpy()
+        tables[f"{name}.sin"] = sin[0].numpy()
+        settings.append({"name": name, "head_dim": head_dim, "mrope_section": section, "rope_theta": theta})
+    save_tensors(OUT / "rope.safetensors", tables, {"streams": "positions.json: qwen2_vl / two images",
+                                                    "settings": str(settings)})
 
 
 SECTIONS = {

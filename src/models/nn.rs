@@ -71,6 +71,11 @@ impl Rope {
         Self { inv_freq }
     }
 
+    /// The inverse frequency of each rotated pair, `head_dim / 2` of them.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
     /// `cos` and `sin` tables for positions `start..start + len`, shaped `[1, 1, len, head_dim]`.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let half = self.inv_freq.len();
