@@ -21,6 +21,8 @@ pub struct TextConfig {
     pub rope_theta: f64,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// The q, k and v projections carry biases (Qwen2; not the output projection).
+    pub qkv_bias: bool,
 }
 
 /// The SigLIP vision tower ("idefics3_vision").
@@ -219,12 +221,36 @@ impl VisionConfig {
     }
 }
 
+/// The decoders this crate implements, which differ in a few settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextFamily {
+    Llama,
+    /// Qwen2's decoder inside Qwen2-VL / Qwen2.5-VL: q/k/v biases, M-RoPE.
+    Qwen2,
+}
+
 impl TextConfig {
     fn from_fields(f: &Fields, tie_override: Option<bool>) -> Result<Self> {
+        Self::from_fields_as(f, tie_override, TextFamily::Llama)
+    }
+
+    fn from_fields_as(f: &Fields, tie_override: Option<bool>, family: TextFamily) -> Result<Self> {
         if let Some(kind) = f.opt_str("model_type")? {
-            if kind != "llama" {
+            let known: &[&str] = match family {
+                TextFamily::Llama => &["llama"],
+                TextFamily::Qwen2 => {
+                    &["qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_text"]
+                }
+            };
+            if !known.contains(&kind) {
                 return Err(f.error("model_type", format!("unsupported text model `{kind}`")));
             }
+        }
+        if f.opt_bool("use_sliding_window")? == Some(true) {
+            return Err(f.error(
+                "use_sliding_window",
+                "sliding-window attention is not supported",
+            ));
         }
         if let Some(act) = f.opt_str("hidden_act")? {
             if act != "silu" {
@@ -265,7 +291,10 @@ impl TextConfig {
             num_key_value_heads,
             head_dim,
             rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
-            rope_theta: rope_theta(f)?,
+            rope_theta: match family {
+                TextFamily::Llama => rope_theta(f)?,
+                TextFamily::Qwen2 => mrope(f)?.0,
+            },
             max_position_embeddings: f.usize_or(
                 "max_position_embeddings",
                 2048,
@@ -275,6 +304,7 @@ impl TextConfig {
                 Some(t) => t,
                 None => f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
             },
+            qkv_bias: family == TextFamily::Qwen2,
         };
         f.check_addressable("vocab_size", &[c.vocab_size, c.hidden_size])?;
         f.check_addressable("intermediate_size", &[c.intermediate_size, c.hidden_size])?;
@@ -304,6 +334,88 @@ fn rope_theta(f: &Fields) -> Result<f64> {
         }
     }
     f.f64_or("rope_theta", 10_000.0)
+}
+
+/// M-RoPE's base frequency and its split of the rotary pairs into the temporal, height and
+/// width sections: `rope_parameters` (transformers 5) or the published folders' `rope_theta`
+/// and `rope_scaling` (`{"type": "mrope", "mrope_section": [16, 24, 24]}`).
+fn mrope(f: &Fields) -> Result<(f64, [usize; 3])> {
+    let (params, theta) = match f.opt_child("rope_parameters")? {
+        Some(p) => {
+            let theta = p.f64_or("rope_theta", 1_000_000.0)?;
+            (p, theta)
+        }
+        None => (
+            f.child("rope_scaling")?,
+            f.f64_or("rope_theta", 1_000_000.0)?,
+        ),
+    };
+    for key in ["rope_type", "type"] {
+        if let Some(kind) = params.opt_str(key)? {
+            if !["default", "mrope"].contains(&kind) {
+                return Err(params.error(key, format!("unsupported RoPE type `{kind}`")));
+            }
+        }
+    }
+    let section = params.ids("mrope_section")?;
+    let section: [u32; 3] = section
+        .try_into()
+        .map_err(|_| params.error("mrope_section", "expected three numbers"))?;
+    let section = section.map(|n| n as usize);
+    for n in section {
+        params.check_size("mrope_section", n, limits::HEAD_DIM)?;
+    }
+    Ok((theta, section))
+}
+
+/// A Qwen2-VL or Qwen2.5-VL checkpoint (`model_type` `qwen2_vl`, `qwen2_5_vl`): the text side
+/// so far (issue 21 builds the vision tower's next).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qwen2VlConfig {
+    pub text: TextConfig,
+    /// Rotary pairs per position stream: temporal, height, width (summing to `head_dim / 2`).
+    pub mrope_section: [usize; 3],
+    pub image_token_id: u32,
+    pub vision_start_token_id: u32,
+    pub vision_end_token_id: u32,
+}
+
+impl Qwen2VlConfig {
+    /// Parses a `config.json`: the text model's fields at the top (the published folders) or
+    /// in `text_config` (written by transformers 5).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let root = parse_object(CONFIG, text)?;
+        let f = Fields::root(CONFIG, &root);
+        let kind = f.str("model_type")?;
+        if !["qwen2_vl", "qwen2_5_vl"].contains(&kind) {
+            return Err(f.error(
+                "model_type",
+                format!("`{kind}` is not Qwen2-VL or Qwen2.5-VL"),
+            ));
+        }
+        let nested = f.opt_child("text_config")?;
+        let t = nested.as_ref().unwrap_or(&f);
+        let tie = f.opt_bool("tie_word_embeddings")?;
+        let text = TextConfig::from_fields_as(t, tie, TextFamily::Qwen2)?;
+        let (_, mrope_section) = mrope(t)?;
+        if mrope_section.iter().sum::<usize>() * 2 != text.head_dim {
+            return Err(t.error(
+                "mrope_section",
+                format!(
+                    "{mrope_section:?} does not split a head of {} into its pairs",
+                    text.head_dim
+                ),
+            ));
+        }
+        let id = |key: &str, default: u32| -> Result<u32> { Ok(f.opt_id(key)?.unwrap_or(default)) };
+        Ok(Self {
+            mrope_section,
+            image_token_id: id("image_token_id", 151_655)?,
+            vision_start_token_id: id("vision_start_token_id", 151_652)?,
+            vision_end_token_id: id("vision_end_token_id", 151_653)?,
+            text,
+        })
+    }
 }
 
 /// `generation_config.json`: only what generation needs.
@@ -609,6 +721,50 @@ mod tests {
         // The bounds themselves are sizes some model could have.
         assert!(edit("text_config", "num_hidden_layers", limits::LAYERS as u64).is_ok());
         assert!(edit("text_config", "vocab_size", limits::VOCAB as u64).is_ok());
+    }
+
+    #[test]
+    fn reads_qwen2_vl_as_published_and_as_transformers_5_writes_it() {
+        // Qwen2-VL-2B-Instruct's text fields (the vision_config is not read yet).
+        let published = r#"{"architectures": ["Qwen2VLForConditionalGeneration"],
+            "model_type": "qwen2_vl", "hidden_size": 1536, "intermediate_size": 8960,
+            "num_attention_heads": 12, "num_hidden_layers": 28, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "vocab_size": 151936,
+            "tie_word_embeddings": true, "max_position_embeddings": 32768,
+            "use_sliding_window": false, "sliding_window": 32768, "hidden_act": "silu",
+            "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+            "image_token_id": 151655, "video_token_id": 151656,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "vision_config": {"depth": 32, "embed_dim": 1280}}"#;
+        let c = Qwen2VlConfig::from_json(published).unwrap();
+        assert_eq!(c.text.head_dim, 128);
+        assert_eq!(c.mrope_section, [16, 24, 24]);
+        assert!(c.text.qkv_bias && c.text.tie_word_embeddings);
+        assert_eq!((c.text.rope_theta, c.image_token_id), (1e6, 151_655));
+        // The same as transformers 5 saves it: text fields nested, rope_parameters.
+        let nested = r#"{"model_type": "qwen2_vl", "tie_word_embeddings": true,
+            "image_token_id": 151655, "text_config": {"model_type": "qwen2_vl_text",
+            "hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12,
+            "num_hidden_layers": 28, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+            "vocab_size": 151936, "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+            "mrope_section": [16, 24, 24]}}}"#;
+        assert_eq!(Qwen2VlConfig::from_json(nested).unwrap(), c);
+        // Sections that do not split the head, sliding windows and other RoPE kinds are refused.
+        for (from, to) in [
+            ("[16, 24, 24]", "[16, 24, 16]"),
+            (
+                r#""use_sliding_window": false"#,
+                r#""use_sliding_window": true"#,
+            ),
+            (r#""type": "mrope""#, r#""type": "yarn""#),
+            (r#""model_type": "qwen2_vl""#, r#""model_type": "qwen3_vl""#),
+        ] {
+            assert!(
+                Qwen2VlConfig::from_json(&published.replace(from, to)).is_err(),
+                "{to}"
+            );
+        }
     }
 
     #[test]

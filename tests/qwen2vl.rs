@@ -6,10 +6,13 @@
 
 mod common;
 
+use captioner::config::Qwen2VlConfig;
 use captioner::models::qwen2_vl::positions::mrope_positions;
 use captioner::models::qwen2_vl::rope::MRope;
+use captioner::models::qwen2_vl::text::Qwen2Text;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
+use captioner::weights::{Loader, WeightSet};
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -170,4 +173,78 @@ fn mrope_tables_match_qwen2vl_rotary_embedding() {
     }
     // A section that does not split the head is refused.
     assert!(MRope::new(128, 1e6, [16, 24, 16]).is_err());
+}
+
+#[test]
+fn the_decoder_matches_transformers_at_mrope_positions() {
+    // A tiny random Qwen2-VL (bf16 file, tied head): text tokens at "a tall image"'s streams,
+    // then greedy steps at `index + delta`, as transformers ran them on the reloaded model.
+    let dir = fixtures().join("qwen2vl").join("tiny-text");
+    let config =
+        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .expect("config");
+    assert_eq!(config.mrope_section, [2, 3, 3]);
+    assert!(config.text.qkv_bias && config.text.tie_word_embeddings);
+    let device = burn_tensor::Device::flex();
+    let weights =
+        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
+            .unwrap();
+    let mut loader = Loader::new(weights, &device);
+    let model = Qwen2Text::load(&mut loader, &config).expect("load");
+
+    let meta = read_json(dir.join("goldens.json"));
+    let golden = read_goldens(dir.join("goldens.safetensors"));
+    let ids: Vec<u32> = serde_json::from_value(meta["prompt_ids"].clone()).unwrap();
+    let positions = read_json(fixtures().join("qwen2vl").join("positions.json"));
+    let case = positions["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["family"] == "qwen2_vl" && c["case"] == "a tall image")
+        .unwrap();
+    let stream = |name: &str| -> Vec<u32> { serde_json::from_value(case[name].clone()).unwrap() };
+    let delta = case["delta"].as_i64().unwrap();
+    let decoder = model.decoder();
+    let vocab = config.text.vocab_size;
+    let (t, h, w) = (stream("temporal"), stream("height"), stream("width"));
+
+    // Every prompt position's logits: each prefix's last position, at that prefix's positions.
+    let prompt_logits = golden["prompt_logits"].f32();
+    assert_eq!(prompt_logits.len(), ids.len() * vocab);
+    for k in 1..=ids.len() {
+        let hidden = model.forward(
+            decoder.embed(&ids[..k]),
+            [&t[..k], &h[..k], &w[..k]],
+            &mut decoder.new_cache(),
+        );
+        let ours = tensor_values(decoder.last_logits(hidden));
+        let diff = max_abs_diff(&ours, &prompt_logits[(k - 1) * vocab..k * vocab]);
+        assert!(
+            diff < 1e-4,
+            "prompt position {}: logits off by {diff}",
+            k - 1
+        );
+    }
+
+    // Greedy steps with the cache, each token at index + delta on all three streams.
+    let want: Vec<u32> = serde_json::from_value(meta["greedy_tokens"].clone()).unwrap();
+    let step_logits = golden["step_logits"].f32();
+    let mut cache = decoder.new_cache();
+    let mut logits =
+        decoder.last_logits(model.forward(decoder.embed(&ids), [&t, &h, &w], &mut cache));
+    let mut got = Vec::new();
+    for step in 0..want.len() {
+        let values = tensor_values(logits);
+        let diff = max_abs_diff(&values, &step_logits[step * vocab..(step + 1) * vocab]);
+        assert!(diff < 1e-4, "step {step}: logits off by {diff}");
+        let next = captioner::generate::argmax(&values);
+        got.push(next);
+        let at = u32::try_from(ids.len() as i64 + step as i64 + delta).unwrap();
+        logits = decoder.last_logits(model.forward(
+            decoder.embed(&[next]),
+            [&[at], &[at], &[at]],
+            &mut cache,
+        ));
+    }
+    assert_eq!(got, want);
 }

@@ -16,6 +16,9 @@ Sections:
                 a tall one and a grid from the preprocess section; and Qwen2VLRotaryEmbedding's
                 cos / sin tables on those streams (published head_dim 128, mrope_section 16/24/24,
                 and a tiny one)
+    text        a tiny random Qwen2VLForConditionalGeneration (vocabulary of 512, tied head) saved as
+                bf16 and reloaded: its decoder's logits on a prompt of text tokens at an image
+                prompt's M-RoPE positions, then 6 greedy steps (each step's top-1/top-2 margin)
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -33,7 +36,7 @@ import transformers
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from make_goldens import FIX, load_image_like_rust, reset_dir, save_tensors, versions, write_json
+from make_goldens import FIX, load_image_like_rust, reinit_, reset_dir, save_tensors, versions, write_json
 
 OUT = FIX / "qwen2vl"
 IMAGES = FIX / "images"
@@ -223,9 +226,61 @@ def make_positions() -> None:
                                                     "settings": str(settings)})
 
 
+def make_text() -> None:
+    folder = OUT / "tiny-text"
+    reset_dir(folder)
+    torch.manual_seed(0)
+    # A head of 16 and a low theta, so every section's pairs turn far enough between the streams
+    # for a wrong stream to show in the logits (with theta 1e6 and a head of 8 the height and
+    # width pairs barely turn).
+    text = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 4096,
+            "bos_token_id": None, "eos_token_id": None,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
+    config = transformers.Qwen2VLConfig(
+        text_config=text, tie_word_embeddings=True,
+        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2},
+        image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503)
+    model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        reinit_(model, 21)
+    model.to(torch.bfloat16).save_pretrained(folder)
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+
+    # "a tall image"'s streams (positions.json), on text tokens: the decoder alone, at positions
+    # no plain RoPE would give.
+    case = next(c for c in __import__("json").load(open(OUT / "positions.json"))["cases"]
+                if c["family"] == "qwen2_vl" and c["case"] == "a tall image")
+    n = len(case["tokens"])
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 500, (1, n), generator=g)
+    streams = torch.tensor([case["temporal"], case["height"], case["width"]])[:, None, :]
+    tokens, margins, step_logits = [], [], []
+    with torch.no_grad():
+        prompt_logits = model(input_ids=ids, position_ids=streams).logits[0]
+        seq, pos = ids, streams
+        for step in range(6):
+            logits = model(input_ids=seq, position_ids=pos).logits[0, -1]
+            top = torch.topk(logits, 2)
+            tokens.append(int(top.indices[0]))
+            margins.append(float(top.values[0] - top.values[1]))
+            step_logits.append(logits)
+            nxt = seq.shape[1] + case["delta"]
+            seq = torch.cat([seq, top.indices[:1].view(1, 1)], dim=1)
+            pos = torch.cat([pos, torch.full((3, 1, 1), nxt)], dim=2)
+    assert min(margins) > 1e-3, margins
+    save_tensors(folder / "goldens.safetensors", {
+        "prompt_logits": prompt_logits.numpy(), "step_logits": torch.stack(step_logits).numpy()})
+    write_json(folder / "goldens.json", {
+        "versions": versions(), "prompt_ids": ids[0].tolist(), "positions_case": "qwen2_vl / a tall image",
+        "greedy_tokens": tokens, "margins": margins})
+    print(f"  tiny-text: greedy {tokens}, smallest margin {min(margins):.4f}")
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
     "positions": make_positions,
+    "text": make_text,
 }
 
 

@@ -29,9 +29,9 @@ impl SelfAttention {
             c.num_key_value_heads * c.head_dim,
         );
         Self {
-            q_proj: Linear::load(l, &format!("{p}.q_proj"), h, q, false),
-            k_proj: Linear::load(l, &format!("{p}.k_proj"), h, kv, false),
-            v_proj: Linear::load(l, &format!("{p}.v_proj"), h, kv, false),
+            q_proj: Linear::load(l, &format!("{p}.q_proj"), h, q, c.qkv_bias),
+            k_proj: Linear::load(l, &format!("{p}.k_proj"), h, kv, c.qkv_bias),
+            v_proj: Linear::load(l, &format!("{p}.v_proj"), h, kv, c.qkv_bias),
             o_proj: Linear::load(l, &format!("{p}.o_proj"), q, h, false),
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
@@ -240,9 +240,22 @@ impl Llama {
     /// `cache`, appends to the cache, and returns the final hidden states `[1, len, hidden]`.
     pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
         let [_, len, _] = embeds.dims();
+        let (cos, sin) = self.rope.tables(cache.len, len, &embeds.device());
+        self.forward_rotated(embeds, cache, cos, sin)
+    }
+
+    /// [`Self::forward_embeds`] with the rotary tables given (`[1, 1, len, head_dim]` each):
+    /// M-RoPE's, whose positions are not the tokens' indices.
+    pub fn forward_rotated(
+        &self,
+        embeds: Tensor<3>,
+        cache: &mut KvCache,
+        cos: Tensor<4>,
+        sin: Tensor<4>,
+    ) -> Tensor<3> {
+        let [_, len, _] = embeds.dims();
         let device = embeds.device();
         let start = cache.len;
-        let (cos, sin) = self.rope.tables(start, len, &device);
         let rope = RopeTables { cos, sin };
         // A multi-token step needs the causal mask.
         let mask = (len > 1).then(|| CausalMask::new(start, len, &device));
