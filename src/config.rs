@@ -368,10 +368,103 @@ fn mrope(f: &Fields) -> Result<(f64, [usize; 3])> {
     Ok((theta, section))
 }
 
-/// A Qwen2-VL or Qwen2.5-VL checkpoint (`model_type` `qwen2_vl`, `qwen2_5_vl`): the text side
-/// so far (issue 21 builds the vision tower's next).
+/// Qwen2-VL's vision tower (`vision_config`, `model_type` `qwen2_vl_vision`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qwen2VlVisionConfig {
+    pub depth: usize,
+    pub embed_dim: usize,
+    /// The merger's output: the text model's width.
+    pub hidden_size: usize,
+    /// The MLP's width, `int(embed_dim * mlp_ratio)`.
+    pub mlp_dim: usize,
+    pub num_heads: usize,
+    pub in_channels: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub rope_theta: f64,
+}
+
+impl Qwen2VlVisionConfig {
+    fn from_fields(f: &Fields) -> Result<Self> {
+        if let Some(kind) = f.opt_str("model_type")? {
+            if kind != "qwen2_vl_vision" && kind != "qwen2_vl" {
+                return Err(f.error("model_type", format!("unsupported vision tower `{kind}`")));
+            }
+        }
+        if let Some(act) = f.opt_str("hidden_act")? {
+            if act != "quick_gelu" {
+                return Err(f.error("hidden_act", format!("unsupported activation `{act}`")));
+            }
+        }
+        let embed_dim = f.usize("embed_dim", limits::WIDTH)?;
+        let num_heads = f.usize("num_heads", limits::HEADS)?;
+        f.check_divides("num_heads", num_heads, "embed_dim", embed_dim)?;
+        // The 2-D rotary embedding has head_dim / 4 frequencies per axis.
+        if (embed_dim / num_heads) % 4 != 0 {
+            return Err(f.error(
+                "num_heads",
+                "the head width must be a multiple of 4 for the 2-D rotary embedding",
+            ));
+        }
+        let ratio = f.f64_or("mlp_ratio", 4.0)?;
+        let mlp_dim = embed_dim as f64 * ratio;
+        if !(1.0..=limits::WIDTH as f64).contains(&mlp_dim) {
+            return Err(f.error("mlp_ratio", format!("{ratio} makes an MLP of {mlp_dim}")));
+        }
+        let in_channels = match f.opt_usize("in_channels")? {
+            Some(_) => f.usize("in_channels", 4)?,
+            None => f.usize_or("in_chans", 3, 4)?,
+        };
+        let theta = match f.opt_child("rope_parameters")? {
+            Some(p) => p.f64_or("rope_theta", 10_000.0)?,
+            None => 10_000.0,
+        };
+        let c = Self {
+            depth: f.usize("depth", limits::LAYERS)?,
+            embed_dim,
+            hidden_size: f.usize("hidden_size", limits::WIDTH)?,
+            mlp_dim: mlp_dim as usize,
+            num_heads,
+            in_channels,
+            patch_size: f.usize_or("patch_size", 14, limits::IMAGE_SIDE)?,
+            temporal_patch_size: f.usize_or("temporal_patch_size", 2, 16)?,
+            spatial_merge_size: f.usize_or("spatial_merge_size", 2, 8)?,
+            rope_theta: theta,
+        };
+        f.check_addressable(
+            "embed_dim",
+            &[
+                c.embed_dim,
+                c.in_channels,
+                c.temporal_patch_size,
+                c.patch_size,
+                c.patch_size,
+            ],
+        )?;
+        f.check_addressable(
+            "hidden_size",
+            &[
+                c.hidden_size,
+                c.embed_dim,
+                c.spatial_merge_size,
+                c.spatial_merge_size,
+            ],
+        )?;
+        Ok(c)
+    }
+
+    /// The width of one flattened patch: `in_channels · temporal_patch_size · patch_size²`.
+    pub fn patch_len(&self) -> usize {
+        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+}
+
+/// A Qwen2-VL or Qwen2.5-VL checkpoint (`model_type` `qwen2_vl`, `qwen2_5_vl`). The vision
+/// tower is read for Qwen2-VL; Qwen2.5-VL's (windows, RMSNorm, SwiGLU) comes next (issue 21).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen2VlConfig {
+    pub vision: Option<Qwen2VlVisionConfig>,
     pub text: TextConfig,
     /// Rotary pairs per position stream: temporal, height, width (summing to `head_dim / 2`).
     pub mrope_section: [usize; 3],
@@ -408,7 +501,25 @@ impl Qwen2VlConfig {
             ));
         }
         let id = |key: &str, default: u32| -> Result<u32> { Ok(f.opt_id(key)?.unwrap_or(default)) };
+        let vision = match kind {
+            "qwen2_vl" => Some(Qwen2VlVisionConfig::from_fields(
+                &f.child("vision_config")?,
+            )?),
+            _ => None,
+        };
+        if let Some(v) = &vision {
+            if v.hidden_size != text.hidden_size {
+                return Err(f.error(
+                    "vision_config.hidden_size",
+                    format!(
+                        "{} is not the text model's width {}",
+                        v.hidden_size, text.hidden_size
+                    ),
+                ));
+            }
+        }
         Ok(Self {
+            vision,
             mrope_section,
             image_token_id: id("image_token_id", 151_655)?,
             vision_start_token_id: id("vision_start_token_id", 151_652)?,
@@ -735,14 +846,22 @@ mod tests {
             "vision_start_token_id": 151652, "vision_end_token_id": 151653,
             "image_token_id": 151655, "video_token_id": 151656,
             "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-            "vision_config": {"depth": 32, "embed_dim": 1280}}"#;
+            "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16,
+            "in_chans": 3, "hidden_size": 1536, "patch_size": 14, "spatial_merge_size": 2,
+            "spatial_patch_size": 14, "temporal_patch_size": 2}}"#;
         let c = Qwen2VlConfig::from_json(published).unwrap();
         assert_eq!(c.text.head_dim, 128);
         assert_eq!(c.mrope_section, [16, 24, 24]);
         assert!(c.text.qkv_bias && c.text.tie_word_embeddings);
         assert_eq!((c.text.rope_theta, c.image_token_id), (1e6, 151_655));
         // The same as transformers 5 saves it: text fields nested, rope_parameters.
+        let v = c.vision.as_ref().expect("a vision tower");
+        assert_eq!((v.mlp_dim, v.patch_len(), v.num_heads), (5120, 1176, 16));
         let nested = r#"{"model_type": "qwen2_vl", "tie_word_embeddings": true,
+            "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16,
+            "in_channels": 3, "hidden_size": 1536, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2, "hidden_act": "quick_gelu",
+            "rope_parameters": {"rope_theta": 10000.0, "rope_type": "axial"}},
             "image_token_id": 151655, "text_config": {"model_type": "qwen2_vl_text",
             "hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12,
             "num_hidden_layers": 28, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,

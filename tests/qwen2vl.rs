@@ -10,6 +10,7 @@ use captioner::config::Qwen2VlConfig;
 use captioner::models::qwen2_vl::positions::mrope_positions;
 use captioner::models::qwen2_vl::rope::MRope;
 use captioner::models::qwen2_vl::text::Qwen2Text;
+use captioner::models::qwen2_vl::vision::VisionTower;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
 use captioner::weights::{Loader, WeightSet};
@@ -247,4 +248,55 @@ fn the_decoder_matches_transformers_at_mrope_positions() {
         ));
     }
     assert_eq!(got, want);
+}
+
+#[test]
+fn the_vision_tower_matches_transformers() {
+    // The tiny model's tower and merger on two images of different grids (attention kept
+    // within each), from the processor's patches.
+    let dir = fixtures().join("qwen2vl").join("tiny-text");
+    let config =
+        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .expect("config");
+    let vision = config.vision.as_ref().expect("a vision tower");
+    let meta = read_json(dir.join("vision.json"));
+    let golden = read_goldens(dir.join("vision.safetensors"));
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&meta["settings"].to_string()).unwrap();
+    let (mut values, mut grids) = (Vec::new(), Vec::new());
+    for name in meta["images"].as_array().unwrap() {
+        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
+        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
+        values.extend(p.values);
+        grids.push(p.grid_thw);
+    }
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(
+        hex(&Sha256::digest(&bytes)),
+        meta["pixel_values_sha256"].as_str().unwrap()
+    );
+    let want_grids: Vec<usize> = golden["image_grid_thw"]
+        .values
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    assert_eq!(grids.concat(), want_grids);
+
+    let device = burn_tensor::Device::flex();
+    let weights =
+        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
+            .unwrap();
+    let mut loader = Loader::new(weights, &device);
+    let tower = VisionTower::load(&mut loader, "visual", vision);
+    let n = values.len() / vision.patch_len();
+    let patches = burn_tensor::Tensor::<2>::from_data(
+        burn_tensor::TensorData::new(values, [n, vision.patch_len()]),
+        &device,
+    );
+    let merged = tower.forward(patches.clone(), &grids).expect("forward");
+    assert_eq!(merged.dims(), [n / 4, config.text.hidden_size]);
+    let diff = max_abs_diff(&tensor_values(merged), &golden["merged"].f32());
+    assert!(diff < 1e-4, "merged features off by {diff}");
+
+    // Patches that do not make the grids are an error, not a panic.
+    assert!(tower.forward(patches, &[[1, 6, 8]]).is_err());
 }

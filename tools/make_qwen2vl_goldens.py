@@ -19,6 +19,7 @@ Sections:
     text        a tiny random Qwen2VLForConditionalGeneration (vocabulary of 512, tied head) saved as
                 bf16 and reloaded: its decoder's logits on a prompt of text tokens at an image
                 prompt's M-RoPE positions, then 6 greedy steps (each step's top-1/top-2 margin)
+    vision      that model's vision tower and merger on two images' patches (the processor's)
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -239,7 +240,7 @@ def make_text() -> None:
             "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
     config = transformers.Qwen2VLConfig(
         text_config=text, tie_word_embeddings=True,
-        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2},
         image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503)
     model = transformers.Qwen2VLForConditionalGeneration(config).eval()
     with torch.no_grad():
@@ -277,10 +278,33 @@ def make_text() -> None:
     print(f"  tiny-text: greedy {tokens}, smallest margin {min(margins):.4f}")
 
 
+def make_vision() -> None:
+    folder = OUT / "tiny-text"
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    images = [load_image_like_rust(IMAGES / name) for name in ["small_100x80.png", "photo_300x500.jpg"]]
+    # Small bounds keep the fixture small: 48 and 60 patches.
+    out = processor(dict(PUBLISHED, max_pixels=28 * 28 * 16))(images=images, return_tensors="pt")
+    with torch.no_grad():
+        vision = model.model.visual(out["pixel_values"], grid_thw=out["image_grid_thw"])
+    # (pixel_values are left out: the Rust test makes them with its processor, which the
+    # preprocess section checks bit for bit; their SHA-256 is kept to say so.)
+    pv = np.ascontiguousarray(out["pixel_values"].numpy(), dtype="<f4")
+    write_json(folder / "vision.json", {
+        "images": ["small_100x80.png", "photo_300x500.jpg"], "settings": dict(PUBLISHED, max_pixels=28 * 28 * 16),
+        "pixel_values_sha256": hashlib.sha256(pv.tobytes()).hexdigest()})
+    save_tensors(folder / "vision.safetensors", {
+        "image_grid_thw": out["image_grid_thw"].numpy(),
+        "last_hidden_state": vision.last_hidden_state.numpy(),
+        "merged": vision.pooler_output.numpy(),
+    })
+    print(f"  vision: grids {out['image_grid_thw'].tolist()} -> merged {tuple(vision.pooler_output.shape)}")
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
     "positions": make_positions,
     "text": make_text,
+    "vision": make_vision,
 }
 
 
