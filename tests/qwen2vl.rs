@@ -11,6 +11,7 @@ use captioner::models::qwen2_vl::positions::mrope_positions;
 use captioner::models::qwen2_vl::rope::MRope;
 use captioner::models::qwen2_vl::text::Qwen2Text;
 use captioner::models::qwen2_vl::vision::VisionTower;
+use captioner::models::qwen2_vl::Qwen2Vl;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
 use captioner::weights::{Loader, WeightSet};
@@ -299,4 +300,68 @@ fn the_vision_tower_matches_transformers() {
 
     // Patches that do not make the grids are an error, not a panic.
     assert!(tower.forward(patches, &[[1, 6, 8]]).is_err());
+}
+
+#[test]
+fn the_whole_model_captions_images_as_transformers_does() {
+    // The tiny Qwen2-VL on prompts of one image and of two: the processor's patches, the
+    // features in place of the pads, M-RoPE positions, then 6 cached greedy steps.
+    let dir = fixtures().join("qwen2vl").join("tiny-text");
+    let config =
+        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .expect("config");
+    let device = burn_tensor::Device::flex();
+    let weights =
+        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
+            .unwrap();
+    let mut loader = Loader::new(weights, &device);
+    let model = Qwen2Vl::load(&mut loader, &config).expect("load");
+    loader.finish().expect("every weight used");
+    let meta = read_json(dir.join("greedy.json"));
+    let golden = read_goldens(dir.join("greedy.safetensors"));
+    let vocab = config.text.vocab_size;
+    for case in meta["cases"].as_array().unwrap() {
+        let name = case["case"].as_str().unwrap();
+        let cfg =
+            Qwen2VlImageConfig::from_preprocessor_json(&case["settings"].to_string()).unwrap();
+        let (mut values, mut grids) = (Vec::new(), Vec::new());
+        for image in case["images"].as_array().unwrap() {
+            let bytes =
+                std::fs::read(fixtures().join("images").join(image.as_str().unwrap())).unwrap();
+            let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
+            values.extend(p.values);
+            grids.push(p.grid_thw);
+        }
+        let want_grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
+        assert_eq!(grids, want_grids, "{name}");
+        let patch_len = config.vision.as_ref().unwrap().patch_len();
+        let patches = burn_tensor::Tensor::<2>::from_data(
+            burn_tensor::TensorData::new(values.clone(), [values.len() / patch_len, patch_len]),
+            &device,
+        );
+        let ids: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["greedy_tokens"].clone()).unwrap();
+        let steps = golden[&format!("{name}.step_logits")].f32();
+
+        let mut run = model.prefill(&ids, patches.clone(), &grids).expect(name);
+        let mut logits = run.logits.clone();
+        let mut got = Vec::new();
+        for step in 0..want.len() {
+            let values = tensor_values(logits);
+            let diff = max_abs_diff(&values, &steps[step * vocab..(step + 1) * vocab]);
+            assert!(diff < 1e-4, "{name}, step {step}: logits off by {diff}");
+            let next = captioner::generate::argmax(&values);
+            got.push(next);
+            logits = model.step(&mut run, next, ids.len() + step).expect(name);
+        }
+        assert_eq!(got, want, "{name}");
+
+        // A prompt whose pads do not match its images is an error.
+        let short: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&t| t != config.image_token_id)
+            .collect();
+        assert!(model.prefill(&short, patches, &grids).is_err(), "{name}");
+    }
 }

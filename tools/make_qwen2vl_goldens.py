@@ -20,6 +20,8 @@ Sections:
                 bf16 and reloaded: its decoder's logits on a prompt of text tokens at an image
                 prompt's M-RoPE positions, then 6 greedy steps (each step's top-1/top-2 margin)
     vision      that model's vision tower and merger on two images' patches (the processor's)
+    greedy      the whole tiny model on prompts of one and two images (the processor's patches, ids
+                laid out as the processor lays them out): 6 greedy steps, each step's logits and margin
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -300,11 +302,46 @@ def make_vision() -> None:
     print(f"  vision: grids {out['image_grid_thw'].tolist()} -> merged {tuple(vision.pooler_output.shape)}")
 
 
+def make_greedy() -> None:
+    folder = OUT / "tiny-text"
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    settings = dict(PUBLISHED, max_pixels=28 * 28 * 16)
+    g = torch.Generator().manual_seed(9)
+    text = lambda n: torch.randint(0, 500, (n,), generator=g).tolist()
+    cases = []
+    tensors = {}
+    for name, images in [("one image", ["photo_640x480.jpg"]),
+                         ("two images", ["small_100x80.png", "gray_200x150.png"])]:
+        out = processor(settings)(images=[load_image_like_rust(IMAGES / i) for i in images], return_tensors="pt")
+        ids = text(6)
+        for grid in out["image_grid_thw"].tolist():
+            ids += [502] + [500] * (grid[0] * grid[1] * grid[2] // 4) + [503] + text(4)
+        seq = torch.tensor([ids])
+        tokens, margins, logits_per_step = [], [], []
+        with torch.no_grad():
+            for step in range(6):
+                logits = model(input_ids=seq, pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"],
+                               mm_token_type_ids=(seq == 500).int()).logits[0, -1]
+                top = torch.topk(logits, 2)
+                tokens.append(int(top.indices[0]))
+                margins.append(float(top.values[0] - top.values[1]))
+                logits_per_step.append(logits)
+                seq = torch.cat([seq, top.indices[:1].view(1, 1)], dim=1)
+        assert min(margins) > 1e-3, (name, margins)
+        tensors[f"{name}.step_logits"] = torch.stack(logits_per_step).numpy()
+        cases.append({"case": name, "images": images, "settings": settings, "prompt_ids": ids,
+                      "grids": out["image_grid_thw"].tolist(), "greedy_tokens": tokens, "margins": margins})
+        print(f"  greedy / {name}: {len(ids)} prompt ids, tokens {tokens}, smallest margin {min(margins):.4f}")
+    save_tensors(folder / "greedy.safetensors", tensors)
+    write_json(folder / "greedy.json", {"versions": versions(), "cases": cases}, indent=None)
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
     "positions": make_positions,
     "text": make_text,
     "vision": make_vision,
+    "greedy": make_greedy,
 }
 
 
