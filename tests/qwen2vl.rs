@@ -11,6 +11,7 @@ use captioner::models::qwen2_vl::positions::mrope_positions;
 use captioner::models::qwen2_vl::rope::MRope;
 use captioner::models::qwen2_vl::text::Qwen2Text;
 use captioner::models::qwen2_vl::vision::VisionTower;
+use captioner::models::qwen2_vl::windows::windows;
 use captioner::models::qwen2_vl::Qwen2Vl;
 use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
@@ -364,4 +365,27 @@ fn the_whole_model_captions_images_as_transformers_does() {
             .collect();
         assert!(model.prefill(&short, patches, &grids).is_err(), "{name}");
     }
+}
+
+#[test]
+fn window_order_matches_get_vision_window_index() {
+    let meta = read_json(fixtures().join("qwen2vl").join("windows.json"));
+    let cases = meta["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
+        let size = |key: &str| case[key].as_u64().unwrap() as usize;
+        let w = windows(
+            &grids,
+            size("merge_size"),
+            size("window_size"),
+            size("patch_size"),
+        )
+        .unwrap();
+        let order: Vec<usize> = serde_json::from_value(case["window_index"].clone()).unwrap();
+        let cuts: Vec<usize> = serde_json::from_value(case["cu_window_seqlens"].clone()).unwrap();
+        assert_eq!(w.unit_order, order, "{grids:?}: order");
+        assert_eq!(w.boundaries, cuts, "{grids:?}: boundaries");
+    }
+    assert_eq!(windows(&[[1, 4, 4]], 2, 27, 14), None);
 }

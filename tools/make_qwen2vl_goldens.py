@@ -20,6 +20,8 @@ Sections:
                 bf16 and reloaded: its decoder's logits on a prompt of text tokens at an image
                 prompt's M-RoPE positions, then 6 greedy steps (each step's top-1/top-2 margin)
     vision      that model's vision tower and merger on two images' patches (the processor's)
+    windows     Qwen2.5-VL's window attention order (get_vision_window_index): the merge units'
+                reordering and the windows' boundaries, for several grids and window sizes
     greedy      the whole tiny model on prompts of one and two images (the processor's patches, ids
                 laid out as the processor lays them out): 6 greedy steps, each step's logits and margin
 
@@ -336,11 +338,32 @@ def make_greedy() -> None:
     write_json(folder / "greedy.json", {"versions": versions(), "cases": cases}, indent=None)
 
 
+def make_windows() -> None:
+    from transformers.vision_utils import get_vision_window_index
+
+    cases = []
+    # Qwen2.5-VL's window_size 112 with patches of 14 and merge 2: windows of 4 x 4 merge units.
+    for grids, window, patch in [
+        ([[1, 6, 8]], 112, 14),  # 3 x 4 units: one window row, its width exactly one window
+        ([[1, 16, 18]], 112, 14),  # a column of windows cut by the edge
+        ([[1, 34, 46]], 112, 14),  # photo_640x480 at the published bounds
+        ([[1, 6, 8], [1, 10, 6]], 112, 14),  # two images: boundaries continue
+        ([[2, 8, 8]], 112, 14),  # two frames
+        ([[1, 12, 20]], 56, 14),  # windows of 2 x 2 units
+    ]:
+        index, cu = get_vision_window_index(torch.tensor(grids), 2, window, patch)
+        cases.append({"grids": grids, "window_size": window, "patch_size": patch, "merge_size": 2,
+                      "window_index": index.tolist(), "cu_window_seqlens": cu.tolist()})
+    write_json(OUT / "windows.json", {"versions": versions(), "cases": cases}, indent=None)
+    print(f"  windows: {len(cases)} cases")
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
     "positions": make_positions,
     "text": make_text,
     "vision": make_vision,
+    "windows": make_windows,
     "greedy": make_greedy,
 }
 

@@ -2,13 +2,14 @@
 //! merger ([`vision`]), and the Qwen2 decoder ([`text`]) turned by multimodal rotary positions
 //! ([`positions`], [`rope`]). The image processor is `preprocess::qwen2_vl`. Each image's
 //! merged features replace the embeddings of its `<|image_pad|>` tokens, in order.
-//! Built up in steps (issue 21): the tokenizer and chat template, Qwen2.5-VL's tower, and the
-//! engine's front ends come next.
+//! Built up in steps (issue 21): the tokenizer and chat template, Qwen2.5-VL's tower (its
+//! window order is in [`windows`]), and the engine's front ends come next.
 
 pub mod positions;
 pub mod rope;
 pub mod text;
 pub mod vision;
+pub mod windows;
 
 use crate::config::Qwen2VlConfig;
 use crate::error::{Error, Result};
