@@ -368,9 +368,26 @@ fn mrope(f: &Fields) -> Result<(f64, [usize; 3])> {
     Ok((theta, section))
 }
 
-/// Qwen2-VL's vision tower (`vision_config`, `model_type` `qwen2_vl_vision`).
+/// Which of the family's vision towers a checkpoint has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionKind {
+    /// Qwen2-VL: LayerNorm, a QuickGELU MLP, attention over whole images.
+    Qwen2Vl,
+    /// Qwen2.5-VL: RMSNorm, a SwiGLU MLP, attention within windows except in
+    /// `fullatt_block_indexes`.
+    Qwen25Vl,
+}
+
+/// The family's vision tower (`vision_config`, `model_type` `qwen2_vl_vision` or
+/// `qwen2_5_vl_vision`), under one set of names: Qwen2.5-VL's `hidden_size` is the tower's
+/// width (`embed_dim` here) and its `out_hidden_size` the merger's output (`hidden_size`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen2VlVisionConfig {
+    pub kind: VisionKind,
+    /// Qwen2.5-VL's window side in pixels; 0 for Qwen2-VL.
+    pub window_size: usize,
+    /// The blocks that attend over whole images where the others use windows.
+    pub fullatt_block_indexes: Vec<usize>,
     pub depth: usize,
     pub embed_dim: usize,
     /// The merger's output: the text model's width.
@@ -386,20 +403,28 @@ pub struct Qwen2VlVisionConfig {
 }
 
 impl Qwen2VlVisionConfig {
-    fn from_fields(f: &Fields) -> Result<Self> {
-        if let Some(kind) = f.opt_str("model_type")? {
-            if kind != "qwen2_vl_vision" && kind != "qwen2_vl" {
-                return Err(f.error("model_type", format!("unsupported vision tower `{kind}`")));
+    fn from_fields(f: &Fields, kind: VisionKind) -> Result<Self> {
+        let (names, act): (&[&str], &str) = match kind {
+            VisionKind::Qwen2Vl => (&["qwen2_vl_vision", "qwen2_vl"], "quick_gelu"),
+            VisionKind::Qwen25Vl => (&["qwen2_5_vl_vision", "qwen2_5_vl"], "silu"),
+        };
+        if let Some(model) = f.opt_str("model_type")? {
+            if !names.contains(&model) {
+                return Err(f.error("model_type", format!("unsupported vision tower `{model}`")));
             }
         }
-        if let Some(act) = f.opt_str("hidden_act")? {
-            if act != "quick_gelu" {
-                return Err(f.error("hidden_act", format!("unsupported activation `{act}`")));
+        if let Some(a) = f.opt_str("hidden_act")? {
+            if a != act {
+                return Err(f.error("hidden_act", format!("unsupported activation `{a}`")));
             }
         }
-        let embed_dim = f.usize("embed_dim", limits::WIDTH)?;
+        let (embed_key, out_key) = match kind {
+            VisionKind::Qwen2Vl => ("embed_dim", "hidden_size"),
+            VisionKind::Qwen25Vl => ("hidden_size", "out_hidden_size"),
+        };
+        let embed_dim = f.usize(embed_key, limits::WIDTH)?;
         let num_heads = f.usize("num_heads", limits::HEADS)?;
-        f.check_divides("num_heads", num_heads, "embed_dim", embed_dim)?;
+        f.check_divides("num_heads", num_heads, embed_key, embed_dim)?;
         // The 2-D rotary embedding has head_dim / 4 frequencies per axis.
         if (embed_dim / num_heads) % 4 != 0 {
             return Err(f.error(
@@ -407,11 +432,32 @@ impl Qwen2VlVisionConfig {
                 "the head width must be a multiple of 4 for the 2-D rotary embedding",
             ));
         }
-        let ratio = f.f64_or("mlp_ratio", 4.0)?;
-        let mlp_dim = embed_dim as f64 * ratio;
-        if !(1.0..=limits::WIDTH as f64).contains(&mlp_dim) {
-            return Err(f.error("mlp_ratio", format!("{ratio} makes an MLP of {mlp_dim}")));
-        }
+        let mlp_dim = match kind {
+            VisionKind::Qwen2Vl => {
+                let ratio = f.f64_or("mlp_ratio", 4.0)?;
+                let dim = embed_dim as f64 * ratio;
+                if !(1.0..=limits::WIDTH as f64).contains(&dim) {
+                    return Err(f.error("mlp_ratio", format!("{ratio} makes an MLP of {dim}")));
+                }
+                dim as usize
+            }
+            VisionKind::Qwen25Vl => f.usize("intermediate_size", limits::WIDTH)?,
+        };
+        let depth = f.usize("depth", limits::LAYERS)?;
+        let (window_size, fullatt_block_indexes) = match kind {
+            VisionKind::Qwen2Vl => (0, Vec::new()),
+            VisionKind::Qwen25Vl => {
+                let full: Vec<usize> = f
+                    .ids("fullatt_block_indexes")?
+                    .into_iter()
+                    .map(|i| i as usize)
+                    .collect();
+                if let Some(&bad) = full.iter().find(|&&i| i >= depth) {
+                    return Err(f.error("fullatt_block_indexes", format!("block {bad} of {depth}")));
+                }
+                (f.usize_or("window_size", 112, limits::IMAGE_SIDE)?, full)
+            }
+        };
         let in_channels = match f.opt_usize("in_channels")? {
             Some(_) => f.usize("in_channels", 4)?,
             None => f.usize_or("in_chans", 3, 4)?,
@@ -421,10 +467,13 @@ impl Qwen2VlVisionConfig {
             None => 10_000.0,
         };
         let c = Self {
-            depth: f.usize("depth", limits::LAYERS)?,
+            kind,
+            window_size,
+            fullatt_block_indexes,
+            depth,
             embed_dim,
-            hidden_size: f.usize("hidden_size", limits::WIDTH)?,
-            mlp_dim: mlp_dim as usize,
+            hidden_size: f.usize(out_key, limits::WIDTH)?,
+            mlp_dim,
             num_heads,
             in_channels,
             patch_size: f.usize_or("patch_size", 14, limits::IMAGE_SIDE)?,
@@ -460,11 +509,10 @@ impl Qwen2VlVisionConfig {
     }
 }
 
-/// A Qwen2-VL or Qwen2.5-VL checkpoint (`model_type` `qwen2_vl`, `qwen2_5_vl`). The vision
-/// tower is read for Qwen2-VL; Qwen2.5-VL's (windows, RMSNorm, SwiGLU) comes next (issue 21).
+/// A Qwen2-VL or Qwen2.5-VL checkpoint (`model_type` `qwen2_vl`, `qwen2_5_vl`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen2VlConfig {
-    pub vision: Option<Qwen2VlVisionConfig>,
+    pub vision: Qwen2VlVisionConfig,
     pub text: TextConfig,
     /// Rotary pairs per position stream: temporal, height, width (summing to `head_dim / 2`).
     pub mrope_section: [usize; 3],
@@ -501,22 +549,19 @@ impl Qwen2VlConfig {
             ));
         }
         let id = |key: &str, default: u32| -> Result<u32> { Ok(f.opt_id(key)?.unwrap_or(default)) };
-        let vision = match kind {
-            "qwen2_vl" => Some(Qwen2VlVisionConfig::from_fields(
-                &f.child("vision_config")?,
-            )?),
-            _ => None,
+        let vision_kind = match kind {
+            "qwen2_vl" => VisionKind::Qwen2Vl,
+            _ => VisionKind::Qwen25Vl,
         };
-        if let Some(v) = &vision {
-            if v.hidden_size != text.hidden_size {
-                return Err(f.error(
-                    "vision_config.hidden_size",
-                    format!(
-                        "{} is not the text model's width {}",
-                        v.hidden_size, text.hidden_size
-                    ),
-                ));
-            }
+        let vision = Qwen2VlVisionConfig::from_fields(&f.child("vision_config")?, vision_kind)?;
+        if vision.hidden_size != text.hidden_size {
+            return Err(f.error(
+                "vision_config",
+                format!(
+                    "the merger's output {} is not the text model's width {}",
+                    vision.hidden_size, text.hidden_size
+                ),
+            ));
         }
         Ok(Self {
             vision,
@@ -855,7 +900,7 @@ mod tests {
         assert!(c.text.qkv_bias && c.text.tie_word_embeddings);
         assert_eq!((c.text.rope_theta, c.image_token_id), (1e6, 151_655));
         // The same as transformers 5 saves it: text fields nested, rope_parameters.
-        let v = c.vision.as_ref().expect("a vision tower");
+        let v = &c.vision;
         assert_eq!((v.mlp_dim, v.patch_len(), v.num_heads), (5120, 1176, 16));
         let nested = r#"{"model_type": "qwen2_vl", "tie_word_embeddings": true,
             "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16,
@@ -878,6 +923,40 @@ mod tests {
             ),
             (r#""type": "mrope""#, r#""type": "yarn""#),
             (r#""model_type": "qwen2_vl""#, r#""model_type": "qwen3_vl""#),
+        ] {
+            assert!(
+                Qwen2VlConfig::from_json(&published.replace(from, to)).is_err(),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_qwen2_5_vl_as_published() {
+        // Qwen2.5-VL-3B-Instruct's shapes: the tower's width is `hidden_size` there, its output
+        // `out_hidden_size`, and most blocks attend within windows.
+        let published = r#"{"model_type": "qwen2_5_vl", "hidden_size": 2048,
+            "intermediate_size": 11008, "num_attention_heads": 16, "num_hidden_layers": 36,
+            "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+            "vocab_size": 151936, "tie_word_embeddings": true, "hidden_act": "silu",
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280,
+            "intermediate_size": 3420, "num_heads": 16, "in_chans": 3, "out_hidden_size": 2048,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}}"#;
+        let c = Qwen2VlConfig::from_json(published).unwrap();
+        let v = &c.vision;
+        assert_eq!(v.kind, VisionKind::Qwen25Vl);
+        assert_eq!((v.embed_dim, v.hidden_size, v.mlp_dim), (1280, 2048, 3420));
+        assert_eq!(
+            (v.window_size, &v.fullatt_block_indexes[..]),
+            (112, &[7, 15, 23, 31][..])
+        );
+        assert_eq!(c.text.head_dim, 128);
+        // A full-attention block past the last is refused, as is a merger unlike the text width.
+        for (from, to) in [
+            ("[7, 15, 23, 31]", "[7, 15, 23, 32]"),
+            (r#""out_hidden_size": 2048"#, r#""out_hidden_size": 1024"#),
         ] {
             assert!(
                 Qwen2VlConfig::from_json(&published.replace(from, to)).is_err(),

@@ -260,7 +260,7 @@ fn the_vision_tower_matches_transformers() {
     let config =
         Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
             .expect("config");
-    let vision = config.vision.as_ref().expect("a vision tower");
+    let vision = &config.vision;
     let meta = read_json(dir.join("vision.json"));
     let golden = read_goldens(dir.join("vision.safetensors"));
     let cfg = Qwen2VlImageConfig::from_preprocessor_json(&meta["settings"].to_string()).unwrap();
@@ -335,7 +335,7 @@ fn the_whole_model_captions_images_as_transformers_does() {
         }
         let want_grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
         assert_eq!(grids, want_grids, "{name}");
-        let patch_len = config.vision.as_ref().unwrap().patch_len();
+        let patch_len = config.vision.patch_len();
         let patches = burn_tensor::Tensor::<2>::from_data(
             burn_tensor::TensorData::new(values.clone(), [values.len() / patch_len, patch_len]),
             &device,
@@ -388,4 +388,44 @@ fn window_order_matches_get_vision_window_index() {
         assert_eq!(w.boundaries, cuts, "{grids:?}: boundaries");
     }
     assert_eq!(windows(&[[1, 4, 4]], 2, 27, 14), None);
+}
+
+#[test]
+fn qwen2_5_vl_s_vision_tower_matches_transformers() {
+    // A tiny random Qwen2.5-VL: RMSNorm, SwiGLU, windows of 2 x 2 merge units cut at the
+    // images' edges, whole-image attention in blocks 1 and 3, the merged tokens put back.
+    let dir = fixtures().join("qwen2vl").join("tiny-25");
+    let config =
+        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .expect("config");
+    let vision = &config.vision;
+    assert_eq!(
+        (vision.window_size, &vision.fullatt_block_indexes[..]),
+        (56, &[1, 3][..])
+    );
+    let meta = read_json(dir.join("vision.json"));
+    let golden = read_goldens(dir.join("vision.safetensors"));
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&meta["settings"].to_string()).unwrap();
+    let (mut values, mut grids) = (Vec::new(), Vec::new());
+    for name in meta["images"].as_array().unwrap() {
+        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
+        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
+        values.extend(p.values);
+        grids.push(p.grid_thw);
+    }
+    let device = burn_tensor::Device::flex();
+    let weights =
+        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
+            .unwrap();
+    let mut loader = Loader::new(weights, &device);
+    let tower = VisionTower::load(&mut loader, "visual", vision);
+    let n = values.len() / vision.patch_len();
+    let patches = burn_tensor::Tensor::<2>::from_data(
+        burn_tensor::TensorData::new(values, [n, vision.patch_len()]),
+        &device,
+    );
+    let merged = tower.forward(patches, &grids).expect("forward");
+    assert_eq!(merged.dims(), [n / 4, config.text.hidden_size]);
+    let diff = max_abs_diff(&tensor_values(merged), &golden["merged"].f32());
+    assert!(diff < 1e-4, "merged features off by {diff}");
 }

@@ -22,6 +22,9 @@ Sections:
     vision      that model's vision tower and merger on two images' patches (the processor's)
     windows     Qwen2.5-VL's window attention order (get_vision_window_index): the merge units'
                 reordering and the windows' boundaries, for several grids and window sizes
+    vision25    a tiny random Qwen2_5_VLForConditionalGeneration (tiny-25/, saved as bf16 and reloaded):
+                its vision tower (RMSNorm, SwiGLU, windows of 2 x 2 units, full attention in blocks 1
+                and 3) on the same two images as `vision`
     greedy      the whole tiny model on prompts of one and two images (the processor's patches, ids
                 laid out as the processor lays them out): 6 greedy steps, each step's logits and margin
 
@@ -358,12 +361,44 @@ def make_windows() -> None:
     print(f"  windows: {len(cases)} cases")
 
 
+def make_vision25() -> None:
+    folder = OUT / "tiny-25"
+    reset_dir(folder)
+    torch.manual_seed(0)
+    text = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 4096,
+            "bos_token_id": None, "eos_token_id": None,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
+    # Windows of 56 px (2 x 2 merge units) so that the test images have several, cut at the edges.
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=text, tie_word_embeddings=True,
+        vision_config={"depth": 4, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
+                       "window_size": 56, "fullatt_block_indexes": [1, 3]},
+        image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        reinit_(model, 25)
+    model.to(torch.bfloat16).save_pretrained(folder)
+    model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    images = [load_image_like_rust(IMAGES / name) for name in ["small_100x80.png", "photo_300x500.jpg"]]
+    settings = dict(PUBLISHED, max_pixels=28 * 28 * 16)
+    out = processor(settings)(images=images, return_tensors="pt")
+    with torch.no_grad():
+        vision = model.model.visual(out["pixel_values"], grid_thw=out["image_grid_thw"])
+    write_json(folder / "vision.json", {"versions": versions(), "images": ["small_100x80.png", "photo_300x500.jpg"],
+                                        "settings": settings})
+    save_tensors(folder / "vision.safetensors", {
+        "image_grid_thw": out["image_grid_thw"].numpy(), "merged": vision.pooler_output.numpy()})
+    print(f"  vision25: grids {out['image_grid_thw'].tolist()} -> merged {tuple(vision.pooler_output.shape)}")
+
+
 SECTIONS = {
     "preprocess": make_preprocess,
     "positions": make_positions,
     "text": make_text,
     "vision": make_vision,
     "windows": make_windows,
+    "vision25": make_vision25,
     "greedy": make_greedy,
 }
 

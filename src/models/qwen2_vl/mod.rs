@@ -1,9 +1,9 @@
-//! Qwen2-VL (and, next, Qwen2.5-VL): a ViT over each image's own patch grid with a 2 × 2
+//! Qwen2-VL and Qwen2.5-VL: a ViT over each image's own patch grid with a 2 × 2
 //! merger ([`vision`]), and the Qwen2 decoder ([`text`]) turned by multimodal rotary positions
 //! ([`positions`], [`rope`]). The image processor is `preprocess::qwen2_vl`. Each image's
 //! merged features replace the embeddings of its `<|image_pad|>` tokens, in order.
-//! Built up in steps (issue 21): the tokenizer and chat template, Qwen2.5-VL's tower (its
-//! window order is in [`windows`]), and the engine's front ends come next.
+//! Qwen2.5-VL's tower attends within windows ([`windows`]). Built up in steps (issue 21): the
+//! tokenizer and chat template and the engine's front ends come next.
 
 pub mod positions;
 pub mod rope;
@@ -39,11 +39,8 @@ pub struct Prefilled {
 impl Qwen2Vl {
     /// Takes the published tensor names (`visual.*`, `model.*`, `lm_head`).
     pub fn load(l: &mut Loader, c: &Qwen2VlConfig) -> Result<Self> {
-        let vision = c.vision.as_ref().ok_or_else(|| {
-            Error::Invalid("Qwen2.5-VL's vision tower is not implemented yet".into())
-        })?;
         Ok(Self {
-            vision: VisionTower::load(l, "visual", vision),
+            vision: VisionTower::load(l, "visual", &c.vision),
             text: Qwen2Text::load(l, c)?,
             config: c.clone(),
         })
@@ -123,9 +120,6 @@ impl Qwen2Vl {
     }
 
     fn vision_merge(&self) -> usize {
-        self.config
-            .vision
-            .as_ref()
-            .map_or(2, |v| v.spatial_merge_size)
+        self.config.vision.spatial_merge_size
     }
 }

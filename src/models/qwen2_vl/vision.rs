@@ -1,45 +1,114 @@
-//! Qwen2-VL's vision tower: a ViT over the image's own patch grid (no resizing to a fixed
+//! The family's vision tower: a ViT over the image's own patch grid (no resizing to a fixed
 //! tile, no learned positions). Each flattened patch (`[c][t][y][x]`, see
 //! `preprocess::qwen2_vl`) is embedded by the 3-D convolution as one matmul; a 2-D rotary
 //! embedding turns each head by the patch's row (first half of its frequencies) and column
-//! (second half); pre-LayerNorm blocks attend within one frame of one image at a time (QuickGELU
-//! MLP); the merger normalises, joins each 2 × 2 block's four consecutive patches (the
-//! processor ordered them so) and maps them to the text model's width. Names under `visual`.
+//! (second half); pre-norm blocks attend within one frame of one image at a time; the merger
+//! normalises, joins each 2 × 2 block's four consecutive patches (the processor ordered them
+//! so) and maps them to the text model's width. Names under `visual`.
+//!
+//! Qwen2-VL's blocks use LayerNorm and a QuickGELU MLP. Qwen2.5-VL's use RMSNorm and a SwiGLU
+//! MLP, and most of them attend only within windows ([`super::windows`]): the merge units are
+//! put in window order after the patch embedding, every block runs in that order (the blocks
+//! of `fullatt_block_indexes` still over whole frames), and the merged tokens are put back in
+//! the processor's order at the end.
 
-use crate::config::Qwen2VlVisionConfig;
+use super::windows::windows;
+use crate::config::{Qwen2VlVisionConfig, VisionKind};
 use crate::error::{Error, Result};
 use crate::models::attention::{attend, Mask};
 use crate::models::linear::{Linear, Weight};
-use crate::models::nn::{LayerNorm, Rope};
+use crate::models::nn::{LayerNorm, RmsNorm, Rope};
 use crate::weights::Loader;
-use burn_tensor::activation::{gelu, sigmoid};
-use burn_tensor::{Device, Tensor, TensorData};
+use burn_tensor::activation::{gelu, sigmoid, silu};
+use burn_tensor::{Device, Int, Tensor, TensorData};
 
 /// transformers' `quick_gelu`: `x · sigmoid(1.702 x)`.
 fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() * sigmoid(x * 1.702)
 }
 
+// Two per block: the variants' sizes do not matter, boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Norm {
+    Layer(LayerNorm),
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    fn load(l: &mut Loader, name: &str, c: &Qwen2VlVisionConfig) -> Self {
+        match c.kind {
+            VisionKind::Qwen2Vl => Norm::Layer(LayerNorm::load(l, name, c.embed_dim, 1e-6)),
+            VisionKind::Qwen25Vl => Norm::Rms(RmsNorm::load(l, name, c.embed_dim, 1e-6)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => n.forward(x),
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Mlp {
+    QuickGelu {
+        fc1: Linear,
+        fc2: Linear,
+    },
+    SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+}
+
+impl Mlp {
+    fn load(l: &mut Loader, p: &str, c: &Qwen2VlVisionConfig) -> Self {
+        let (d, i) = (c.embed_dim, c.mlp_dim);
+        match c.kind {
+            VisionKind::Qwen2Vl => Mlp::QuickGelu {
+                fc1: Linear::load(l, &format!("{p}.fc1"), d, i, true),
+                fc2: Linear::load(l, &format!("{p}.fc2"), i, d, true),
+            },
+            VisionKind::Qwen25Vl => Mlp::SwiGlu {
+                gate: Linear::load(l, &format!("{p}.gate_proj"), d, i, true),
+                up: Linear::load(l, &format!("{p}.up_proj"), d, i, true),
+                down: Linear::load(l, &format!("{p}.down_proj"), i, d, true),
+            },
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Mlp::QuickGelu { fc1, fc2 } => fc2.forward(quick_gelu(fc1.forward(x))),
+            Mlp::SwiGlu { gate, up, down } => {
+                down.forward(silu(gate.forward(x.clone())) * up.forward(x))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Block {
-    norm1: LayerNorm,
+    norm1: Norm,
     qkv: Linear,
     proj: Linear,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    norm2: Norm,
+    mlp: Mlp,
 }
 
 impl Block {
     fn load(l: &mut Loader, p: &str, c: &Qwen2VlVisionConfig) -> Self {
         let d = c.embed_dim;
         Self {
-            norm1: LayerNorm::load(l, &format!("{p}.norm1"), d, 1e-6),
+            norm1: Norm::load(l, &format!("{p}.norm1"), c),
             qkv: Linear::load(l, &format!("{p}.attn.qkv"), d, 3 * d, true),
             proj: Linear::load(l, &format!("{p}.attn.proj"), d, d, true),
-            norm2: LayerNorm::load(l, &format!("{p}.norm2"), d, 1e-6),
-            fc1: Linear::load(l, &format!("{p}.mlp.fc1"), d, c.mlp_dim, true),
-            fc2: Linear::load(l, &format!("{p}.mlp.fc2"), c.mlp_dim, d, true),
+            norm2: Norm::load(l, &format!("{p}.norm2"), c),
+            mlp: Mlp::load(l, &format!("{p}.mlp"), c),
         }
     }
 
@@ -74,10 +143,7 @@ impl Block {
         }
         let out = Tensor::cat(outs, 2).swap_dims(1, 2).reshape([n, d]);
         let h = x + self.proj.forward(out);
-        let mlp = self
-            .fc2
-            .forward(quick_gelu(self.fc1.forward(self.norm2.forward(h.clone()))));
-        h + mlp
+        h.clone() + self.mlp.forward(self.norm2.forward(h))
     }
 }
 
@@ -85,7 +151,7 @@ impl Block {
 pub struct VisionTower {
     patch_embed: Linear,
     blocks: Vec<Block>,
-    ln_q: LayerNorm,
+    ln_q: Norm,
     merger_fc1: Linear,
     merger_fc2: Linear,
     /// `head_dim / 4` inverse frequencies, shared by the row and the column.
@@ -115,7 +181,7 @@ impl VisionTower {
             blocks: (0..c.depth)
                 .map(|i| Block::load(l, &format!("{p}.blocks.{i}"), c))
                 .collect(),
-            ln_q: LayerNorm::load(l, &format!("{p}.merger.ln_q"), c.embed_dim, 1e-6),
+            ln_q: Norm::load(l, &format!("{p}.merger.ln_q"), c),
             merger_fc1: Linear::load(l, &format!("{p}.merger.mlp.0"), merged, merged, true),
             merger_fc2: Linear::load(l, &format!("{p}.merger.mlp.2"), merged, c.hidden_size, true),
             // The axial rotary embedding is the plain one over half a head.
@@ -184,20 +250,62 @@ impl VisionTower {
             )));
         }
         let device = patches.device();
-        let rope = self.rotary(&self.patch_positions(grids), &device);
+        let unit = m * m;
         // One attention segment per frame of each image.
-        let segments: Vec<usize> = grids
+        let frames: Vec<usize> = grids
             .iter()
             .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
             .collect();
+        // Qwen2.5-VL: the merge units in window order, and the windows as segments.
+        let windowed = match c.kind {
+            VisionKind::Qwen2Vl => None,
+            VisionKind::Qwen25Vl => {
+                let w = windows(grids, m, c.window_size, c.patch_size).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "window_size {} is under one merge unit",
+                        c.window_size
+                    ))
+                })?;
+                let cuts: Vec<usize> = w.boundaries.windows(2).map(|b| b[1] - b[0]).collect();
+                Some((w.unit_order, cuts))
+            }
+        };
+        let mut positions = self.patch_positions(grids);
         let mut x = self.patch_embed.forward(patches);
-        for block in &self.blocks {
-            x = block.forward(x, &rope, c.num_heads, &segments);
+        if let Some((order, _)) = &windowed {
+            let patch_order: Vec<usize> = order
+                .iter()
+                .flat_map(|&u| u * unit..(u + 1) * unit)
+                .collect();
+            positions = patch_order.iter().map(|&i| positions[i]).collect();
+            x = x.select(0, indices(&patch_order, &device));
         }
-        let x = self
-            .ln_q
-            .forward(x)
-            .reshape([n / (m * m), c.embed_dim * m * m]);
-        Ok(self.merger_fc2.forward(gelu(self.merger_fc1.forward(x))))
+        let rope = self.rotary(&positions, &device);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let segments = match &windowed {
+                Some((_, cuts)) if !c.fullatt_block_indexes.contains(&i) => cuts,
+                _ => &frames,
+            };
+            x = block.forward(x, &rope, c.num_heads, segments);
+        }
+        let x = self.ln_q.forward(x).reshape([n / unit, c.embed_dim * unit]);
+        let merged = self.merger_fc2.forward(gelu(self.merger_fc1.forward(x)));
+        Ok(match &windowed {
+            // Back to the processor's order: the unit at window position p is order[p].
+            Some((order, _)) => {
+                let mut back = vec![0; order.len()];
+                for (p, &u) in order.iter().enumerate() {
+                    back[u] = p;
+                }
+                merged.select(0, indices(&back, &device))
+            }
+            None => merged,
+        })
     }
+}
+
+fn indices(values: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
 }
