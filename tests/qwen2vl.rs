@@ -23,6 +23,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A tiny model folder's config.
+fn tiny_config(dir: &std::path::Path) -> Qwen2VlConfig {
+    Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+        .expect("config")
+}
+
+/// A tiny model folder's weights.
+fn tiny_weights(dir: &std::path::Path) -> WeightSet {
+    WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap()
+}
+
+/// The processor's patches of the named test images under `settings` (a preprocessor config),
+/// one after the other, and their grids.
+fn patches_of(
+    images: &serde_json::Value,
+    settings: &serde_json::Value,
+) -> (Vec<f32>, Vec<[usize; 3]>) {
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&settings.to_string()).unwrap();
+    let (mut values, mut grids) = (Vec::new(), Vec::new());
+    for name in images.as_array().expect("image names") {
+        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
+        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
+        values.extend(p.values);
+        grids.push(p.grid_thw);
+    }
+    (values, grids)
+}
+
 #[test]
 fn patches_match_transformers_bit_for_bit() {
     let dir = fixtures().join("qwen2vl").join("preprocess");
@@ -183,16 +211,11 @@ fn the_decoder_matches_transformers_at_mrope_positions() {
     // A tiny random Qwen2-VL (bf16 file, tied head): text tokens at "a tall image"'s streams,
     // then greedy steps at `index + delta`, as transformers ran them on the reloaded model.
     let dir = fixtures().join("qwen2vl").join("tiny-text");
-    let config =
-        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .expect("config");
+    let config = tiny_config(&dir);
     assert_eq!(config.mrope_section, [2, 3, 3]);
     assert!(config.text.qkv_bias && config.text.tie_word_embeddings);
     let device = burn_tensor::Device::flex();
-    let weights =
-        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
-            .unwrap();
-    let mut loader = Loader::new(weights, &device);
+    let mut loader = Loader::new(tiny_weights(&dir), &device);
     let model = Qwen2Text::load(&mut loader, &config).expect("load");
 
     let meta = read_json(dir.join("goldens.json"));
@@ -257,20 +280,11 @@ fn the_vision_tower_matches_transformers() {
     // The tiny model's tower and merger on two images of different grids (attention kept
     // within each), from the processor's patches.
     let dir = fixtures().join("qwen2vl").join("tiny-text");
-    let config =
-        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .expect("config");
+    let config = tiny_config(&dir);
     let vision = &config.vision;
     let meta = read_json(dir.join("vision.json"));
     let golden = read_goldens(dir.join("vision.safetensors"));
-    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&meta["settings"].to_string()).unwrap();
-    let (mut values, mut grids) = (Vec::new(), Vec::new());
-    for name in meta["images"].as_array().unwrap() {
-        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
-        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
-        values.extend(p.values);
-        grids.push(p.grid_thw);
-    }
+    let (values, grids) = patches_of(&meta["images"], &meta["settings"]);
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_eq!(
         hex(&Sha256::digest(&bytes)),
@@ -284,10 +298,7 @@ fn the_vision_tower_matches_transformers() {
     assert_eq!(grids.concat(), want_grids);
 
     let device = burn_tensor::Device::flex();
-    let weights =
-        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
-            .unwrap();
-    let mut loader = Loader::new(weights, &device);
+    let mut loader = Loader::new(tiny_weights(&dir), &device);
     let tower = VisionTower::load(&mut loader, "visual", vision);
     let n = values.len() / vision.patch_len();
     let patches = burn_tensor::Tensor::<2>::from_data(
@@ -308,14 +319,9 @@ fn the_whole_model_captions_images_as_transformers_does() {
     // The tiny Qwen2-VL on prompts of one image and of two: the processor's patches, the
     // features in place of the pads, M-RoPE positions, then 6 cached greedy steps.
     let dir = fixtures().join("qwen2vl").join("tiny-text");
-    let config =
-        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .expect("config");
+    let config = tiny_config(&dir);
     let device = burn_tensor::Device::flex();
-    let weights =
-        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
-            .unwrap();
-    let mut loader = Loader::new(weights, &device);
+    let mut loader = Loader::new(tiny_weights(&dir), &device);
     let model = Qwen2Vl::load(&mut loader, &config).expect("load");
     loader.finish().expect("every weight used");
     let meta = read_json(dir.join("greedy.json"));
@@ -323,16 +329,7 @@ fn the_whole_model_captions_images_as_transformers_does() {
     let vocab = config.text.vocab_size;
     for case in meta["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let cfg =
-            Qwen2VlImageConfig::from_preprocessor_json(&case["settings"].to_string()).unwrap();
-        let (mut values, mut grids) = (Vec::new(), Vec::new());
-        for image in case["images"].as_array().unwrap() {
-            let bytes =
-                std::fs::read(fixtures().join("images").join(image.as_str().unwrap())).unwrap();
-            let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
-            values.extend(p.values);
-            grids.push(p.grid_thw);
-        }
+        let (values, grids) = patches_of(&case["images"], &case["settings"]);
         let want_grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
         assert_eq!(grids, want_grids, "{name}");
         let patch_len = config.vision.patch_len();
@@ -395,9 +392,7 @@ fn qwen2_5_vl_s_vision_tower_matches_transformers() {
     // A tiny random Qwen2.5-VL: RMSNorm, SwiGLU, windows of 2 x 2 merge units cut at the
     // images' edges, whole-image attention in blocks 1 and 3, the merged tokens put back.
     let dir = fixtures().join("qwen2vl").join("tiny-25");
-    let config =
-        Qwen2VlConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .expect("config");
+    let config = tiny_config(&dir);
     let vision = &config.vision;
     assert_eq!(
         (vision.window_size, &vision.fullatt_block_indexes[..]),
@@ -405,19 +400,9 @@ fn qwen2_5_vl_s_vision_tower_matches_transformers() {
     );
     let meta = read_json(dir.join("vision.json"));
     let golden = read_goldens(dir.join("vision.safetensors"));
-    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&meta["settings"].to_string()).unwrap();
-    let (mut values, mut grids) = (Vec::new(), Vec::new());
-    for name in meta["images"].as_array().unwrap() {
-        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
-        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
-        values.extend(p.values);
-        grids.push(p.grid_thw);
-    }
+    let (values, grids) = patches_of(&meta["images"], &meta["settings"]);
     let device = burn_tensor::Device::flex();
-    let weights =
-        WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap())
-            .unwrap();
-    let mut loader = Loader::new(weights, &device);
+    let mut loader = Loader::new(tiny_weights(&dir), &device);
     let tower = VisionTower::load(&mut loader, "visual", vision);
     let n = values.len() / vision.patch_len();
     let patches = burn_tensor::Tensor::<2>::from_data(

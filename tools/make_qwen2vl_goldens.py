@@ -234,19 +234,21 @@ def make_positions() -> None:
                                                     "settings": str(settings)})
 
 
+# The tiny models' text side: a head of 16 and a low theta, so every section's pairs turn far
+# enough between the streams for a wrong stream to show in the logits (with theta 1e6 and a head
+# of 8 the height and width pairs barely turn).
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 4096,
+             "bos_token_id": None, "eos_token_id": None,
+             "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
+
+
 def make_text() -> None:
     folder = OUT / "tiny-text"
     reset_dir(folder)
     torch.manual_seed(0)
-    # A head of 16 and a low theta, so every section's pairs turn far enough between the streams
-    # for a wrong stream to show in the logits (with theta 1e6 and a head of 8 the height and
-    # width pairs barely turn).
-    text = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 4096,
-            "bos_token_id": None, "eos_token_id": None,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
     config = transformers.Qwen2VLConfig(
-        text_config=text, tie_word_embeddings=True,
+        text_config=TINY_TEXT, tie_word_embeddings=True,
         vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2},
         image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503)
     model = transformers.Qwen2VLForConditionalGeneration(config).eval()
@@ -365,13 +367,9 @@ def make_vision25() -> None:
     folder = OUT / "tiny-25"
     reset_dir(folder)
     torch.manual_seed(0)
-    text = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 4096,
-            "bos_token_id": None, "eos_token_id": None,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000.0}}
     # Windows of 56 px (2 x 2 merge units) so that the test images have several, cut at the edges.
     config = transformers.Qwen2_5_VLConfig(
-        text_config=text, tie_word_embeddings=True,
+        text_config=TINY_TEXT, tie_word_embeddings=True,
         vision_config={"depth": 4, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
                        "window_size": 56, "fullatt_block_indexes": [1, 3]},
         image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503)

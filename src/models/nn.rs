@@ -78,21 +78,13 @@ impl Rope {
 
     /// `cos` and `sin` tables for positions `start..start + len`, shaped `[1, 1, len, head_dim]`.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half * 2);
-        let mut sin = Vec::with_capacity(len * half * 2);
-        for pos in start..start + len {
-            let angles: Vec<f32> = self.inv_freq.iter().map(|f| pos as f32 * f).collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
-            }
-        }
-        let shape = [1, 1, len, half * 2];
-        (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
-        )
+        let angles = (start..start + len).map(|pos| {
+            self.inv_freq
+                .iter()
+                .map(|f| pos as f32 * f)
+                .collect::<Vec<f32>>()
+        });
+        rotary_tables(angles, device)
     }
 
     /// Rotates `x` `[batch, heads, seq, head_dim]` by the given tables.
@@ -103,6 +95,29 @@ impl Rope {
         let rotated = Tensor::cat(vec![second.neg(), first], 3);
         x * cos.clone() + rotated * sin.clone()
     }
+}
+
+/// `cos` and `sin` tables `[1, 1, tokens, 2 · pairs]` from each token's angles (one per rotated
+/// pair, as f32 position × f32 inverse frequency, the way transformers computes them), each
+/// repeated for the second half of the head as "rotate half" wants.
+pub fn rotary_tables(
+    angles: impl ExactSizeIterator<Item = Vec<f32>>,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let tokens = angles.len();
+    let (mut cos, mut sin, mut pairs) = (Vec::new(), Vec::new(), 0);
+    for token in angles {
+        pairs = token.len();
+        for _ in 0..2 {
+            cos.extend(token.iter().map(|a| a.cos()));
+            sin.extend(token.iter().map(|a| a.sin()));
+        }
+    }
+    let shape = [1, 1, tokens, pairs * 2];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
 }
 
 /// PyTorch's `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.

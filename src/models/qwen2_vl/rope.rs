@@ -6,8 +6,8 @@
 //! this is the plain rotary embedding.
 
 use crate::error::{Error, Result};
-use crate::models::nn::Rope;
-use burn_tensor::{Device, Tensor, TensorData};
+use crate::models::nn::{rotary_tables, Rope};
+use burn_tensor::{Device, Tensor};
 
 #[derive(Debug, Clone)]
 pub struct MRope {
@@ -42,28 +42,20 @@ impl MRope {
     /// [`Rope::apply`]. The angle is computed as transformers computes it: the position as f32
     /// times the pair's f32 inverse frequency.
     pub fn tables(&self, streams: [&[u32]; 3], device: &Device) -> (Tensor<4>, Tensor<4>) {
-        let len = streams.iter().map(|s| s.len()).min().unwrap_or(0);
-        let inv_freq = self.rope.inv_freq();
-        let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half * 2);
-        let mut sin = Vec::with_capacity(len * half * 2);
-        let tokens = streams[0].iter().zip(streams[1]).zip(streams[2]);
-        for ((&t, &h), &w) in tokens {
-            let position = [t, h, w];
-            let angles: Vec<f32> = inv_freq
+        let tokens: Vec<[u32; 3]> = streams[0]
+            .iter()
+            .zip(streams[1])
+            .zip(streams[2])
+            .map(|((&t, &h), &w)| [t, h, w])
+            .collect();
+        let angles = tokens.into_iter().map(|position| {
+            self.rope
+                .inv_freq()
                 .iter()
                 .zip(&self.stream_of_pair)
                 .map(|(f, &stream)| position[stream] as f32 * f)
-                .collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
-            }
-        }
-        let shape = [1, 1, len, half * 2];
-        (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
-        )
+                .collect::<Vec<f32>>()
+        });
+        rotary_tables(angles, device)
     }
 }

@@ -17,7 +17,7 @@ use crate::config::{Qwen2VlVisionConfig, VisionKind};
 use crate::error::{Error, Result};
 use crate::models::attention::{attend, Mask};
 use crate::models::linear::{Linear, Weight};
-use crate::models::nn::{LayerNorm, RmsNorm, Rope};
+use crate::models::nn::{rotary_tables, LayerNorm, RmsNorm, Rope};
 use crate::weights::Loader;
 use burn_tensor::activation::{gelu, sigmoid, silu};
 use burn_tensor::{Device, Int, Tensor, TensorData};
@@ -214,23 +214,13 @@ impl VisionTower {
     /// `cos` and `sin` `[1, 1, patches, head_dim]`: a head's first quarter turns by the row,
     /// its second by the column, repeated for the rotated half.
     fn rotary(&self, positions: &[(usize, usize)], device: &Device) -> (Tensor<4>, Tensor<4>) {
-        let quarter = self.inv_freq.len();
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for &(row, col) in positions {
-            let angles: Vec<f32> = [row, col]
+        let angles = positions.iter().map(|&(row, col)| {
+            [row, col]
                 .iter()
                 .flat_map(|&p| self.inv_freq.iter().map(move |f| p as f32 * f))
-                .collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
-            }
-        }
-        let shape = [1, 1, positions.len(), 4 * quarter];
-        (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
-        )
+                .collect::<Vec<f32>>()
+        });
+        rotary_tables(angles, device)
     }
 
     /// `patches` `[n, patch_len]` of the images whose grids are `grids` (in patches, before
