@@ -316,9 +316,15 @@ fn the_vision_tower_matches_transformers() {
 
 #[test]
 fn the_whole_model_captions_images_as_transformers_does() {
-    // The tiny Qwen2-VL on prompts of one image and of two: the processor's patches, the
-    // features in place of the pads, M-RoPE positions, then 6 cached greedy steps.
-    let dir = fixtures().join("qwen2vl").join("tiny-text");
+    // The tiny Qwen2-VL and Qwen2.5-VL on prompts of one image and of two: the processor's
+    // patches, the features in place of the pads, M-RoPE positions, then 6 cached greedy steps.
+    for folder in ["tiny-text", "tiny-25"] {
+        whole_model_matches(folder);
+    }
+}
+
+fn whole_model_matches(folder: &str) {
+    let dir = fixtures().join("qwen2vl").join(folder);
     let config = tiny_config(&dir);
     let device = burn_tensor::Device::flex();
     let mut loader = Loader::new(tiny_weights(&dir), &device);
@@ -328,7 +334,8 @@ fn the_whole_model_captions_images_as_transformers_does() {
     let golden = read_goldens(dir.join("greedy.safetensors"));
     let vocab = config.text.vocab_size;
     for case in meta["cases"].as_array().unwrap() {
-        let name = case["case"].as_str().unwrap();
+        let name = &format!("{folder} / {}", case["case"].as_str().unwrap());
+        let case_name = case["case"].as_str().unwrap();
         let (values, grids) = patches_of(&case["images"], &case["settings"]);
         let want_grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
         assert_eq!(grids, want_grids, "{name}");
@@ -339,7 +346,7 @@ fn the_whole_model_captions_images_as_transformers_does() {
         );
         let ids: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<u32> = serde_json::from_value(case["greedy_tokens"].clone()).unwrap();
-        let steps = golden[&format!("{name}.step_logits")].f32();
+        let steps = golden[&format!("{case_name}.step_logits")].f32();
 
         let mut run = model.prefill(&ids, patches.clone(), &grids).expect(name);
         let mut logits = run.logits.clone();

@@ -25,7 +25,7 @@ Sections:
     vision25    a tiny random Qwen2_5_VLForConditionalGeneration (tiny-25/, saved as bf16 and reloaded):
                 its vision tower (RMSNorm, SwiGLU, windows of 2 x 2 units, full attention in blocks 1
                 and 3) on the same two images as `vision`
-    greedy      the whole tiny model on prompts of one and two images (the processor's patches, ids
+    greedy      the whole tiny models (tiny-text/, tiny-25/) on prompts of one and two images (the processor's patches, ids
                 laid out as the processor lays them out): 6 greedy steps, each step's logits and margin
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
@@ -310,8 +310,12 @@ def make_vision() -> None:
 
 
 def make_greedy() -> None:
-    folder = OUT / "tiny-text"
-    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    make_greedy_of(OUT / "tiny-text", transformers.Qwen2VLForConditionalGeneration)
+    make_greedy_of(OUT / "tiny-25", transformers.Qwen2_5_VLForConditionalGeneration)
+
+
+def make_greedy_of(folder: Path, family) -> None:
+    model = family.from_pretrained(folder, dtype=torch.float32).eval()
     settings = dict(PUBLISHED, max_pixels=28 * 28 * 16)
     g = torch.Generator().manual_seed(9)
     text = lambda n: torch.randint(0, 500, (n,), generator=g).tolist()
@@ -338,7 +342,7 @@ def make_greedy() -> None:
         tensors[f"{name}.step_logits"] = torch.stack(logits_per_step).numpy()
         cases.append({"case": name, "images": images, "settings": settings, "prompt_ids": ids,
                       "grids": out["image_grid_thw"].tolist(), "greedy_tokens": tokens, "margins": margins})
-        print(f"  greedy / {name}: {len(ids)} prompt ids, tokens {tokens}, smallest margin {min(margins):.4f}")
+        print(f"  greedy / {folder.name} / {name}: {len(ids)} prompt ids, tokens {tokens}, smallest margin {min(margins):.4f}")
     save_tensors(folder / "greedy.safetensors", tensors)
     write_json(folder / "greedy.json", {"versions": versions(), "cases": cases}, indent=None)
 
