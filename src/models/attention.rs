@@ -48,8 +48,30 @@ pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask) -> Tensor<4>
                 .unwrap_or_else(|| causal_mask(causal.start, causal.len, &q.device()));
             grouped(q, k, v, Some(additive))
         }
-        Mask::All => grouped(q, k, v, None),
+        Mask::All => in_row_blocks(q, k, v, MAX_SCORES),
     }
+}
+
+/// The most scores one written-out product holds (256 MiB of f32). A Qwen2-VL image of the
+/// published `max_pixels` attends over some 65,000 patches at once: 16 heads of those written
+/// out whole would be 270 GB, where blocks of query rows take this much at a time.
+const MAX_SCORES: usize = 64 << 20;
+
+/// [`grouped`] without a mask, its queries in blocks of rows whose scores fit `max_scores`
+/// (each row's softmax is its own, so the blocks give the rows the whole product gives).
+fn in_row_blocks(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, max_scores: usize) -> Tensor<4> {
+    let [b, heads, q_len, head_dim] = q.dims();
+    let kv_len = k.dims()[2];
+    let rows = (max_scores / (b * heads * kv_len).max(1)).max(1);
+    if q_len <= rows {
+        return grouped(q, k, v, None);
+    }
+    let blocks = (0..q_len).step_by(rows).map(|start| {
+        let end = (start + rows).min(q_len);
+        let block = q.clone().slice([0..b, 0..heads, start..end, 0..head_dim]);
+        grouped(block, k.clone(), v.clone(), None)
+    });
+    Tensor::cat(blocks.collect(), 2)
 }
 
 /// A prompt step's causal limit: `len` new positions after `start` cached ones. Its additive
@@ -203,7 +225,10 @@ fn heads_in_bands(
 
 #[cfg(test)]
 mod tests {
-    use super::{attend, causal_mask, grouped, heads_in_bands, with_key_mask, CausalMask, Mask};
+    use super::{
+        attend, causal_mask, grouped, heads_in_bands, in_row_blocks, with_key_mask, CausalMask,
+        Mask,
+    };
     use burn_tensor::ops::AttentionModuleOptions;
     use burn_tensor::{Device, Tensor, TensorData};
     use rand::{Rng, SeedableRng};
@@ -212,6 +237,26 @@ mod tests {
         let n = shape.iter().product();
         let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
         Tensor::from_data(TensorData::new(values, shape), &Device::flex())
+    }
+
+    /// Queries in blocks of rows give the rows of the whole product: blocks of one row, of
+    /// several with a short last one, and one block of all.
+    #[test]
+    fn row_blocks_are_the_whole_product() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let q = random([1, 4, 37, 8], &mut rng);
+        let k = random([1, 2, 37, 8], &mut rng);
+        let v = random([1, 2, 37, 8], &mut rng);
+        let whole = grouped(q.clone(), k.clone(), v.clone(), None);
+        for max_scores in [1, 4 * 37 * 5, usize::MAX / 2] {
+            let blocks = in_row_blocks(q.clone(), k.clone(), v.clone(), max_scores);
+            assert_eq!(blocks.dims(), [1, 4, 37, 8]);
+            let diff: f32 = (blocks - whole.clone()).abs().max().into_scalar();
+            assert!(
+                diff <= 1e-6,
+                "blocks under {max_scores} scores: differ by {diff}"
+            );
+        }
     }
 
     /// The CPU's fused causal attention, and its banded form for the threaded browser build
