@@ -14,6 +14,7 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.json ] || need_apt+=(mesa-vulkan-drivers)
 [ -n "$(ldconfig -p | grep 'libvulkan.so.1' || true)" ] || need_apt+=(libvulkan1)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -60,3 +61,34 @@ with zipfile.ZipFile(wheel) as z:
 PY
   rm -rf "$tmp"
 fi
+
+# Qwen2's tokenizer for the Qwen2-VL prompt tests: llama.cpp's vocabulary-only GGUF (no weights,
+# 5.9 MB), shipped inside the llama_cpp_python sdist on PyPI. Only the tests need it, so
+# scripts/test.sh fetches it (`fetch_qwen2_vocab`); once there, every sourcing exports it.
+qwen2_vocab="$CAPTIONER_CACHE/qwen2-vocab/ggml-vocab-qwen2.gguf"
+[ -s "$qwen2_vocab" ] && export CAPTIONER_QWEN2_VOCAB_GGUF="$qwen2_vocab"
+fetch_qwen2_vocab() {
+  local sha256=44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c
+  local member=llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf
+  if [ ! -s "$qwen2_vocab" ]; then
+    echo "setup: downloading Qwen2's vocabulary GGUF (llama_cpp_python 0.3.36 sdist from PyPI, ~77 MB)"
+    local tmp
+    tmp=$(mktemp -d)
+    # pip prepares an sdist's metadata even to download it, which takes scikit-build-core and
+    # CMake: a throwaway venv holds them.
+    python3 -m venv "$tmp/venv"
+    "$tmp/venv/bin/pip" install -q scikit-build-core cmake
+    "$tmp/venv/bin/pip" download -q --no-deps --no-binary :all: --no-build-isolation -d "$tmp" \
+      llama_cpp_python==0.3.36
+    tar -xzf "$tmp/llama_cpp_python-0.3.36.tar.gz" -C "$tmp" "$member"
+    if [ "$(sha256sum "$tmp/$member" | cut -d' ' -f1)" != "$sha256" ]; then
+      echo "setup: ggml-vocab-qwen2.gguf is not the file the tests expect" >&2
+      rm -rf "$tmp"
+      return 1
+    fi
+    mkdir -p "$(dirname "$qwen2_vocab")"
+    mv "$tmp/$member" "$qwen2_vocab"
+    rm -rf "$tmp"
+  fi
+  export CAPTIONER_QWEN2_VOCAB_GGUF="$qwen2_vocab"
+}

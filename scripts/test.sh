@@ -22,6 +22,8 @@ if [ "${1:-}" = --quick ]; then
 fi
 
 . scripts/setup.sh
+# The Qwen2-VL prompt tests' tokenizer (tests/qwen2vl.rs), fetched once into the cache.
+fetch_qwen2_vocab
 
 times=()
 step_name=""

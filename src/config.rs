@@ -73,6 +73,8 @@ pub enum ModelConfig {
     Idefics3(Idefics3Config),
     /// A text-only Llama model (e.g. SmolLM2, or a GGUF text model).
     Llama(TextConfig),
+    /// Qwen2-VL or Qwen2.5-VL (`model_type` `qwen2_vl`, `qwen2_5_vl`).
+    Qwen2Vl(Qwen2VlConfig),
 }
 
 impl ModelConfig {
@@ -89,9 +91,14 @@ impl ModelConfig {
         match fields.str("model_type")? {
             "idefics3" => Ok(ModelConfig::Idefics3(Idefics3Config::from_fields(&fields)?)),
             "llama" => Ok(ModelConfig::Llama(TextConfig::from_fields(&fields, None)?)),
+            "qwen2_vl" | "qwen2_5_vl" => Ok(ModelConfig::Qwen2Vl(Qwen2VlConfig::from_fields(
+                &fields,
+            )?)),
             other => Err(fields.error(
                 "model_type",
-                format!("unsupported model_type `{other}` (supported: idefics3, llama)"),
+                format!(
+                    "unsupported model_type `{other}` (supported: idefics3, llama, qwen2_vl, qwen2_5_vl)"
+                ),
             )),
         }
     }
@@ -100,6 +107,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Idefics3(c) => &c.text,
             ModelConfig::Llama(c) => c,
+            ModelConfig::Qwen2Vl(c) => &c.text,
         }
     }
 }
@@ -526,7 +534,10 @@ impl Qwen2VlConfig {
     /// in `text_config` (written by transformers 5).
     pub fn from_json(text: &str) -> Result<Self> {
         let root = parse_object(CONFIG, text)?;
-        let f = Fields::root(CONFIG, &root);
+        Self::from_fields(&Fields::root(CONFIG, &root))
+    }
+
+    fn from_fields(f: &Fields) -> Result<Self> {
         let kind = f.str("model_type")?;
         if !["qwen2_vl", "qwen2_5_vl"].contains(&kind) {
             return Err(f.error(
@@ -535,7 +546,7 @@ impl Qwen2VlConfig {
             ));
         }
         let nested = f.opt_child("text_config")?;
-        let t = nested.as_ref().unwrap_or(&f);
+        let t = nested.as_ref().unwrap_or(f);
         let tie = f.opt_bool("tie_word_embeddings")?;
         let text = TextConfig::from_fields_as(t, tie, TextFamily::Qwen2)?;
         let (_, mrope_section) = mrope(t)?;
@@ -983,9 +994,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let err = ModelConfig::from_json(r#"{"model_type":"qwen2_vl"}"#).unwrap_err();
+        let err = ModelConfig::from_json(r#"{"model_type":"gemma3"}"#).unwrap_err();
         assert!(err.to_string().contains("model_type"), "{err}");
-        assert!(err.to_string().contains("qwen2_vl"), "{err}");
+        assert!(err.to_string().contains("gemma3"), "{err}");
 
         let bad_gqa =
             smolvlm_like(r#","num_key_value_heads":4"#).replace(r#""num_key_value_heads":3,"#, "");

@@ -12,7 +12,7 @@
 //! What llama.cpp has no key for travels under `captioner.*`: the image processor settings and
 //! the generation config, as the JSON they came from.
 
-use crate::config::{Idefics3Config, ModelConfig, TextConfig};
+use crate::config::{Idefics3Config, ModelConfig, Qwen2VlConfig, TextConfig};
 use crate::error::{Error, Result};
 use crate::files::{Checkpoint, ModelFiles};
 use crate::quant::{BlockMatrix, QuantType, BLOCK};
@@ -72,6 +72,8 @@ pub fn plan(config: &ModelConfig, precision: Precision, for_llama_cpp: bool) -> 
     let (text, text_prefix) = match config {
         ModelConfig::Idefics3(c) => (&c.text, "model.text_model"),
         ModelConfig::Llama(c) => (c, "model"),
+        // Refused by `PairWriter::new` until the family has its GGUF names (issue 21).
+        ModelConfig::Qwen2Vl(c) => (&c.text, "model"),
     };
     let mut add = |part: Part, gguf_name: String, hf_name: String, shape: Vec<usize>| {
         let ty = match shape.as_slice() {
@@ -275,12 +277,21 @@ impl PairWriter {
         name: &str,
     ) -> Result<Self> {
         let config = ModelConfig::from_json_of(files.config_source, &files.config_json)?;
+        if let ModelConfig::Qwen2Vl(_) = config {
+            return Err(Error::Invalid(
+                "Qwen2-VL and Qwen2.5-VL cannot be converted to GGUF yet; they load from their \
+                 safetensors folder"
+                    .into(),
+            ));
+        }
         let raw: Value = serde_json::from_str(&files.config_json)
             .map_err(|e| Error::config("config.json", e.to_string()))?;
         let planned = plan(&config, precision, for_llama_cpp);
         let (text_cfg, text_raw) = match &config {
             ModelConfig::Idefics3(c) => (&c.text, raw.get("text_config").unwrap_or(&raw)),
-            ModelConfig::Llama(c) => (c, &raw),
+            ModelConfig::Llama(c) | ModelConfig::Qwen2Vl(Qwen2VlConfig { text: c, .. }) => {
+                (c, &raw)
+            }
         };
 
         let file_type = |part: Part| -> u32 {
@@ -322,7 +333,8 @@ impl PairWriter {
                 w.metadata("general.quantization_version", GgufValue::U32(2));
                 Some(w)
             }
-            ModelConfig::Llama(_) => None,
+            // (Refused above.)
+            ModelConfig::Llama(_) | ModelConfig::Qwen2Vl(_) => None,
         };
         let mut places = Vec::with_capacity(planned.len());
         for part in [Part::Text, Part::Mmproj] {

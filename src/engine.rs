@@ -1,14 +1,18 @@
 //! The engine: a loaded model with its tokenizer, chat template and image processor, turning
 //! images and words into text.
 
-use crate::config::{processor_image_seq_len, GenerationConfig, ModelConfig};
+use crate::config::{
+    processor_image_seq_len, GenerationConfig, Idefics3Config, ModelConfig, Qwen2VlConfig,
+};
 use crate::error::{Error, Result};
 use crate::files::{Checkpoint, ModelFiles};
 use crate::generate::{decode_loop, Flow, SamplingOptions};
 use crate::models::linear::is_cpu;
 use crate::models::llama::{KvCache, Llama};
+use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::smolvlm::SmolVlm;
-use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage};
+use crate::preprocess::qwen2_vl::{Patches, Qwen2VlImageConfig};
+use crate::preprocess::{self, ImageProcessorConfig, ProcessedImage, Tiles};
 use crate::prompt::{find_chat_template, ContentStyle, ImageLayout, Prompter};
 use crate::weights::Precision;
 use crate::weights::{Loader, WeightSet};
@@ -107,6 +111,7 @@ pub struct ImageFailure {
 enum Backbone {
     Vlm(Box<SmolVlm>),
     Text(Box<Llama>),
+    Qwen2Vl(Box<Qwen2Vl>),
 }
 
 impl Backbone {
@@ -124,6 +129,7 @@ impl Backbone {
             ModelConfig::Llama(c) => {
                 Backbone::Text(Box::new(Llama::load(&mut loader, "model", "lm_head", c)))
             }
+            ModelConfig::Qwen2Vl(c) => Backbone::Qwen2Vl(Box::new(Qwen2Vl::load(&mut loader, c)?)),
         };
         loader.finish()?;
         Ok(backbone)
@@ -149,7 +155,7 @@ fn prompter(files: &ModelFiles, config: &ModelConfig) -> Result<Prompter> {
         })?,
     };
     let style = match config {
-        ModelConfig::Idefics3(_) => ContentStyle::Items,
+        ModelConfig::Idefics3(_) | ModelConfig::Qwen2Vl(_) => ContentStyle::Items,
         ModelConfig::Llama(_) => ContentStyle::Text,
     };
     Prompter::new(
@@ -160,14 +166,63 @@ fn prompter(files: &ModelFiles, config: &ModelConfig) -> Result<Prompter> {
     )
 }
 
-/// A vision model's image processor settings, checked against the model's tokens per tile.
-fn image_processor(
-    files: &ModelFiles,
-    config: &ModelConfig,
-) -> Result<Option<ImageProcessorConfig>> {
-    let ModelConfig::Idefics3(c) = config else {
-        return Ok(None);
+/// A vision model's image processor, as its folder sets it.
+enum ImageProcessor {
+    Idefics3(ImageProcessorConfig),
+    Qwen2Vl(Qwen2VlImageConfig),
+}
+
+/// A vision model's image processor settings, checked against what its vision tower takes.
+fn image_processor(files: &ModelFiles, config: &ModelConfig) -> Result<Option<ImageProcessor>> {
+    match config {
+        ModelConfig::Idefics3(c) => Ok(Some(ImageProcessor::Idefics3(idefics3_processor(
+            files, c,
+        )?))),
+        ModelConfig::Qwen2Vl(c) => Ok(Some(ImageProcessor::Qwen2Vl(qwen2_vl_processor(files, c)?))),
+        ModelConfig::Llama(_) => Ok(None),
+    }
+}
+
+/// Qwen2-VL's processor settings: `processor_config.json`'s `image_processor` (as transformers
+/// 5 saves a processor), else `preprocessor_config.json` (the published folders). Its patches
+/// must be the vision tower's patches, and its merge the merger's.
+fn qwen2_vl_processor(files: &ModelFiles, c: &Qwen2VlConfig) -> Result<Qwen2VlImageConfig> {
+    let nested = match files.processor_config_json.as_deref() {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| Error::config("processor_config.json", e.to_string()))?
+            .get("image_processor")
+            .map(|v| v.to_string()),
+        None => None,
     };
+    let (file, text) = match (&nested, files.preprocessor_config_json.as_deref()) {
+        (Some(text), _) => ("processor_config.json", text.as_str()),
+        (None, Some(text)) => ("preprocessor_config.json", text),
+        (None, None) => return Err(Error::MissingFile("preprocessor_config.json".into())),
+    };
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(text)
+        .map_err(|e| Error::config(file, e.to_string()))?;
+    let v = &c.vision;
+    for (key, ours, tower) in [
+        ("patch_size", cfg.patch_size, v.patch_size),
+        (
+            "temporal_patch_size",
+            cfg.temporal_patch_size,
+            v.temporal_patch_size,
+        ),
+        ("merge_size", cfg.merge_size, v.spatial_merge_size),
+    ] {
+        if ours as usize != tower {
+            return Err(Error::config(
+                file,
+                format!("{key} is {ours} but the vision tower's is {tower} (config.json: vision_config)"),
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Idefics3's processor settings, checked against the model's tokens per tile.
+fn idefics3_processor(files: &ModelFiles, c: &Idefics3Config) -> Result<ImageProcessorConfig> {
     let cfg = ImageProcessorConfig::from_files(
         files.processor_config_json.as_deref(),
         files.preprocessor_config_json.as_deref(),
@@ -207,7 +262,7 @@ fn image_processor(
             }
         }
     }
-    Ok(Some(cfg))
+    Ok(cfg)
 }
 
 /// Tokens that end a generation: `generation_config.json`'s and `config.json`'s end-of-sequence
@@ -234,12 +289,56 @@ fn stop_tokens(files: &ModelFiles, prompter: &Prompter) -> Result<Vec<u32>> {
     Ok(stop_tokens)
 }
 
+/// Qwen2-VL's prompt names its image pads by text and the model finds them by id: the two
+/// must agree, or every caption would fail for want of pads.
+fn check_image_token(prompter: &Prompter, config: &ModelConfig) -> Result<()> {
+    let ModelConfig::Qwen2Vl(c) = config else {
+        return Ok(());
+    };
+    match prompter.token_id("<|image_pad|>") {
+        Some(id) if id == c.image_token_id => Ok(()),
+        found => Err(Error::config(
+            "tokenizer.json",
+            format!(
+                "<|image_pad|> is {found:?} but config.json's image_token_id is {}",
+                c.image_token_id
+            ),
+        )),
+    }
+}
+
+fn other_models_image() -> Error {
+    Error::Invalid("the image was preprocessed for another model family".into())
+}
+
+/// SmolVLM's tiles of each image.
+fn tiles(images: &[ProcessedImage]) -> Result<Vec<&Tiles>> {
+    images
+        .iter()
+        .map(|image| match image {
+            ProcessedImage::Tiles(t) => Ok(t),
+            ProcessedImage::Patches(_) => Err(other_models_image()),
+        })
+        .collect()
+}
+
+/// Qwen2-VL's patches of each image.
+fn patches(images: &[ProcessedImage]) -> Result<Vec<&Patches>> {
+    images
+        .iter()
+        .map(|image| match image {
+            ProcessedImage::Patches(p) => Ok(p),
+            ProcessedImage::Tiles(_) => Err(other_models_image()),
+        })
+        .collect()
+}
+
 /// A model ready to caption or chat.
 pub struct Engine {
     device: Device,
     backbone: Backbone,
     prompter: Prompter,
-    image_processor: Option<ImageProcessorConfig>,
+    image_processor: Option<ImageProcessor>,
     stop_tokens: Vec<u32>,
     config: ModelConfig,
     precision: Precision,
@@ -264,6 +363,7 @@ impl Engine {
         let weights = WeightSet::from_files(checkpoint, precision)?;
         let backbone = Backbone::load(&config, weights, device, precision)?;
         let prompter = prompter(&files, &config)?;
+        check_image_token(&prompter, &config)?;
         let image_processor = image_processor(&files, &config)?;
         let stop_tokens = stop_tokens(&files, &prompter)?;
         Ok(Self {
@@ -309,14 +409,7 @@ impl Engine {
     }
 
     pub fn accepts_images(&self) -> bool {
-        matches!(self.backbone, Backbone::Vlm(_))
-    }
-
-    fn vlm(&self) -> Result<&SmolVlm> {
-        match &self.backbone {
-            Backbone::Vlm(m) => Ok(m),
-            Backbone::Text(_) => Err(Self::text_only()),
-        }
+        matches!(self.backbone, Backbone::Vlm(_) | Backbone::Qwen2Vl(_))
     }
 
     pub(crate) fn text_only() -> Error {
@@ -328,6 +421,7 @@ impl Engine {
         match &self.backbone {
             Backbone::Vlm(m) => m.text(),
             Backbone::Text(m) => m,
+            Backbone::Qwen2Vl(m) => m.decoder(),
         }
     }
 
@@ -337,19 +431,29 @@ impl Engine {
         image_bytes: &[u8],
         longest_edge: Option<u32>,
     ) -> Result<ProcessedImage> {
-        let cfg = self.image_processor.as_ref().ok_or_else(Self::text_only)?;
+        self.image_processor.as_ref().ok_or_else(Self::text_only)?;
         let image = preprocess::decode_image(image_bytes)?;
-        Ok(preprocess::preprocess(&image, cfg, longest_edge)?)
+        self.preprocess_pixels(&image, longest_edge)
     }
 
     /// Preprocesses an image decoded elsewhere (see [`preprocess::rgb_from_rgba`]).
+    /// `longest_edge` bounds SmolVLM's resize; for Qwen2-VL, which keeps each image's aspect,
+    /// it bounds the pixels to `longest_edge²` (the processor's `max_pixels`).
     pub fn preprocess_pixels(
         &self,
         image: &RgbImage,
         longest_edge: Option<u32>,
     ) -> Result<ProcessedImage> {
-        let cfg = self.image_processor.as_ref().ok_or_else(Self::text_only)?;
-        Ok(preprocess::preprocess(image, cfg, longest_edge)?)
+        match self.image_processor.as_ref().ok_or_else(Self::text_only)? {
+            ImageProcessor::Idefics3(cfg) => Ok(ProcessedImage::Tiles(preprocess::preprocess(
+                image,
+                cfg,
+                longest_edge,
+            )?)),
+            ImageProcessor::Qwen2Vl(cfg) => Ok(ProcessedImage::Patches(
+                preprocess::qwen2_vl::preprocess(image, &cfg.with_pixel_cap(longest_edge))?,
+            )),
+        }
     }
 
     /// Preprocesses the images of one prompt, in order; a failure says which image it was.
@@ -368,38 +472,57 @@ impl Engine {
             .collect()
     }
 
-    /// The prompt's token ids for a request showing images of the given layouts.
+    /// The prompt's token ids for a request showing `images` (preprocessed by this engine),
+    /// each expanded to the tokens its features take.
     pub fn prompt_ids(
         &self,
         system: Option<&str>,
         prompt: &str,
-        layouts: &[ImageLayout],
+        images: &[ProcessedImage],
     ) -> Result<Vec<u32>> {
-        let rendered = self.prompter.render(system, prompt, layouts.len())?;
+        let rendered = self.prompter.render(system, prompt, images.len())?;
         let text = match &self.config {
             ModelConfig::Idefics3(c) => {
-                Prompter::expand_images(&rendered, layouts, c.image_seq_len())?
+                let layouts: Vec<ImageLayout> = tiles(images)?.iter().map(|t| t.layout()).collect();
+                Prompter::expand_images(&rendered, &layouts, c.image_seq_len())?
+            }
+            ModelConfig::Qwen2Vl(c) => {
+                let merge = c.vision.spatial_merge_size as u32;
+                let pads: Vec<usize> = patches(images)?.iter().map(|p| p.tokens(merge)).collect();
+                Prompter::expand_image_pads(&rendered, &pads)?
             }
             ModelConfig::Llama(_) => rendered,
         };
         self.prompter.encode(&text)
     }
 
-    /// Vision tower output for a preprocessed image, `[tiles, patches, vision_hidden]`.
+    /// SmolVLM's vision tower output for a preprocessed image, `[tiles, patches, vision_hidden]`.
     pub fn vision_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
-        Ok(self.vlm()?.vision_features(image))
+        match (&self.backbone, image) {
+            (Backbone::Vlm(m), ProcessedImage::Tiles(t)) => Ok(m.vision_features(t)),
+            _ => Err(Error::Invalid(
+                "vision_features is SmolVLM's (its tiles before the connector)".into(),
+            )),
+        }
     }
 
-    /// Connector output for a preprocessed image, `[tiles, image_seq_len, text_hidden]`.
+    /// The features that take an image's place in the prompt: `[tiles, image_seq_len,
+    /// text_hidden]` from SmolVLM's connector, `[1, tokens, text_hidden]` from Qwen2-VL's merger.
     pub fn image_features(&self, image: &ProcessedImage) -> Result<Tensor<3>> {
-        Ok(self.vlm()?.image_features(image))
+        match (&self.backbone, image) {
+            (Backbone::Vlm(m), ProcessedImage::Tiles(t)) => Ok(m.image_features(t)),
+            (Backbone::Qwen2Vl(m), ProcessedImage::Patches(p)) => {
+                Ok(m.image_features(p)?.unsqueeze_dim(0))
+            }
+            (Backbone::Text(_), _) => Err(Self::text_only()),
+            _ => Err(other_models_image()),
+        }
     }
 
     /// Runs the prompt (with the images' features in place of their `<image>` tokens) and
     /// returns the logits of its last position and the filled KV cache.
     pub fn prefill(&self, ids: &[u32], images: &[ProcessedImage]) -> Result<(Tensor<1>, KvCache)> {
         let text = self.text_model();
-        let mut cache = text.new_cache();
         if let Some(&bad) = ids
             .iter()
             .find(|&&id| id as usize >= text.config().vocab_size)
@@ -408,8 +531,14 @@ impl Engine {
                 "token id {bad} is outside the model's vocabulary"
             )));
         }
+        let mut cache = text.new_cache();
         let logits = match &self.backbone {
-            Backbone::Vlm(vlm) => vlm.prefill(ids, images, &mut cache)?,
+            Backbone::Vlm(vlm) => vlm.prefill(ids, &tiles(images)?, &mut cache)?,
+            Backbone::Qwen2Vl(model) => {
+                // The cache comes back shifted to where the tokens after the prompt go.
+                let prefilled = model.prefill(ids, &patches(images)?)?;
+                return Ok((prefilled.logits, prefilled.cache));
+            }
             Backbone::Text(_) if !images.is_empty() => return Err(Self::text_only()),
             Backbone::Text(model) => {
                 let hidden = model.forward_embeds(model.embed(ids), &mut cache);
@@ -514,8 +643,7 @@ impl Engine {
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation> {
-        let layouts: Vec<ImageLayout> = images.iter().map(ProcessedImage::layout).collect();
-        let ids = self.prompt_ids(system, prompt, &layouts)?;
+        let ids = self.prompt_ids(system, prompt, images)?;
         self.generate_from(&ids, images, sampling, on_text).await
     }
 

@@ -70,6 +70,8 @@ fn pay_for_method(
 const IMAGE: &str = "<image>";
 const FAKE: &str = "<fake_token_around_image>";
 const GLOBAL: &str = "<global-img>";
+/// Qwen2-VL's image placeholder: one per merged patch.
+const IMAGE_PAD: &str = "<|image_pad|>";
 
 impl Prompter {
     /// `tokenizer_json`: a `tokenizer.json`; `template`: the Jinja chat template;
@@ -214,6 +216,26 @@ impl Prompter {
         Ok(out)
     }
 
+    /// Replaces the n-th `<|image_pad|>` of `rendered` with `pads[n]` of them, as Qwen2-VL's
+    /// processor does: the chat template writes one pad per image and the model takes one per
+    /// merged patch (`t·h·w / merge_size²` of the image's grid).
+    pub fn expand_image_pads(rendered: &str, pads: &[usize]) -> Result<String> {
+        let pieces: Vec<&str> = rendered.split(IMAGE_PAD).collect();
+        if pieces.len() != pads.len() + 1 {
+            return Err(Error::Prompt(format!(
+                "the rendered prompt has {} image pads for {} images",
+                pieces.len() - 1,
+                pads.len()
+            )));
+        }
+        let mut out = String::from(pieces[0]);
+        for (&n, rest) in pads.iter().zip(&pieces[1..]) {
+            out.push_str(&IMAGE_PAD.repeat(n));
+            out.push_str(rest);
+        }
+        Ok(out)
+    }
+
     /// Token ids of `text`, with the tokenizer's own special-token post-processing (as
     /// transformers' processor calls it).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -340,6 +362,15 @@ mod tests {
         assert!(Prompter::expand_images("a<image>b", &[one, one], 1).is_err());
         let s = Prompter::expand_images("a<image>b", &[one], 1).unwrap();
         assert!(s.starts_with("a<fake_token_around_image>") && s.ends_with("b"));
+    }
+
+    #[test]
+    fn image_pads_expand_in_order_and_must_agree() {
+        let s = Prompter::expand_image_pads("a<|image_pad|>b<|image_pad|>c", &[2, 1]).unwrap();
+        assert_eq!(s, "a<|image_pad|><|image_pad|>b<|image_pad|>c");
+        assert!(Prompter::expand_image_pads("a<|image_pad|>b", &[1, 1]).is_err());
+        assert!(Prompter::expand_image_pads("ab", &[1]).is_err());
+        assert_eq!(Prompter::expand_image_pads("ab", &[]).unwrap(), "ab");
     }
 
     #[test]

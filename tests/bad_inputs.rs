@@ -271,11 +271,11 @@ fn a_checkpoint_with_no_tensors_or_a_stray_one_is_an_error() {
 fn unknown_model_type_is_named() {
     let dir = copy_model("tiny-a");
     edit_json(&dir.path().join("config.json"), |c| {
-        c["model_type"] = "qwen2_vl".into();
+        c["model_type"] = "gemma3".into();
     });
     let err = load(dir.path()).err().expect("loads").to_string();
     assert!(
-        err.contains("model_type") && err.contains("qwen2_vl"),
+        err.contains("model_type") && err.contains("gemma3"),
         "{err}"
     );
 }

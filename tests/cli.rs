@@ -304,3 +304,72 @@ fn verbose_says_the_device_weights_and_auto_packs_them() {
         "auto: {auto} bytes on the device, f32 {f32_bytes}: not packed"
     );
 }
+
+#[test]
+fn caption_jsonl_captions_rows_with_qwen2_5_vl_as_transformers_generates() {
+    // The tiny Qwen2.5-VL folder through the command users run: every row kept, in order, the
+    // captions those transformers' model.generate gives (tests/fixtures/qwen2vl/tiny-25).
+    let model = fixtures().join("qwen2vl/tiny-25");
+    let goldens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("engine.json")).expect("goldens"))
+            .expect("json");
+    let caption_of = |case: &str| -> String {
+        let cases = goldens["cases"].as_array().expect("cases");
+        let c = cases.iter().find(|c| c["case"] == case).expect(case);
+        c["text"].as_str().expect("text").to_string()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"image\": [\"photo_640x480.jpg\"]}\n\
+         {\"id\": 2, \"image\": [\"missing.jpg\"], \"note\": \"kept\"}\n\
+         {\"id\": 3, \"image\": [\"small_100x80.png\", \"gray_200x150.png\"]}\n",
+    )
+    .expect("rows");
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let output = dir.path().join("out.jsonl");
+        let _ = std::fs::remove_file(&output);
+        let out = captioner()
+            .args(["caption-jsonl", "--temperature", "0", "--max-tokens"])
+            .arg(goldens["max_new_tokens"].to_string())
+            .arg("--model")
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--image-root")
+            .arg(fixtures().join("images"))
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert_succeeded(&out);
+        std::fs::read_to_string(&output)
+            .expect("output")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON row"))
+            .collect()
+    };
+
+    let rows = run(&[]);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["id"], 1);
+    assert_eq!(rows[0]["caption"], caption_of("one image").as_str());
+    assert_eq!(
+        (rows[1]["id"].clone(), rows[1]["note"].clone()),
+        (2.into(), "kept".into())
+    );
+    assert!(
+        rows[1]["caption"].is_null() && rows[1]["error"].is_string(),
+        "{}",
+        rows[1]
+    );
+    assert_eq!(rows[2]["id"], 3);
+
+    let rows = run(&["--preset", "dataflow"]);
+    assert_eq!(
+        rows[2]["caption"],
+        caption_of("two images, DataFlow's words").as_str()
+    );
+}

@@ -4,13 +4,11 @@
 
 mod common;
 
-use captioner::preprocess::{
-    decode_image, layout_only, preprocess, ImageProcessorConfig, ProcessedImage,
-};
+use captioner::preprocess::{decode_image, layout_only, preprocess, ImageProcessorConfig, Tiles};
 use common::*;
 
 /// The processor's output back in 8-bit levels, `[tiles, H, W, 3]` like the goldens.
-fn levels(p: &ProcessedImage) -> Vec<u8> {
+fn levels(p: &Tiles) -> Vec<u8> {
     let (h, w) = (p.tile_height, p.tile_width);
     let mut out = vec![0u8; p.n_tiles * h * w * 3];
     for t in 0..p.n_tiles {

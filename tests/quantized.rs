@@ -9,9 +9,7 @@
 mod common;
 
 use burn_tensor::{Device, Tensor};
-use captioner::{
-    Engine, Flow, ImageLayout, ModelFiles, Precision, QuantType, Request, SamplingOptions,
-};
+use captioner::{Engine, Flow, ModelFiles, Precision, QuantType, Request, SamplingOptions};
 use common::*;
 
 const PROMPT: &str = "Can you describe this image?";
@@ -43,11 +41,9 @@ fn prompt(
         Some(name) => {
             let bytes = std::fs::read(fixtures().join("images").join(name)).expect("image");
             let processed = engine.preprocess(&bytes, longest_edge).expect("preprocess");
-            let layout = ImageLayout {
-                rows: processed.rows,
-                cols: processed.cols,
-            };
-            let ids = engine.prompt_ids(None, user, &[layout]).expect("ids");
+            let ids = engine
+                .prompt_ids(None, user, std::slice::from_ref(&processed))
+                .expect("ids");
             (ids, vec![processed])
         }
         None => (engine.prompt_ids(None, user, &[]).expect("ids"), Vec::new()),

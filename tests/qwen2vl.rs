@@ -13,7 +13,7 @@ use captioner::models::qwen2_vl::text::Qwen2Text;
 use captioner::models::qwen2_vl::vision::VisionTower;
 use captioner::models::qwen2_vl::windows::windows;
 use captioner::models::qwen2_vl::Qwen2Vl;
-use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Qwen2VlImageConfig};
+use captioner::preprocess::qwen2_vl::{preprocess, smart_resize, Patches, Qwen2VlImageConfig};
 use captioner::preprocess::{decode_image, PreprocessError};
 use captioner::weights::{Loader, WeightSet};
 use common::*;
@@ -34,17 +34,29 @@ fn tiny_weights(dir: &std::path::Path) -> WeightSet {
     WeightSet::from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap()
 }
 
+/// The processor's output for each of the named test images under `settings` (a
+/// preprocessor config).
+fn processed(images: &serde_json::Value, settings: &serde_json::Value) -> Vec<Patches> {
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&settings.to_string()).unwrap();
+    let images = images.as_array().expect("image names");
+    images
+        .iter()
+        .map(|name| {
+            let path = fixtures().join("images").join(name.as_str().unwrap());
+            let bytes = std::fs::read(path).unwrap();
+            preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap()
+        })
+        .collect()
+}
+
 /// The processor's patches of the named test images under `settings` (a preprocessor config),
 /// one after the other, and their grids.
 fn patches_of(
     images: &serde_json::Value,
     settings: &serde_json::Value,
 ) -> (Vec<f32>, Vec<[usize; 3]>) {
-    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&settings.to_string()).unwrap();
     let (mut values, mut grids) = (Vec::new(), Vec::new());
-    for name in images.as_array().expect("image names") {
-        let bytes = std::fs::read(fixtures().join("images").join(name.as_str().unwrap())).unwrap();
-        let p = preprocess(&decode_image(&bytes).unwrap(), &cfg).unwrap();
+    for p in processed(images, settings) {
         values.extend(p.values);
         grids.push(p.grid_thw);
     }
@@ -336,19 +348,19 @@ fn whole_model_matches(folder: &str) {
     for case in meta["cases"].as_array().unwrap() {
         let name = &format!("{folder} / {}", case["case"].as_str().unwrap());
         let case_name = case["case"].as_str().unwrap();
-        let (values, grids) = patches_of(&case["images"], &case["settings"]);
+        let images = processed(&case["images"], &case["settings"]);
+        let images: Vec<&Patches> = images.iter().collect();
+        let grids: Vec<[usize; 3]> = images.iter().map(|p| p.grid_thw).collect();
         let want_grids: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
         assert_eq!(grids, want_grids, "{name}");
-        let patch_len = config.vision.patch_len();
-        let patches = burn_tensor::Tensor::<2>::from_data(
-            burn_tensor::TensorData::new(values.clone(), [values.len() / patch_len, patch_len]),
-            &device,
-        );
         let ids: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<u32> = serde_json::from_value(case["greedy_tokens"].clone()).unwrap();
         let steps = golden[&format!("{case_name}.step_logits")].f32();
 
-        let mut run = model.prefill(&ids, patches.clone(), &grids).expect(name);
+        // Decoding goes through the decoder's own step: the cache is shifted to M-RoPE's
+        // positions after the prompt.
+        let mut run = model.prefill(&ids, &images).expect(name);
+        let decoder = model.decoder();
         let mut logits = run.logits.clone();
         let mut got = Vec::new();
         for step in 0..want.len() {
@@ -357,7 +369,8 @@ fn whole_model_matches(folder: &str) {
             assert!(diff < 1e-4, "{name}, step {step}: logits off by {diff}");
             let next = captioner::generate::argmax(&values);
             got.push(next);
-            logits = model.step(&mut run, next, ids.len() + step).expect(name);
+            let hidden = decoder.forward_embeds(decoder.embed(&[next]), &mut run.cache);
+            logits = decoder.last_logits(hidden);
         }
         assert_eq!(got, want, "{name}");
 
@@ -367,7 +380,7 @@ fn whole_model_matches(folder: &str) {
             .copied()
             .filter(|&t| t != config.image_token_id)
             .collect();
-        assert!(model.prefill(&short, patches, &grids).is_err(), "{name}");
+        assert!(model.prefill(&short, &images).is_err(), "{name}");
     }
 }
 
@@ -420,4 +433,165 @@ fn qwen2_5_vl_s_vision_tower_matches_transformers() {
     assert_eq!(merged.dims(), [n / 4, config.text.hidden_size]);
     let diff = max_abs_diff(&tensor_values(merged), &golden["merged"].f32());
     assert!(diff < 1e-4, "merged features off by {diff}");
+}
+
+/// Qwen2's tokenizer as a Qwen2-VL GGUF holds it: llama.cpp's vocabulary GGUF
+/// (`CAPTIONER_QWEN2_VOCAB_GGUF`, from scripts/setup.sh) with the family's tokens written into
+/// the `[PADn]` slots the golden script names, then built as transformers builds it.
+fn qwen2_vl_tokenizer_json(goldens: &serde_json::Value) -> Option<String> {
+    use captioner::weights::gguf::{GgufFile, GgufValue};
+    let Ok(path) = std::env::var("CAPTIONER_QWEN2_VOCAB_GGUF") else {
+        eprintln!("skipped: CAPTIONER_QWEN2_VOCAB_GGUF is not set (scripts/test.sh sets it)");
+        return None;
+    };
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(
+        hex(&Sha256::digest(&bytes)),
+        goldens["vocab_gguf_sha256"].as_str().unwrap(),
+        "{path} is not the vocabulary the goldens were made from"
+    );
+    let mut gguf = GgufFile::parse(bytes).expect("vocabulary GGUF").header;
+    for token in goldens["vl_tokens"].as_array().expect("vl_tokens") {
+        let id = token["id"].as_u64().unwrap() as usize;
+        for (key, value) in gguf.metadata.iter_mut() {
+            let GgufValue::Array(values) = value else {
+                continue;
+            };
+            match key.as_str() {
+                "tokenizer.ggml.tokens" => {
+                    assert_eq!(values[id], GgufValue::String(format!("[PAD{id}]")));
+                    values[id] = GgufValue::String(token["text"].as_str().unwrap().into());
+                }
+                "tokenizer.ggml.token_type" => {
+                    values[id] = GgufValue::I32(token["type"].as_i64().unwrap() as i32)
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(
+        gguf.hf_tokenizer_json()
+            .expect("tokenizer.json")
+            .to_string(),
+    )
+}
+
+#[test]
+fn prompts_match_qwen2_vl_processor() {
+    use captioner::prompt::{find_chat_template, ContentStyle, Prompter};
+    let dir = fixtures().join("qwen2vl");
+    let goldens = read_json(dir.join("prompt.json"));
+    let Some(tokenizer) = qwen2_vl_tokenizer_json(&goldens) else {
+        return;
+    };
+    let template = std::fs::read_to_string(dir.join("chat_template.json")).unwrap();
+    let template = find_chat_template(Some(&template), None).unwrap().unwrap();
+    let p = Prompter::new(&tokenizer, template, None, ContentStyle::Items).expect("prompter");
+
+    for (token, id) in goldens["special_ids"].as_object().expect("special ids") {
+        assert_eq!(
+            p.token_id(token),
+            Some(id.as_u64().unwrap() as u32),
+            "{token}"
+        );
+    }
+    for case in goldens["encode"].as_array().expect("encode") {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(p.encode(text).unwrap(), ids, "{text:?}");
+    }
+    let cfg = Qwen2VlImageConfig::from_preprocessor_json(&goldens["settings"].to_string()).unwrap();
+    let cases = goldens["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        let images = case["images"].as_array().unwrap();
+        let rendered = p
+            .render(
+                case["system"].as_str(),
+                case["user"].as_str().unwrap(),
+                images.len(),
+            )
+            .expect("render");
+        assert_eq!(
+            rendered,
+            case["rendered"].as_str().unwrap(),
+            "{name}: rendered"
+        );
+
+        let patches = processed(&case["images"], &goldens["settings"]);
+        let grids: Vec<[usize; 3]> = patches.iter().map(|p| p.grid_thw).collect();
+        let want: Vec<[usize; 3]> = serde_json::from_value(case["grids"].clone()).unwrap();
+        assert_eq!(grids, want, "{name}: grids");
+        let pads: Vec<usize> = patches.iter().map(|p| p.tokens(cfg.merge_size)).collect();
+        let expanded = Prompter::expand_image_pads(&rendered, &pads).expect("expand");
+        let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(p.encode(&expanded).unwrap(), ids, "{name}: ids");
+        assert_eq!(
+            p.decode(&ids).unwrap(),
+            case["decoded_skip_special"].as_str().unwrap(),
+            "{name}: decoded"
+        );
+    }
+}
+
+#[test]
+fn the_engine_captions_as_transformers_generates() {
+    // The tiny models as a user's folder (tokenizer, chat template, processor settings beside
+    // the weights), through the engine as `caption` runs it: the processor's ids, then
+    // model.generate's greedy tokens and text.
+    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    for folder in ["tiny-text", "tiny-25"] {
+        let dir = fixtures().join("qwen2vl").join(folder);
+        let files = ModelFiles::from_path(&dir).expect("files");
+        let engine =
+            Engine::load_with(files, &burn_tensor::Device::flex(), Precision::F32).expect("engine");
+        assert!(engine.accepts_images());
+        let im_end = engine
+            .prompter()
+            .token_id("<|im_end|>")
+            .expect("<|im_end|>");
+        assert!(
+            engine.stop_tokens().contains(&im_end),
+            "the turn's end stops a caption"
+        );
+        let goldens = read_json(dir.join("engine.json"));
+        let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
+        for case in goldens["cases"].as_array().unwrap() {
+            let name = &format!("{folder} / {}", case["case"].as_str().unwrap());
+            let bytes: Vec<Vec<u8>> = case["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            let request = Request {
+                prompt: case["user"].as_str().unwrap().into(),
+                system: case["system"].as_str().map(str::to_string),
+                sampling: SamplingOptions::greedy(max_new),
+                ..Request::default()
+            };
+
+            let images = engine.preprocess_all(&bytes, None).expect(name);
+            let ids = engine
+                .prompt_ids(request.system.as_deref(), &request.prompt, &images)
+                .expect(name);
+            let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            assert_eq!(ids, want, "{name}: prompt ids");
+
+            let generation = engine
+                .caption(&bytes, &request, &mut |_| Flow::Continue)
+                .expect(name);
+            let want: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+            assert_eq!(generation.tokens, want, "{name}: tokens");
+            assert_eq!(
+                generation.text,
+                case["text"].as_str().unwrap(),
+                "{name}: text"
+            );
+            assert_eq!(generation.prompt_tokens, ids.len(), "{name}");
+        }
+    }
 }

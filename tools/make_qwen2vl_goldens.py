@@ -27,6 +27,14 @@ Sections:
                 and 3) on the same two images as `vision`
     greedy      the whole tiny models (tiny-text/, tiny-25/) on prompts of one and two images (the processor's patches, ids
                 laid out as the processor lays them out): 6 greedy steps, each step's logits and margin
+    prompt      Qwen2VLProcessor on the published chat template (chat_template.json) and Qwen2's tokenizer as
+                transformers builds it from llama.cpp's vocabulary GGUF with the Qwen2-VL tokens in their
+                slots (CAPTIONER_QWEN2_VOCAB_GGUF, from scripts/setup.sh): the rendered prompts, the ids with
+                each image's pads expanded, the decoded text; plain encodings and the special ids
+    engine      the tiny models as a user's folder (tokenizer.json, tokenizer_config.json, chat_template.json,
+                preprocessor_config.json beside the weights; a 512-token byte-level BPE with the family's
+                special tokens at config.json's ids): Qwen2VLProcessor's ids and model.generate's greedy
+                tokens and text for a caption of one image and one of two, each step's top-1/top-2 margin
 
 Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 """
@@ -34,7 +42,10 @@ Qwen2.5-VL uses this same image processor class. The hub is never contacted.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +55,8 @@ import transformers
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from make_goldens import FIX, load_image_like_rust, reinit_, reset_dir, save_tensors, versions, write_json
+from make_goldens import (FIX, load_image_like_rust, reinit_, reset_dir, save_tensors, versions, write_compact_json,
+                          write_json)
 
 OUT = FIX / "qwen2vl"
 IMAGES = FIX / "images"
@@ -347,6 +359,186 @@ def make_greedy_of(folder: Path, family) -> None:
     write_json(folder / "greedy.json", {"versions": versions(), "cases": cases}, indent=None)
 
 
+# What a Qwen2-VL / Qwen2.5-VL GGUF holds where llama.cpp's vocabulary GGUF (a Qwen2 text model)
+# has [PADn] placeholders: the converter writes the tokenizer's special added tokens, and those that
+# look special (<|...|>), as CONTROL (3), its other added tokens as USER_DEFINED (4). Qwen2-VL's
+# tokenizer ends at <|video_pad|>; Qwen2.5-VL's adds the tool and fill-in-the-middle tokens.
+VOCAB_GGUF = Path(os.environ.get("CAPTIONER_QWEN2_VOCAB_GGUF",
+                                 Path.home() / ".cache/captioner/qwen2-vocab/ggml-vocab-qwen2.gguf"))
+VL_TOKENS = [
+    (151646, "<|object_ref_start|>", 3), (151647, "<|object_ref_end|>", 3), (151648, "<|box_start|>", 3),
+    (151649, "<|box_end|>", 3), (151650, "<|quad_start|>", 3), (151651, "<|quad_end|>", 3),
+    (151652, "<|vision_start|>", 3), (151653, "<|vision_end|>", 3), (151654, "<|vision_pad|>", 3),
+    (151655, "<|image_pad|>", 3), (151656, "<|video_pad|>", 3), (151657, "<tool_call>", 4),
+    (151658, "</tool_call>", 4), (151659, "<|fim_prefix|>", 3), (151660, "<|fim_middle|>", 3),
+    (151661, "<|fim_suffix|>", 3), (151662, "<|fim_pad|>", 3), (151663, "<|repo_name|>", 3),
+    (151664, "<|file_sep|>", 3),
+]
+
+
+def vl_vocab_gguf(out: Path) -> None:
+    """The vocabulary GGUF with VL_TOKENS in their slots, every other key as it was."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(VOCAB_GGUF)
+    arch = reader.fields["general.architecture"].contents()
+    writer = GGUFWriter(out, arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = field.contents()
+        if name == "tokenizer.ggml.tokens":
+            for i, text, _ in VL_TOKENS:
+                assert value[i] == f"[PAD{i}]", (i, value[i])
+                value[i] = text
+        elif name == "tokenizer.ggml.token_type":
+            for i, _, ty in VL_TOKENS:
+                value[i] = ty
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value, vtype, sub_type=sub)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+class ImageOnlyProcessor(transformers.Qwen2VLProcessor):
+    """Qwen2VLProcessor without a video processor: that one needs torchvision, which has no build
+    for torch 2.15 here. Images take the same path through the class either way."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+def make_prompt() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        vl_vocab_gguf(Path(tmp) / "vl-vocab.gguf")
+        tok = transformers.AutoTokenizer.from_pretrained(tmp, gguf_file="vl-vocab.gguf")
+    template = json.loads((OUT / "chat_template.json").read_text())["chat_template"]
+    proc = ImageOnlyProcessor(image_processor=processor(PUBLISHED), tokenizer=tok, chat_template=template)
+    cases = []
+    for name, system, user, images in [
+        # Captioner's default prompt (engine.rs DEFAULT_PROMPT).
+        ("a caption", None, "Describe this image in one or two sentences.", ["photo_640x480.jpg"]),
+        # DataFlow's ImageCaptionGenerate words (engine.rs DATAFLOW_SYSTEM, DATAFLOW_PROMPT).
+        ("DataFlow's prompt", "You are a image caption generator. Your task is to generate a concise and "
+         "informative caption for the given image content.",
+         "Please provide a comprehensive description of the image.", ["photo_300x500.jpg"]),
+        ("two images and a system prompt", "You caption images for a dataset.",
+         "Caption both images: what differs?", ["small_100x80.png", "gray_200x150.png"]),
+        ("unusual text", None, "Naïve café — 日本語, 12345 tokens!\n\n  Two <tool_call> lines\t.",
+         ["rgba_160x120.png"]),
+        ("text only", None, "Say hello.", []),
+    ]:
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        messages.append({"role": "user",
+                         "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": user}]})
+        rendered = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        pil = [load_image_like_rust(IMAGES / i) for i in images]
+        out = proc(text=[rendered], images=pil or None, return_tensors="pt")
+        ids = out["input_ids"][0].tolist()
+        grids = out["image_grid_thw"].tolist() if images else []
+        cases.append({"case": name, "system": system, "user": user, "images": images, "rendered": rendered,
+                      "grids": grids, "ids": ids, "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
+        print(f"  prompt / {name}: {len(ids)} ids, grids {grids}")
+    encode = [{"text": t, "ids": tok(t)["input_ids"]} for t in [
+        "Hello world", "  leading spaces and trailing  ", "digits 1234567 and 3.14159", "naïve café 日本語 😀",
+        "line one\nline two\r\n\n\ttabbed", "<|im_start|>user\nhi<|im_end|>", "<tool_call>{\"a\": 1}</tool_call>"]]
+    specials = {text: tok.convert_tokens_to_ids(text) for _, text, _ in VL_TOKENS}
+    specials.update({t: tok.convert_tokens_to_ids(t) for t in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]})
+    write_json(OUT / "prompt.json", {
+        "versions": versions(), "vocab_gguf_sha256": hashlib.sha256(VOCAB_GGUF.read_bytes()).hexdigest(),
+        "vl_tokens": [{"id": i, "text": t, "type": ty} for i, t, ty in VL_TOKENS], "settings": PUBLISHED,
+        "special_ids": specials, "cases": cases, "encode": encode})
+
+
+# The tiny models' tokenizer: 500 byte-level BPE tokens trained on this text, then the family's
+# special tokens at the ids the tiny configs give them (image 500, video 501, vision start 502 and
+# end 503), the chat tokens, and fillers up to the vocabulary's 512, so that every id decodes.
+TINY_SPECIALS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>",
+                 "<|im_end|>", "<|endoftext|>"] + [f"<|extra_{i}|>" for i in range(5)]
+TINY_CORPUS = """You are a helpful assistant. Describe this image in one or two sentences.
+You are a image caption generator. Your task is to generate a concise and informative caption for the
+given image content. Please provide a comprehensive description of the image. A photo of a red barn in a
+green field under a blue sky, with two horses grazing near a wooden fence and hills behind them. The
+picture shows a small gray square on a white background; the edges are sharp and the colors are flat.
+Captions describe what is in the picture, where things are and what they are doing, in plain words.
+A busy street at night: yellow taxis, people crossing, shop windows lit in orange and purple light.
+Mountains reflected in a quiet lake at dawn; pine trees, mist, a canoe pulled up on the rocky shore."""
+# DataFlow's ImageCaptionGenerate words and Captioner's default prompt (engine.rs).
+DEFAULT_PROMPT = "Describe this image in one or two sentences."
+DATAFLOW_SYSTEM = ("You are a image caption generator. Your task is to generate a concise and informative caption "
+                   "for the given image content.")
+DATAFLOW_PROMPT = "Please provide a comprehensive description of the image."
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([TINY_CORPUS] * 4, trainer)
+    assert tok.get_vocab_size() == 500, tok.get_vocab_size()
+    tok.add_special_tokens(TINY_SPECIALS)
+    assert tok.token_to_id("<|image_pad|>") == 500 and tok.get_vocab_size() == 512
+    return tok
+
+
+def make_engine() -> None:
+    tok = tiny_tokenizer()
+    template = json.loads((OUT / "chat_template.json").read_text())["chat_template"]
+    settings = dict(PUBLISHED, max_pixels=28 * 28 * 16)
+    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    for folder, family in [(OUT / "tiny-text", transformers.Qwen2VLForConditionalGeneration),
+                           (OUT / "tiny-25", transformers.Qwen2_5_VLForConditionalGeneration)]:
+        write_compact_json(folder / "tokenizer.json", json.loads(tok.to_str()))
+        # PreTrainedTokenizerFast takes tokenizer.json as it is, as Captioner does.
+        write_json(folder / "tokenizer_config.json", {
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>", "model_max_length": 4096}, indent=2)
+        write_json(folder / "chat_template.json", {"chat_template": template}, indent=2)
+        # As the published folders write it, with a small max_pixels.
+        write_json(folder / "preprocessor_config.json", {
+            **settings, "image_mean": mean, "image_std": std, "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2VLProcessor"}, indent=2)
+        hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+        proc = ImageOnlyProcessor(image_processor=processor(settings), tokenizer=hf_tok, chat_template=template)
+        model = family.from_pretrained(folder, dtype=torch.float32).eval()
+        cases = []
+        for name, system, user, images in [
+            ("one image", None, DEFAULT_PROMPT, ["photo_640x480.jpg"]),
+            ("two images, DataFlow's words", DATAFLOW_SYSTEM, DATAFLOW_PROMPT, ["small_100x80.png", "gray_200x150.png"]),
+        ]:
+            messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+            messages.append({"role": "user",
+                             "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": user}]})
+            rendered = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            inputs = proc(text=[rendered], images=[load_image_like_rust(IMAGES / i) for i in images],
+                          return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=505,
+                                     pad_token_id=506, output_scores=True, return_dict_in_generate=True)
+            prompt_len = inputs["input_ids"].shape[1]
+            # Captioner's tokens end before the stop token, as the caption's text does.
+            tokens = out.sequences[0, prompt_len:].tolist()
+            tokens = tokens[:tokens.index(505)] if 505 in tokens else tokens
+            margins = [float(v[0] - v[1]) for v in (torch.topk(s[0], 2).values for s in out.scores)]
+            assert min(margins) > 1e-3, (name, margins)
+            cases.append({"case": name, "system": system, "user": user, "images": images,
+                          "ids": inputs["input_ids"][0].tolist(), "grids": inputs["image_grid_thw"].tolist(),
+                          "tokens": tokens, "text": hf_tok.decode(tokens, skip_special_tokens=True).strip(),
+                          "margins": margins})
+            print(f"  engine / {folder.name} / {name}: {prompt_len} ids, tokens {tokens}, "
+                  f"smallest margin {min(margins):.4f}")
+        write_json(folder / "engine.json", {"versions": versions(), "max_new_tokens": 12, "cases": cases}, indent=None)
+
+
 def make_windows() -> None:
     from transformers.vision_utils import get_vision_window_index
 
@@ -402,6 +594,8 @@ SECTIONS = {
     "windows": make_windows,
     "vision25": make_vision25,
     "greedy": make_greedy,
+    "prompt": make_prompt,
+    "engine": make_engine,
 }
 
 

@@ -18,6 +18,7 @@ use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::generate::{Flow, SamplingOptions};
+use crate::preprocess::ProcessedImage;
 use crate::weights::Precision;
 use burn_tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -198,16 +199,21 @@ pub async fn run(
             pre.push(ms_since(t));
         }
         let processed = processed.ok_or_else(|| Error::Invalid("no image".into()))?;
+        // SmolVLM's tower runs tile by tile; Qwen2-VL's runs over the whole image at once.
+        let tiles = match &processed {
+            ProcessedImage::Tiles(t) => t.n_tiles,
+            ProcessedImage::Patches(_) => 1,
+        };
         let mut vision = Vec::new();
         for _ in 0..repeat {
             let t = Instant::now();
             let features = engine.image_features(&processed)?;
             sync(features.sum()).await?;
-            vision.push(ms_since(t) / processed.n_tiles as f64);
+            vision.push(ms_since(t) / tiles as f64);
             gpu.sample();
         }
         preprocess_ms = Some(measured(pre));
-        image_tiles = Some(processed.n_tiles);
+        image_tiles = Some(tiles);
         vision_ms_per_tile = Some(measured(vision));
     }
 

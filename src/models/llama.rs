@@ -152,11 +152,25 @@ impl LayerCache {
 pub struct KvCache {
     layers: Vec<LayerCache>,
     len: usize,
+    /// How far a new token's rotary position is from its index: 0 for text, and after a
+    /// Qwen2-VL prompt with images its M-RoPE delta (an image takes fewer positions than
+    /// tokens, and later tokens, alike on M-RoPE's three streams, are plain RoPE there).
+    position_shift: i64,
 }
 
 impl KvCache {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The rotary position of the next token.
+    pub fn next_position(&self) -> usize {
+        usize::try_from(self.len as i64 + self.position_shift).unwrap_or(0)
+    }
+
+    /// Places every later token `shift` positions from its index (see `position_shift`).
+    pub fn set_position_shift(&mut self, shift: i64) {
+        self.position_shift = shift;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,6 +240,7 @@ impl Llama {
         KvCache {
             layers: vec![LayerCache::default(); self.layers.len()],
             len: 0,
+            position_shift: 0,
         }
     }
 
@@ -240,7 +255,9 @@ impl Llama {
     /// `cache`, appends to the cache, and returns the final hidden states `[1, len, hidden]`.
     pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
         let [_, len, _] = embeds.dims();
-        let (cos, sin) = self.rope.tables(cache.len, len, &embeds.device());
+        let (cos, sin) = self
+            .rope
+            .tables(cache.next_position(), len, &embeds.device());
         self.forward_rotated(embeds, cache, cos, sin)
     }
 

@@ -130,9 +130,18 @@ impl From<PreprocessError> for crate::Error {
     }
 }
 
-/// Model input for one image.
+/// One image as its model takes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProcessedImage {
+pub enum ProcessedImage {
+    /// SmolVLM (Idefics3): square tiles of the split image and a global view.
+    Tiles(Tiles),
+    /// Qwen2-VL / Qwen2.5-VL: the patches of one grid at the image's own aspect.
+    Patches(qwen2_vl::Patches),
+}
+
+/// Idefics3's model input for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tiles {
     /// `[n_tiles, 3, tile_height, tile_width]`, row-major.
     pub pixel_values: Vec<f32>,
     /// `[n_tiles, tile_height, tile_width]`, 1 = real pixel, 0 = padding
@@ -147,7 +156,7 @@ pub struct ProcessedImage {
     pub cols: usize,
 }
 
-impl ProcessedImage {
+impl Tiles {
     /// The tile grid, as the prompt's `<image>` expansion needs it.
     pub fn layout(&self) -> ImageLayout {
         ImageLayout {
@@ -331,7 +340,7 @@ pub fn preprocess(
     img: &RgbImage,
     cfg: &ImageProcessorConfig,
     longest_edge: Option<u32>,
-) -> Result<ProcessedImage, PreprocessError> {
+) -> Result<Tiles, PreprocessError> {
     let filter = cfg.filter()?;
     let m = cfg.max_image_size.longest_edge;
     if m == 0 {
@@ -409,7 +418,7 @@ pub fn preprocess(
         }
     }
 
-    Ok(ProcessedImage {
+    Ok(Tiles {
         pixel_values,
         pixel_mask,
         n_tiles: n,

@@ -188,6 +188,19 @@ impl Qwen2VlImageConfig {
             .ok_or(PreprocessError::UnsupportedResample(self.resample))
     }
 
+    /// These settings with images held to `longest_edge²` pixels (`max_pixels`; at least one
+    /// merged patch), each keeping its aspect as `smart_resize` does: the bound on work that
+    /// SmolVLM's longest edge gives. (An image taken unresized, `do_resize` false, keeps its size.)
+    pub fn with_pixel_cap(&self, longest_edge: Option<u32>) -> Self {
+        let mut cfg = self.clone();
+        if let Some(edge) = longest_edge {
+            let cap = u64::from(edge).pow(2).max(u64::from(self.factor()).pow(2));
+            cfg.max_pixels = cfg.max_pixels.min(cap);
+            cfg.min_pixels = cfg.min_pixels.min(cfg.max_pixels);
+        }
+        cfg
+    }
+
     /// The side both resized sides are a multiple of.
     pub fn factor(&self) -> u32 {
         self.patch_size * self.merge_size
@@ -348,6 +361,26 @@ mod tests {
             max_pixels: 12_845_056,
             ..Qwen2VlImageConfig::default()
         }
+    }
+
+    #[test]
+    fn a_longest_edge_caps_the_pixels_and_keeps_the_aspect() {
+        let cfg = published();
+        assert_eq!(cfg.with_pixel_cap(None), cfg);
+        let img = RgbImage::new(640, 480);
+        let capped = preprocess(&img, &cfg.with_pixel_cap(Some(100))).unwrap();
+        let (h, w) = capped.resized;
+        assert!(u64::from(h) * u64::from(w) <= 100 * 100, "{h} x {w}");
+        assert_eq!(
+            (h, w),
+            (84, 112),
+            "the aspect kept, in whole merged patches"
+        );
+        // An edge under one merged patch still gives one; one above the folder's bound changes
+        // nothing.
+        let tiny = preprocess(&img, &cfg.with_pixel_cap(Some(0))).unwrap();
+        assert_eq!(tiny.grid_thw, [1, 2, 2]);
+        assert_eq!(cfg.with_pixel_cap(Some(100_000)), cfg);
     }
 
     #[test]

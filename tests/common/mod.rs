@@ -96,15 +96,13 @@ pub fn caption_tokens(
     image: &str,
     tokens: usize,
 ) -> (Vec<u32>, Vec<f32>) {
-    use captioner::{Flow, ImageLayout, Request, SamplingOptions};
+    use captioner::{Flow, Request, SamplingOptions};
     let prompt = "Can you describe this image?";
     let bytes = std::fs::read(fixtures().join("images").join(image)).expect("image");
     let processed = engine.preprocess(&bytes, None).expect("preprocess");
-    let layout = ImageLayout {
-        rows: processed.rows,
-        cols: processed.cols,
-    };
-    let ids = engine.prompt_ids(None, prompt, &[layout]).expect("ids");
+    let ids = engine
+        .prompt_ids(None, prompt, std::slice::from_ref(&processed))
+        .expect("ids");
     let (logits, _) = engine
         .prefill(&ids, std::slice::from_ref(&processed))
         .expect("prefill");

@@ -48,8 +48,9 @@ enum Command {
         /// Ask with another tool's words instead of --prompt and --system.
         #[arg(long, value_enum, conflicts_with_all = ["prompt", "system"])]
         preset: Option<PresetChoice>,
-        /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
-        #[arg(long)]
+        /// Resize so the longest edge is at most this many pixels (SmolVLM: fewer tiles,
+        /// faster; Qwen2-VL, which keeps each image's aspect: at most this many pixels squared).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         longest_edge: Option<u32>,
         /// Refuse an image file larger than this many MiB.
         #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB, value_parser = clap::value_parser!(u64).range(1..))]
@@ -138,8 +139,9 @@ struct CaptionJsonl {
     /// Ask with another tool's words instead of --prompt and --system.
     #[arg(long, value_enum, conflicts_with_all = ["prompt", "system"])]
     preset: Option<PresetChoice>,
-    /// Resize so the longest edge is at most this many pixels (fewer tiles, faster).
-    #[arg(long)]
+    /// Resize so the longest edge is at most this many pixels (SmolVLM: fewer tiles, faster;
+    /// Qwen2-VL, which keeps each image's aspect: at most this many pixels squared).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     longest_edge: Option<u32>,
     /// Refuse (as the row's error) an image file larger than this many MiB.
     #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_MIB, value_parser = clap::value_parser!(u64).range(1..))]
@@ -263,6 +265,12 @@ fn quantize(args: Quantize) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", config_path.display()))?;
     let config = ModelConfig::from_json(&config_json)
         .with_context(|| format!("reading {}", config_path.display()))?;
+    if let ModelConfig::Qwen2Vl(_) = config {
+        bail!(
+            "Qwen2-VL and Qwen2.5-VL have no GGUF pair yet; caption from the folder itself \
+             (--precision q8_0 or q4_0 packs its matrices as it loads)"
+        );
+    }
     let planned = plan(&config, args.precision, args.llama_cpp);
     let stem = args.name.clone().unwrap_or_else(|| {
         args.model

@@ -2,8 +2,9 @@
 //! merger ([`vision`]), and the Qwen2 decoder ([`text`]) turned by multimodal rotary positions
 //! ([`positions`], [`rope`]). The image processor is `preprocess::qwen2_vl`. Each image's
 //! merged features replace the embeddings of its `<|image_pad|>` tokens, in order.
-//! Qwen2.5-VL's tower attends within windows ([`windows`]). Built up in steps (issue 21): the
-//! tokenizer and chat template and the engine's front ends come next.
+//! Qwen2.5-VL's tower attends within windows ([`windows`]). After the prompt, every token sits
+//! at one position on all three streams, where M-RoPE is plain RoPE: the decoder's own cached
+//! step decodes, the cache shifted by the prompt's M-RoPE delta.
 
 pub mod positions;
 pub mod rope;
@@ -13,9 +14,10 @@ pub mod windows;
 
 use crate::config::Qwen2VlConfig;
 use crate::error::{Error, Result};
-use crate::models::llama::KvCache;
+use crate::models::llama::{KvCache, Llama};
+use crate::preprocess::qwen2_vl::Patches;
 use crate::weights::Loader;
-use burn_tensor::Tensor;
+use burn_tensor::{Device, Tensor, TensorData};
 use positions::{mrope_positions, MropePositions};
 use text::Qwen2Text;
 use vision::VisionTower;
@@ -27,7 +29,7 @@ pub struct Qwen2Vl {
     config: Qwen2VlConfig,
 }
 
-/// A prompt run through the model: its cache and where later tokens go.
+/// A prompt run through the model: its cache (shifted to where later tokens go) and positions.
 #[derive(Debug)]
 pub struct Prefilled {
     pub cache: KvCache,
@@ -50,22 +52,24 @@ impl Qwen2Vl {
         &self.config
     }
 
-    /// Runs a prompt: `ids` with one run of `image_token_id` per image, `patches`
-    /// `[n, patch_len]` the images' patches as the processor makes them (in order), `grids`
-    /// their `image_grid_thw`.
-    pub fn prefill(
-        &self,
-        ids: &[u32],
-        patches: Tensor<2>,
-        grids: &[[usize; 3]],
-    ) -> Result<Prefilled> {
+    /// Runs a prompt: `ids` with one run of `image_token_id` per image, `images` the images'
+    /// patches as the processor makes them, in order.
+    pub fn prefill(&self, ids: &[u32], images: &[&Patches]) -> Result<Prefilled> {
+        if ids.is_empty() {
+            return Err(Error::Prompt("the prompt has no tokens".into()));
+        }
         let image = self.config.image_token_id;
-        let merge = self.vision_merge();
-        let positions = mrope_positions(ids, image, grids, merge)?;
+        let grids: Vec<[usize; 3]> = images.iter().map(|p| p.grid_thw).collect();
+        let positions = mrope_positions(ids, image, &grids, self.vision_merge())?;
         let decoder = self.text.decoder();
-        let features = self.vision.forward(patches, grids)?;
-        let [n_features, width] = features.dims();
         let pads = ids.iter().filter(|&&t| t == image).count();
+        let features = if images.is_empty() {
+            None
+        } else {
+            let (patches, grids) = stack_patches(images, decoder.device())?;
+            Some(self.vision.forward(patches, &grids)?)
+        };
+        let n_features = features.as_ref().map_or(0, |f| f.dims()[0]);
         if pads != n_features {
             return Err(Error::Prompt(format!(
                 "the prompt has {pads} image tokens for {n_features} image features"
@@ -80,13 +84,16 @@ impl Qwen2Vl {
                 .iter()
                 .take_while(|&&t| (t == image) == is_image)
                 .count();
-            pieces.push(if is_image {
-                features
-                    .clone()
-                    .slice([used..used + run, 0..width])
-                    .reshape([1, run, width])
-            } else {
-                decoder.embed(&ids[i..i + run])
+            pieces.push(match (&features, is_image) {
+                (Some(features), true) => {
+                    let width = features.dims()[1];
+                    features
+                        .clone()
+                        .slice([used..used + run, 0..width])
+                        .reshape([1, run, width])
+                }
+                // Image tokens without features were refused above.
+                _ => decoder.embed(&ids[i..i + run]),
             });
             used += if is_image { run } else { 0 };
             i += run;
@@ -99,6 +106,7 @@ impl Qwen2Vl {
             &positions.width[..],
         ];
         let hidden = self.text.forward(embeds, streams, &mut cache);
+        cache.set_position_shift(positions.delta);
         Ok(Prefilled {
             logits: decoder.last_logits(hidden),
             cache,
@@ -106,20 +114,39 @@ impl Qwen2Vl {
         })
     }
 
-    /// The logits after `token`, the `index`-th token of the sequence (the prompt's length for
-    /// the first one generated), appended to `prefilled`'s cache.
-    pub fn step(&self, prefilled: &mut Prefilled, token: u32, index: usize) -> Result<Tensor<1>> {
-        let at = prefilled.positions.after_prompt(index)?;
-        let decoder = self.text.decoder();
-        let hidden = self.text.forward(
-            decoder.embed(&[token]),
-            [&[at], &[at], &[at]],
-            &mut prefilled.cache,
-        );
-        Ok(decoder.last_logits(hidden))
+    /// The decoder, which decodes each token after the prompt from [`Prefilled::cache`].
+    pub fn decoder(&self) -> &Llama {
+        self.text.decoder()
+    }
+
+    /// The merged features `[tokens, text width]` of one image, as they replace its pads.
+    pub fn image_features(&self, image: &Patches) -> Result<Tensor<2>> {
+        let (patches, grids) = stack_patches(&[image], self.decoder().device())?;
+        self.vision.forward(patches, &grids)
     }
 
     fn vision_merge(&self) -> usize {
         self.config.vision.spatial_merge_size
     }
+}
+
+/// The images' patches as one `[patches, patch_len]` tensor on `device`, in order, and their
+/// grids: what [`Qwen2Vl::prefill`] takes.
+pub fn stack_patches(images: &[&Patches], device: &Device) -> Result<(Tensor<2>, Vec<[usize; 3]>)> {
+    let patch_len = images.first().map_or(1, |p| p.patch_len);
+    if patch_len == 0
+        || images
+            .iter()
+            .any(|p| p.patch_len != patch_len || p.values.len() % patch_len != 0)
+    {
+        return Err(Error::Invalid("the images' patches differ in size".into()));
+    }
+    let values: Vec<f32> = images
+        .iter()
+        .flat_map(|p| p.values.iter().copied())
+        .collect();
+    let rows = values.len() / patch_len;
+    let grids = images.iter().map(|p| p.grid_thw).collect();
+    let data = TensorData::new(values, [rows, patch_len]);
+    Ok((Tensor::from_data(data, device), grids))
 }

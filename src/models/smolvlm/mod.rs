@@ -7,7 +7,7 @@ pub mod vision;
 use crate::config::Idefics3Config;
 use crate::error::{Error, Result};
 use crate::models::llama::{KvCache, Llama};
-use crate::preprocess::ProcessedImage;
+use crate::preprocess::Tiles;
 use crate::weights::Loader;
 use burn_tensor::{Int, Tensor, TensorData};
 use connector::Connector;
@@ -49,7 +49,7 @@ impl SmolVlm {
 
     /// Vision tower output (after the post-LayerNorm), `[tiles, patches, vision_hidden]`, for
     /// one preprocessed image.
-    pub fn vision_features(&self, image: &ProcessedImage) -> Tensor<3> {
+    pub fn vision_features(&self, image: &Tiles) -> Tensor<3> {
         let (n, h, w) = (image.n_tiles, image.tile_height, image.tile_width);
         let p = self.config.vision.patch_size;
         // A patch is real when any of its pixels is.
@@ -72,7 +72,7 @@ impl SmolVlm {
 
     /// Connector output `[tiles, image_seq_len, text_hidden]`: what replaces one image's
     /// `<image>` tokens.
-    pub fn image_features(&self, image: &ProcessedImage) -> Tensor<3> {
+    pub fn image_features(&self, image: &Tiles) -> Tensor<3> {
         self.connector.forward(self.vision_features(image))
     }
 
@@ -83,7 +83,7 @@ impl SmolVlm {
     pub fn prefill(
         &self,
         ids: &[u32],
-        images: &[ProcessedImage],
+        images: &[&Tiles],
         cache: &mut KvCache,
     ) -> Result<Tensor<1>> {
         let slots: Vec<usize> = ids
