@@ -514,6 +514,8 @@ def make_engine() -> None:
         for name, system, user, images in [
             ("one image", None, DEFAULT_PROMPT, ["photo_640x480.jpg"]),
             ("two images, DataFlow's words", DATAFLOW_SYSTEM, DATAFLOW_PROMPT, ["small_100x80.png", "gray_200x150.png"]),
+            # RGBA (composited over white) and one pixel (scaled up to min_pixels).
+            ("an RGBA image and a one-pixel one", None, DEFAULT_PROMPT, ["rgba_160x120.png", "one_by_one.png"]),
         ]:
             messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
             messages.append({"role": "user",
