@@ -24,6 +24,9 @@ const ui = {
 
 const state = {
   captioner: null,
+  // The loaded model as the stored progress tells models apart: its URL or picked files, and
+  // the device and precision it runs at (another model's captions are not this one's).
+  model: null,
   loading: false,
   images: new Map(), // relative path -> File; a path picked again replaces its file
   leftOut: new Set(), // paths of picked files that are neither images nor rows
@@ -131,6 +134,7 @@ async function loadModel() {
   ui.modelProgress.removeAttribute('value');
   state.captioner?.dispose();
   state.captioner = null;
+  state.model = null;
   updateButtons();
   const picked = [...ui.modelFiles.files];
   const source = picked.length ? { files: picked } : { modelUrl: ui.modelUrl.value.trim() };
@@ -171,6 +175,10 @@ async function loadModel() {
       },
     });
     const c = state.captioner;
+    const from = picked.length
+      ? picked.map((f) => [f.name, f.size, f.lastModified])
+      : new URL(source.modelUrl, location.href).href;
+    state.model = { from, device: c.device, precision: c.precision };
     setStatus(
       ui.modelStatus,
       `Model ready on ${c.device === 'webgpu' ? 'WebGPU' : `the CPU (${c.threads} thread${c.threads === 1 ? '' : 's'})`}` +
@@ -560,12 +568,13 @@ function showInputStatus(notes = []) {
 }
 
 /**
- * The key the outputs are stored under: a digest of the settings that shape them. Rows are
- * told apart by their identities (currentLines), so a row added or removed changes no other
- * row's record.
+ * The key the outputs are stored under: a digest of the settings and the model that shape
+ * them. Rows are told apart by their identities (currentLines), so a row added or removed
+ * changes no other row's record.
  */
 async function progressKey() {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(settings())));
+  const shaping = { ...settings(), model: state.model ?? undefined };
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(shaping)));
   return 'settings:' + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 

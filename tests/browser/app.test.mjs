@@ -223,6 +223,41 @@ test('a model kept as its own files is packed from the cache without a download,
   }
 });
 
+test('the tiny Qwen2.5-VL folder captions the rows in the page as the native program does on the GPU', async () => {
+  // A Qwen2-VL folder has no GGUF pack yet: the page keeps its own files and `auto` packs its
+  // matrices as Q8_0 as it loads, as the native program does with `--device gpu`.
+  const model = join(fixtures, 'qwen2vl', 'tiny-25');
+  const native = rowsOf(nativeOutput(['--device', 'gpu'], model));
+  const { page, errors } = await openPage('/?model=/fixtures/qwen2vl/tiny-25/&device=webgpu');
+  const status = await waitForText(page, 'model-status', /Model ready|could not/);
+  assert.match(status, /Model ready on WebGPU, weights auto \(q8_0\)/, status);
+  await page.getByTestId('max-tokens').fill(String(MAX_TOKENS));
+  await page.getByTestId('temperature').fill('0');
+  await page.getByTestId('images').setInputFiles(examplePictures);
+  await page.getByTestId('jsonl').setInputFiles(example);
+  // The first test captioned these rows with these settings in this browser, with tiny-b: its
+  // stored captions are another model's, and do not come back.
+  const inputs = await waitForText(page, 'input-status', /12 row\(s\)/);
+  assert.doesNotMatch(inputs, /restored/, inputs);
+  await page.getByTestId('run').click();
+  await waitForText(page, 'progress-text', /^Done: 12 of 12 rows/);
+  const browserRows = rowsOf((await downloadOf(page)).toString('utf8'));
+  assert.equal(browserRows.length, native.length);
+  // Rows 1-3 have pictures (one, one, two): each gets a caption.
+  for (const i of [0, 1, 2]) assert.ok(typeof native[i].caption === 'string' && native[i].caption.length > 0, `row ${i + 1}`);
+  browserRows.forEach((row, i) => {
+    assert.equal(row.caption, native[i].caption, `row ${i + 1} caption`);
+    assert.equal(row.error === undefined, native[i].error === undefined, `row ${i + 1} error`);
+  });
+  const kept = await page.evaluate(async () =>
+    (await (await caches.open('captioner-models-v1')).keys()).map((r) => r.url.split('/').pop()));
+  assert.ok(kept.includes('model.safetensors'), `kept as its own files: ${kept.join(', ')}`);
+  assert.equal(errors.length, 0, errors.join('\n'));
+  // (The later tests start from an empty cache.)
+  await page.evaluate(() => caches.delete('captioner-models-v1'));
+  await page.close();
+});
+
 test('without WebGPU the page says so and runs on the CPU; a wrong model URL says what to do', async () => {
   const native = rowsOf(nativeOutput());
   const plain = await launch('profile-no-webgpu', { webgpu: false });
