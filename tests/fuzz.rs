@@ -17,6 +17,7 @@ mod common;
 use burn_tensor::Device;
 use captioner::config::{GenerationConfig, ModelConfig};
 use captioner::files::Checkpoint;
+use captioner::preprocess::qwen2_vl::Qwen2VlImageConfig;
 use captioner::preprocess::{decode_image, preprocess, ImageProcessorConfig};
 use captioner::prompt::{ContentStyle, Prompter};
 use captioner::rows::{plan, Line, Plan};
@@ -368,6 +369,7 @@ fn config(input: &[u8]) {
     let _ = captioner::config::processor_image_seq_len(&text);
     let _ = ImageProcessorConfig::from_preprocessor_json(&text);
     let _ = ImageProcessorConfig::from_processor_json(&text);
+    let _ = Qwen2VlImageConfig::from_preprocessor_json(&text);
 }
 
 /// The tiny vision model's text files, read once: what a mutated weights file is loaded with.

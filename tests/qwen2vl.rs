@@ -595,3 +595,63 @@ fn the_engine_captions_as_transformers_generates() {
         }
     }
 }
+
+#[test]
+fn a_folder_whose_parts_disagree_is_refused_at_load_with_the_file_named() {
+    use captioner::{Engine, ModelFiles};
+    let src = fixtures().join("qwen2vl").join("tiny-25");
+    let load = |edit: &dyn Fn(&std::path::Path)| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        for name in captioner::files::TEXT_FILES
+            .iter()
+            .chain(["model.safetensors"].iter())
+        {
+            if src.join(name).exists() {
+                std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+            }
+        }
+        edit(dir.path());
+        let files = ModelFiles::from_path(dir.path()).expect("files");
+        match Engine::load(files, &burn_tensor::Device::flex()) {
+            Ok(_) => "loaded".into(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let edit_json = |path: std::path::PathBuf, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+    };
+    assert_eq!(load(&|_| {}), "loaded");
+
+    let err = load(&|d| {
+        edit_json(d.join("preprocessor_config.json"), &|v| {
+            v["patch_size"] = 16.into()
+        })
+    });
+    assert!(
+        err.contains("preprocessor_config.json") && err.contains("patch_size is 16"),
+        "{err}"
+    );
+    let err = load(&|d| {
+        edit_json(d.join("preprocessor_config.json"), &|v| {
+            v["merge_size"] = 3.into()
+        })
+    });
+    assert!(err.contains("merge_size is 3"), "{err}");
+    let err = load(&|d| {
+        edit_json(d.join("preprocessor_config.json"), &|v| {
+            v["max_pixels"] = u64::MAX.into()
+        })
+    });
+    assert!(err.contains("preprocessor_config.json"), "{err}");
+    let err = load(&|d| std::fs::remove_file(d.join("preprocessor_config.json")).unwrap());
+    assert!(err.contains("preprocessor_config.json"), "{err}");
+    // The pads the prompt writes must be the ones the model looks for.
+    let err = load(&|d| edit_json(d.join("config.json"), &|v| v["image_token_id"] = 501.into()));
+    assert!(
+        err.contains("<|image_pad|> is Some(500)") && err.contains("image_token_id is 501"),
+        "{err}"
+    );
+}
