@@ -655,3 +655,50 @@ fn a_folder_whose_parts_disagree_is_refused_at_load_with_the_file_named() {
         "{err}"
     );
 }
+
+#[test]
+fn the_pair_llama_cpp_writes_captions_as_the_folder_does() {
+    // tiny-text converted by llama.cpp's own converter (tools/make_qwen2vl_llamacpp_pair.sh):
+    // the pair's tokenizer, chat template, decoder and mmproj (q, k, v and the per-frame patch
+    // kernels joined back) give the folder's ids, tokens and text. The pair does not carry the
+    // folder's max_pixels (12544): a longest edge of 112 px asks for the same bound.
+    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    let pair = fixtures().join("qwen2vl").join("llamacpp-text");
+    let files = ModelFiles::from_path(&pair).expect("pair files");
+    let engine =
+        Engine::load_with(files, &burn_tensor::Device::flex(), Precision::F32).expect("engine");
+    let goldens = read_json(fixtures().join("qwen2vl/tiny-text/engine.json"));
+    let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
+    for case in goldens["cases"].as_array().unwrap() {
+        let name = case["case"].as_str().unwrap();
+        let bytes: Vec<Vec<u8>> = case["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
+            .collect();
+        let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let request = Request {
+            prompt: case["user"].as_str().unwrap().into(),
+            system: case["system"].as_str().map(str::to_string),
+            sampling: SamplingOptions::greedy(max_new),
+            longest_edge: Some(112),
+        };
+        let images = engine.preprocess_all(&bytes, Some(112)).expect(name);
+        let ids = engine
+            .prompt_ids(request.system.as_deref(), &request.prompt, &images)
+            .expect(name);
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(ids, want, "{name}: prompt ids");
+        let generation = engine
+            .caption(&bytes, &request, &mut |_| Flow::Continue)
+            .expect(name);
+        let want: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+        assert_eq!(generation.tokens, want, "{name}: tokens");
+        assert_eq!(
+            generation.text,
+            case["text"].as_str().unwrap(),
+            "{name}: text"
+        );
+    }
+}

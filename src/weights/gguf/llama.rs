@@ -8,12 +8,33 @@ use crate::weights::StoredTensor;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
+/// The decoder architectures read here: Llama, and Qwen2-VL's Qwen2 decoder (`qwen2vl`: biases
+/// on q, k and v, M-RoPE, and rows as Hugging Face has them, since ggml's NeoX-style RoPE
+/// rotates halves as Hugging Face does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextArch {
+    Llama,
+    Qwen2Vl,
+}
+
+impl TextArch {
+    /// The prefix of its metadata keys.
+    fn key(self, name: &str) -> String {
+        match self {
+            TextArch::Llama => format!("llama.{name}"),
+            TextArch::Qwen2Vl => format!("qwen2vl.{name}"),
+        }
+    }
+}
+
 impl Gguf {
-    fn require_llama(&self) -> Result<()> {
+    /// The file's decoder architecture, if it is one read here.
+    pub fn text_arch(&self) -> Result<TextArch> {
         match self.architecture()? {
-            "llama" => Ok(()),
+            "llama" => Ok(TextArch::Llama),
+            "qwen2vl" => Ok(TextArch::Qwen2Vl),
             other => Err(GgufError::Unsupported(format!(
-                "general.architecture is {other:?}; only \"llama\" is supported"
+                "general.architecture is {other:?}; only \"llama\" and \"qwen2vl\" are supported"
             ))),
         }
     }
@@ -22,33 +43,34 @@ impl Gguf {
     /// transformers derives from the same file (floats stored as float32 are widened exactly,
     /// as Python reads them: `rms_norm_eps` 1e-5 comes out as 9.999999747378752e-06).
     pub fn llama_hf_config(&self) -> Result<Value> {
-        self.require_llama()?;
-        let hidden = self.req_size("llama.embedding_length", limits::WIDTH)?;
-        let heads = self.req_size("llama.attention.head_count", limits::HEADS)?;
+        let arch = self.text_arch()?;
+        let k = |name: &str| arch.key(name);
+        let hidden = self.req_size(&k("embedding_length"), limits::WIDTH)?;
+        let heads = self.req_size(&k("attention.head_count"), limits::HEADS)?;
         let kv_heads = self
-            .uniform_size("llama.attention.head_count_kv", limits::HEADS)?
+            .uniform_size(&k("attention.head_count_kv"), limits::HEADS)?
             .unwrap_or(heads);
-        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
+        let layers = self.req_size(&k("block_count"), limits::LAYERS)?;
         let intermediate = self
-            .uniform_size("llama.feed_forward_length", limits::WIDTH)?
-            .ok_or_else(|| GgufError::MissingKey("llama.feed_forward_length".into()))?;
+            .uniform_size(&k("feed_forward_length"), limits::WIDTH)?
+            .ok_or_else(|| GgufError::MissingKey(k("feed_forward_length")))?;
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(GgufError::BadValue {
-                key: "llama.attention.head_count_kv".into(),
+                key: k("attention.head_count_kv"),
                 detail: format!("{kv_heads} KV heads do not divide {heads} attention heads"),
             });
         }
         // transformers takes head_dim from the RoPE width (right for Llama, where RoPE covers
         // the whole head); LlamaConfig's default is hidden_size / heads.
-        let head_dim = match self.opt_size("llama.rope.dimension_count", limits::HEAD_DIM)? {
+        let head_dim = match self.opt_size(&k("rope.dimension_count"), limits::HEAD_DIM)? {
             Some(d) => d,
-            None => match self.opt_size("llama.attention.key_length", limits::HEAD_DIM)? {
+            None => match self.opt_size(&k("attention.key_length"), limits::HEAD_DIM)? {
                 Some(d) => d,
                 None => hidden / heads,
             },
         };
         // As transformers: the metadata count, else the number of tokens.
-        let vocab_size = match self.opt_size("llama.vocab_size", limits::VOCAB)? {
+        let vocab_size = match self.opt_size(&k("vocab_size"), limits::VOCAB)? {
             Some(v) => v,
             None => match self
                 .get("tokenizer.ggml.tokens")
@@ -58,7 +80,7 @@ impl Gguf {
                 None => self
                     .tensor_info("token_embd.weight")
                     .and_then(|t| t.dims.get(1).copied())
-                    .ok_or_else(|| GgufError::MissingKey("llama.vocab_size".into()))?,
+                    .ok_or_else(|| GgufError::MissingKey(k("vocab_size")))?,
             },
         };
         let mut c = Map::new();
@@ -73,13 +95,13 @@ impl Gguf {
         c.insert("hidden_act".into(), json!("silu"));
         // LlamaConfig's defaults where the file is silent.
         let eps = self
-            .opt_f64("llama.attention.layer_norm_rms_epsilon")?
+            .opt_f64(&k("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-6);
         c.insert("rms_norm_eps".into(), json!(eps));
-        let theta = self.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0);
+        let theta = self.opt_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0);
         c.insert("rope_theta".into(), json!(theta));
         let max_pos = self
-            .opt_size("llama.context_length", limits::CONTEXT)?
+            .opt_size(&k("context_length"), limits::CONTEXT)?
             .unwrap_or(2048);
         c.insert("max_position_embeddings".into(), json!(max_pos));
         c.insert("vocab_size".into(), json!(vocab_size));
@@ -98,6 +120,28 @@ impl Gguf {
             }
         }
         c.insert("torch_dtype".into(), json!("float32"));
+        if arch == TextArch::Qwen2Vl {
+            // Qwen2-VL's text config as transformers 5 writes it: M-RoPE's sections (llama.cpp
+            // keeps a fourth, unused) under rope_parameters.
+            let sections = self
+                .get(&k("rope.dimension_sections"))
+                .and_then(GgufValue::as_array)
+                .ok_or_else(|| GgufError::MissingKey(k("rope.dimension_sections")))?;
+            let sections: Vec<u64> = sections
+                .iter()
+                .take(3)
+                .filter_map(GgufValue::as_u64)
+                .collect();
+            c.insert("model_type".into(), json!("qwen2_vl_text"));
+            c.insert(
+                "architectures".into(),
+                json!(["Qwen2VLForConditionalGeneration"]),
+            );
+            c.insert(
+                "rope_parameters".into(),
+                json!({"rope_type": "default", "rope_theta": theta, "mrope_section": sections}),
+            );
+        }
         Ok(Value::Object(c))
     }
 
@@ -118,8 +162,7 @@ impl Gguf {
     /// `(GGUF name, Hugging Face name)` of every tensor of a llama-architecture GGUF, in file
     /// order; an error listing the tensors that have no Hugging Face Llama counterpart.
     pub fn llama_hf_names(&self) -> Result<Vec<(String, String)>> {
-        self.require_llama()?;
-        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
+        let layers = self.req_size(&self.text_arch()?.key("block_count"), limits::LAYERS)?;
         let mut names = Vec::with_capacity(self.tensors.len());
         let mut unknown = Vec::new();
         for t in &self.tensors {
@@ -140,8 +183,7 @@ impl Gguf {
     /// One tensor of a llama-architecture GGUF, by its GGUF name, as [`Gguf::llama_hf_tensors`]
     /// returns it.
     pub fn llama_hf_tensor(&self, bytes: &[u8], gguf_name: &str) -> Result<HfTensor> {
-        self.require_llama()?;
-        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
+        let layers = self.req_size(&self.text_arch()?.key("block_count"), limits::LAYERS)?;
         let Some(hf_name) = llama_hf_name(gguf_name, layers) else {
             return Err(GgufError::UnknownTensors {
                 architecture: "llama".into(),
@@ -181,8 +223,7 @@ impl Gguf {
 
     /// The Hugging Face name of a llama tensor and the head count its rows were permuted by.
     fn llama_name_and_heads(&self, gguf_name: &str) -> Result<(String, Option<usize>)> {
-        self.require_llama()?;
-        let layers = self.req_size("llama.block_count", limits::LAYERS)?;
+        let layers = self.req_size(&self.text_arch()?.key("block_count"), limits::LAYERS)?;
         let hf_name =
             llama_hf_name(gguf_name, layers).ok_or_else(|| GgufError::UnknownTensors {
                 architecture: "llama".into(),
@@ -193,6 +234,9 @@ impl Gguf {
 
     /// The head count whose RoPE permutation llama.cpp applied to this tensor's rows, if any.
     fn rope_heads(&self, gguf_name: &str) -> Result<Option<usize>> {
+        if self.text_arch()? == TextArch::Qwen2Vl {
+            return Ok(None);
+        }
         let heads = if gguf_name.ends_with(".attn_q.weight") {
             Some(self.req_size("llama.attention.head_count", limits::HEADS)?)
         } else if gguf_name.ends_with(".attn_k.weight") {

@@ -29,12 +29,13 @@ pub mod folder;
 mod llama;
 pub mod names;
 pub mod pair;
+mod qwen2_vl_pair;
 mod tokenizer;
 pub mod write;
 
 pub use crate::files::gguf::*;
 pub use dequant::{dequantize, NotDequantized};
-pub use llama::{permute_rope_rows, unpermute_rope_rows};
+pub use llama::{permute_rope_rows, unpermute_rope_rows, TextArch};
 
 /// A named tensor in PyTorch layout: `(name, shape, row-major f32 values)`.
 pub type HfTensor = (String, Vec<usize>, Vec<f32>);

@@ -121,9 +121,16 @@ pub fn llama_hf_name(name: &str, layers: u64) -> Option<String> {
     }
     let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
     let index = layer_index(layer, Some(layers))?;
-    let part = part.strip_suffix(".weight")?;
+    // Qwen2's q, k and v projections have biases too.
+    let (part, kind) = match part.strip_suffix(".weight") {
+        Some(part) => (part, "weight"),
+        None => (part.strip_suffix(".bias")?, "bias"),
+    };
+    if kind == "bias" && !["attn_q", "attn_k", "attn_v"].contains(&part) {
+        return None;
+    }
     let (_, hf, _) = LLAMA_BLOCK.iter().find(|(gguf, _, _)| *gguf == part)?;
-    Some(format!("model.layers.{index}.{hf}.weight"))
+    Some(format!("model.layers.{index}.{hf}.{kind}"))
 }
 
 /// The Hugging Face name of a tensor of an Idefics3 mmproj.

@@ -8,6 +8,7 @@
 
 use super::folder::TextFiles;
 use super::names;
+use super::qwen2_vl_pair;
 use super::{Gguf, GgufError, GgufValue};
 use crate::config::limits;
 use crate::error::{Error, Result};
@@ -36,9 +37,12 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
     let g = &mmproj.header;
     let req = |key: &str, max: usize| g.req_size(key, max).map_err(in_mmproj);
     let projector = g.get("clip.projector_type").and_then(GgufValue::as_str);
+    if let Some(kind) = projector.and_then(qwen2_vl_pair::kind_of) {
+        return qwen2_vl_pair::pair_files(parts, kind, text, mmproj);
+    }
     if projector != Some("idefics3") {
         return Err(Error::Invalid(format!(
-            "the mmproj file is not an Idefics3/SmolVLM projector (clip.projector_type is {})",
+            "the mmproj file is not an Idefics3/SmolVLM or Qwen2-VL projector (clip.projector_type is {})",
             match projector {
                 Some(kind) => format!("{kind:?}"),
                 None => "missing".into(),
@@ -147,14 +151,23 @@ pub fn pair_files(text: GgufFile, mmproj: GgufFile) -> Result<ModelFiles> {
 /// The tensors of a pair under Hugging Face names: text tensors un-permuted, packed blocks kept
 /// packed.
 pub fn read_pair_weights(text: &GgufFile, mmproj: &GgufFile, set: &mut WeightSet) -> Result<()> {
+    let qwen = mmproj
+        .header
+        .get("clip.projector_type")
+        .and_then(GgufValue::as_str)
+        .and_then(qwen2_vl_pair::kind_of);
     let g = &text.header;
     for (gguf_name, _) in g.llama_hf_names()? {
         let (name, stored) = g.llama_hf_stored_in(&text.bytes, &gguf_name)?;
+        // Idefics3 nests its decoder; Qwen2-VL's is the model's own.
         let name = match name.strip_prefix("model.") {
-            Some(rest) => format!("model.text_model.{rest}"),
-            None => name,
+            Some(rest) if qwen.is_none() => format!("model.text_model.{rest}"),
+            _ => name,
         };
         set.insert_stored(name, stored);
+    }
+    if let Some(family) = qwen {
+        return qwen2_vl_pair::read_vision_weights(mmproj, family, set);
     }
     let g = &mmproj.header;
     for (gguf_name, hf_name) in vision_names(g).map_err(in_mmproj)? {
