@@ -65,7 +65,8 @@ pub struct Request {
     pub prompt: String,
     pub system: Option<String>,
     pub sampling: SamplingOptions,
-    /// Overrides the processor's `size.longest_edge` (smaller is faster: fewer tiles).
+    /// Overrides SmolVLM's `size.longest_edge` (smaller is faster: fewer tiles); for Qwen2-VL,
+    /// holds images to its square in pixels (`max_pixels`).
     pub longest_edge: Option<u32>,
 }
 

@@ -540,7 +540,7 @@ fn the_engine_captions_as_transformers_generates() {
     // The tiny models as a user's folder (tokenizer, chat template, processor settings beside
     // the weights), through the engine as `caption` runs it: the processor's ids, then
     // model.generate's greedy tokens and text.
-    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    use captioner::{Engine, ModelFiles, Precision};
     for folder in ["tiny-text", "tiny-25"] {
         let dir = fixtures().join("qwen2vl").join(folder);
         let files = ModelFiles::from_path(&dir).expect("files");
@@ -555,44 +555,53 @@ fn the_engine_captions_as_transformers_generates() {
             engine.stop_tokens().contains(&im_end),
             "the turn's end stops a caption"
         );
-        let goldens = read_json(dir.join("engine.json"));
-        let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
-        for case in goldens["cases"].as_array().unwrap() {
-            let name = &format!("{folder} / {}", case["case"].as_str().unwrap());
-            let bytes: Vec<Vec<u8>> = case["images"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())))
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-            let request = Request {
-                prompt: case["user"].as_str().unwrap().into(),
-                system: case["system"].as_str().map(str::to_string),
-                sampling: SamplingOptions::greedy(max_new),
-                ..Request::default()
-            };
+        captions_as_goldens(&engine, &dir.join("engine.json"), None);
+    }
+}
 
-            let images = engine.preprocess_all(&bytes, None).expect(name);
-            let ids = engine
-                .prompt_ids(request.system.as_deref(), &request.prompt, &images)
-                .expect(name);
-            let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-            assert_eq!(ids, want, "{name}: prompt ids");
-
-            let generation = engine
-                .caption(&bytes, &request, &mut |_| Flow::Continue)
-                .expect(name);
-            let want: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
-            assert_eq!(generation.tokens, want, "{name}: tokens");
-            assert_eq!(
-                generation.text,
-                case["text"].as_str().unwrap(),
-                "{name}: text"
-            );
-            assert_eq!(generation.prompt_tokens, ids.len(), "{name}");
-        }
+/// `engine` on every case of an `engine.json` (tools/make_qwen2vl_goldens.py): the processor's
+/// prompt ids, then `model.generate`'s greedy tokens and text, with images held to
+/// `longest_edge`.
+fn captions_as_goldens(
+    engine: &captioner::Engine,
+    goldens: &std::path::Path,
+    longest_edge: Option<u32>,
+) {
+    use captioner::{Flow, Request, SamplingOptions};
+    let goldens = read_json(goldens.to_path_buf());
+    let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
+    for case in goldens["cases"].as_array().unwrap() {
+        let name = case["case"].as_str().unwrap();
+        let bytes: Vec<Vec<u8>> = case["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
+            .collect();
+        let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let request = Request {
+            prompt: case["user"].as_str().unwrap().into(),
+            system: case["system"].as_str().map(str::to_string),
+            sampling: SamplingOptions::greedy(max_new),
+            longest_edge,
+        };
+        let images = engine.preprocess_all(&bytes, longest_edge).expect(name);
+        let ids = engine
+            .prompt_ids(request.system.as_deref(), &request.prompt, &images)
+            .expect(name);
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(ids, want, "{name}: prompt ids");
+        let generation = engine
+            .caption(&bytes, &request, &mut |_| Flow::Continue)
+            .expect(name);
+        let want: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+        assert_eq!(generation.tokens, want, "{name}: tokens");
+        assert_eq!(
+            generation.text,
+            case["text"].as_str().unwrap(),
+            "{name}: text"
+        );
+        assert_eq!(generation.prompt_tokens, ids.len(), "{name}");
     }
 }
 
@@ -662,43 +671,11 @@ fn the_pair_llama_cpp_writes_captions_as_the_folder_does() {
     // the pair's tokenizer, chat template, decoder and mmproj (q, k, v and the per-frame patch
     // kernels joined back) give the folder's ids, tokens and text. The pair does not carry the
     // folder's max_pixels (12544): a longest edge of 112 px asks for the same bound.
-    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    use captioner::{Engine, ModelFiles, Precision};
     let pair = fixtures().join("qwen2vl").join("llamacpp-text");
     let files = ModelFiles::from_path(&pair).expect("pair files");
     let engine =
         Engine::load_with(files, &burn_tensor::Device::flex(), Precision::F32).expect("engine");
-    let goldens = read_json(fixtures().join("qwen2vl/tiny-text/engine.json"));
-    let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
-    for case in goldens["cases"].as_array().unwrap() {
-        let name = case["case"].as_str().unwrap();
-        let bytes: Vec<Vec<u8>> = case["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
-            .collect();
-        let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-        let request = Request {
-            prompt: case["user"].as_str().unwrap().into(),
-            system: case["system"].as_str().map(str::to_string),
-            sampling: SamplingOptions::greedy(max_new),
-            longest_edge: Some(112),
-        };
-        let images = engine.preprocess_all(&bytes, Some(112)).expect(name);
-        let ids = engine
-            .prompt_ids(request.system.as_deref(), &request.prompt, &images)
-            .expect(name);
-        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-        assert_eq!(ids, want, "{name}: prompt ids");
-        let generation = engine
-            .caption(&bytes, &request, &mut |_| Flow::Continue)
-            .expect(name);
-        let want: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
-        assert_eq!(generation.tokens, want, "{name}: tokens");
-        assert_eq!(
-            generation.text,
-            case["text"].as_str().unwrap(),
-            "{name}: text"
-        );
-    }
+    let goldens = fixtures().join("qwen2vl/tiny-text/engine.json");
+    captions_as_goldens(&engine, &goldens, Some(112));
 }
