@@ -679,3 +679,63 @@ fn the_pair_llama_cpp_writes_captions_as_the_folder_does() {
     let goldens = fixtures().join("qwen2vl/tiny-text/engine.json");
     captions_as_goldens(&engine, &goldens, Some(112));
 }
+
+#[test]
+fn qwen2_5_vl_s_llama_cpp_pair_captions_as_its_folder_does() {
+    // tiny-25 converted by llama.cpp's converter. Its file keeps no window size (the reader
+    // takes the published 112 px; tiny-25's is 56), so the images are held to 56² px here, where
+    // both sizes make one window: the pair's RMSNorms, gated MLPs and joined q/k/v and patch
+    // kernels must give the folder's logits and tokens. (Its whole-image blocks, read from
+    // n_wa_pattern, are checked against the folder's config.)
+    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    let load = |dir: &str| {
+        let files = ModelFiles::from_path(&fixtures().join("qwen2vl").join(dir)).expect(dir);
+        Engine::load_with(files, &burn_tensor::Device::flex(), Precision::F32).expect(dir)
+    };
+    let (folder, pair) = (load("tiny-25"), load("llamacpp-25"));
+    let vision = |engine: &Engine| match engine.config() {
+        captioner::config::ModelConfig::Qwen2Vl(c) => c.vision.clone(),
+        _ => panic!("not Qwen2-VL"),
+    };
+    let (ours, theirs) = (vision(&pair), vision(&folder));
+    assert_eq!(ours.fullatt_block_indexes, theirs.fullatt_block_indexes);
+    assert_eq!(
+        (ours.kind, ours.window_size, theirs.window_size),
+        (theirs.kind, 112, 56)
+    );
+    let goldens = read_json(fixtures().join("qwen2vl/tiny-25/engine.json"));
+    for case in goldens["cases"].as_array().unwrap() {
+        let name = case["case"].as_str().unwrap();
+        let bytes: Vec<Vec<u8>> = case["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
+            .collect();
+        let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let request = Request {
+            prompt: case["user"].as_str().unwrap().into(),
+            system: case["system"].as_str().map(str::to_string),
+            sampling: SamplingOptions::greedy(12),
+            longest_edge: Some(56),
+        };
+        let run = |engine: &Engine| {
+            let images = engine.preprocess_all(&bytes, Some(56)).expect(name);
+            let ids = engine
+                .prompt_ids(request.system.as_deref(), &request.prompt, &images)
+                .expect(name);
+            let (logits, _) = engine.prefill(&ids, &images).expect(name);
+            let generation = engine
+                .caption(&bytes, &request, &mut |_| Flow::Continue)
+                .expect(name);
+            (ids, tensor_values(logits), generation.tokens)
+        };
+        let (ids, logits, tokens) = run(&folder);
+        let (pair_ids, pair_logits, pair_tokens) = run(&pair);
+        assert_eq!(pair_ids, ids, "{name}: prompt ids");
+        let diff = max_abs_diff(&pair_logits, &logits);
+        assert!(diff <= 1e-5, "{name}: logits differ by {diff}");
+        assert_eq!(pair_tokens, tokens, "{name}: tokens");
+        assert_eq!(tokens.len(), 12, "{name}");
+    }
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Makes tests/fixtures/qwen2vl/llamacpp-text/: the tiny Qwen2-VL (tests/fixtures/qwen2vl/tiny-text)
-# converted by llama.cpp's own converter (convert_hf_to_gguf.py, text model + --mmproj, f32), so
-# the tests can prove the engine reads the pair llama.cpp writes for this family. Run by a
-# developer, never by CI.
+# Makes tests/fixtures/qwen2vl/llamacpp-text/ and llamacpp-25/: the tiny Qwen2-VL and Qwen2.5-VL
+# (tests/fixtures/qwen2vl/tiny-text, tiny-25) converted by llama.cpp's own converter
+# (convert_hf_to_gguf.py, text model + --mmproj, f32), so the tests can prove the engine reads
+# the pairs llama.cpp writes for this family. Run by a developer, never by CI.
 #
 # Needs llama.cpp's source (the copy vendored in the PyPI sdist llama_cpp_python==0.3.36 was
 # used) and a Python with gguf 0.19, torch, transformers and sentencepiece:
@@ -17,8 +17,6 @@ set -euo pipefail
 src="$1"
 python="${2:-python3}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-out="$repo/tests/fixtures/qwen2vl/llamacpp-text"
-mkdir -p "$out"
 convert() {
   "$python" - "$src" "$@" <<'PY'
 import sys
@@ -37,5 +35,9 @@ sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
 convert_hf_to_gguf.main()
 PY
 }
-convert "$repo/tests/fixtures/qwen2vl/tiny-text" --outtype f32 --outfile "$out/tiny-text-F32.gguf"
-convert "$repo/tests/fixtures/qwen2vl/tiny-text" --outtype f32 --mmproj --outfile "$out/mmproj-tiny-text-F32.gguf"
+for model in tiny-text tiny-25; do
+  out="$repo/tests/fixtures/qwen2vl/llamacpp-${model#tiny-}"
+  mkdir -p "$out"
+  convert "$repo/tests/fixtures/qwen2vl/$model" --outtype f32 --outfile "$out/$model-F32.gguf"
+  convert "$repo/tests/fixtures/qwen2vl/$model" --outtype f32 --mmproj --outfile "$out/mmproj-$model-F32.gguf"
+done
