@@ -559,6 +559,26 @@ fn the_engine_captions_as_transformers_generates() {
     }
 }
 
+/// An `engine.json` case's image files and its greedy request of `max_new` tokens.
+fn case_of(
+    case: &serde_json::Value,
+    max_new: usize,
+    longest_edge: Option<u32>,
+) -> (Vec<Vec<u8>>, captioner::Request) {
+    let images = case["images"].as_array().expect("images");
+    let bytes = images
+        .iter()
+        .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
+        .collect();
+    let request = captioner::Request {
+        prompt: case["user"].as_str().unwrap().into(),
+        system: case["system"].as_str().map(str::to_string),
+        sampling: captioner::SamplingOptions::greedy(max_new),
+        longest_edge,
+    };
+    (bytes, request)
+}
+
 /// `engine` on every case of an `engine.json` (tools/make_qwen2vl_goldens.py): the processor's
 /// prompt ids, then `model.generate`'s greedy tokens and text, with images held to
 /// `longest_edge`.
@@ -567,24 +587,13 @@ fn captions_as_goldens(
     goldens: &std::path::Path,
     longest_edge: Option<u32>,
 ) {
-    use captioner::{Flow, Request, SamplingOptions};
+    use captioner::Flow;
     let goldens = read_json(goldens.to_path_buf());
     let max_new = goldens["max_new_tokens"].as_u64().unwrap() as usize;
     for case in goldens["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let bytes: Vec<Vec<u8>> = case["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
-            .collect();
+        let (bytes, request) = case_of(case, max_new, longest_edge);
         let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-        let request = Request {
-            prompt: case["user"].as_str().unwrap().into(),
-            system: case["system"].as_str().map(str::to_string),
-            sampling: SamplingOptions::greedy(max_new),
-            longest_edge,
-        };
         let images = engine.preprocess_all(&bytes, longest_edge).expect(name);
         let ids = engine
             .prompt_ids(request.system.as_deref(), &request.prompt, &images)
@@ -687,7 +696,7 @@ fn qwen2_5_vl_s_llama_cpp_pair_captions_as_its_folder_does() {
     // both sizes make one window: the pair's RMSNorms, gated MLPs and joined q/k/v and patch
     // kernels must give the folder's logits and tokens. (Its whole-image blocks, read from
     // n_wa_pattern, are checked against the folder's config.)
-    use captioner::{Engine, Flow, ModelFiles, Precision, Request, SamplingOptions};
+    use captioner::{Engine, Flow, ModelFiles, Precision};
     let load = |dir: &str| {
         let files = ModelFiles::from_path(&fixtures().join("qwen2vl").join(dir)).expect(dir);
         Engine::load_with(files, &burn_tensor::Device::flex(), Precision::F32).expect(dir)
@@ -706,19 +715,8 @@ fn qwen2_5_vl_s_llama_cpp_pair_captions_as_its_folder_does() {
     let goldens = read_json(fixtures().join("qwen2vl/tiny-25/engine.json"));
     for case in goldens["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let bytes: Vec<Vec<u8>> = case["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| std::fs::read(fixtures().join("images").join(f.as_str().unwrap())).unwrap())
-            .collect();
+        let (bytes, request) = case_of(case, 12, Some(56));
         let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-        let request = Request {
-            prompt: case["user"].as_str().unwrap().into(),
-            system: case["system"].as_str().map(str::to_string),
-            sampling: SamplingOptions::greedy(12),
-            longest_edge: Some(56),
-        };
         let run = |engine: &Engine| {
             let images = engine.preprocess_all(&bytes, Some(56)).expect(name);
             let ids = engine
